@@ -1,0 +1,219 @@
+/**
+ * Simulated physical memory: page frames (`struct page`) identified by a page
+ * frame number, each with a reference count and 4 KiB of storage.
+ *
+ * Frame numbers are what DMA addresses are made of, so they are deliberately
+ * scattered (user frames come from a seeded random choice over a large frame
+ * space) and a stray physical address can be caught: {@link PhysMem.read} and
+ * {@link PhysMem.write} throw on a frame that is not allocated.
+ *
+ * A frame's storage may live inside a larger buffer (a user mapping's
+ * `Uint8Array`), so that what the application sees through its buffer is
+ * exactly what the device reads and writes through the frame.
+ *
+ * Mirrors: mm/page_alloc.c (alloc_pages, __free_pages), include/linux/mm.h
+ * (get_page, put_page, page_ref_count).
+ *
+ * @module
+ */
+
+import { Rng } from "../random.ts";
+
+/** Page size of the simulated host (x86_64). */
+export const PAGE_SHIFT = 12;
+/** 4096. */
+export const PAGE_SIZE = 1 << PAGE_SHIFT;
+/** Mask of the offset within a page. */
+export const PAGE_MASK_LOW = PAGE_SIZE - 1;
+
+/** A page frame. */
+export interface Page {
+  /** Page frame number; physical address is `pfn << PAGE_SHIFT`. */
+  readonly pfn: number;
+  /** The frame's 4 KiB of storage. */
+  readonly data: Uint8Array;
+  /** page_ref_count(): references held (mapping, pins, kernel users). */
+  refcount: number;
+  /** Pins by pin_user_pages (FOLL_PIN), a subset of refcount. */
+  pincount: number;
+  /** Who allocated it: "user", "kernel". */
+  readonly owner: "user" | "kernel";
+}
+
+/** A physical address outside any allocated frame was accessed. */
+export class PhysFault extends Error {
+  /** The physical address at fault. */
+  readonly paddr: bigint;
+  /** Build a fault for a physical address. */
+  constructor(paddr: bigint, what: string) {
+    super(`physical memory fault: ${what} at 0x${paddr.toString(16)}`);
+    this.paddr = paddr;
+    this.name = "PhysFault";
+  }
+}
+
+/** Options for {@link PhysMem}. */
+export interface PhysMemOptions {
+  /** Seed for frame placement. */
+  seed: number;
+  /** Number of frames in the physical address space (default 2^24 = 64 GiB). */
+  frameSpace?: number;
+  /** Upper bound on frames allocated at once (default 2^20 = 4 GiB). */
+  maxAllocatedFrames?: number;
+}
+
+/** The host's physical memory. */
+export class PhysMem {
+  readonly #frames = new Map<number, Page>();
+  readonly #rng: Rng;
+  readonly #frameSpace: number;
+  readonly #maxAllocated: number;
+  /** Next frame for physically contiguous kernel allocations (low memory, bump then reuse). */
+  #nextKernelPfn = 0x100;
+  readonly #kernelFreeRuns: number[] = [];
+
+  /** Create an empty physical address space. */
+  constructor(opts: PhysMemOptions) {
+    this.#rng = new Rng(opts.seed ^ 0x5eed_f4a3);
+    this.#frameSpace = opts.frameSpace ?? 1 << 24;
+    this.#maxAllocated = opts.maxAllocatedFrames ?? 1 << 20;
+  }
+
+  /** Number of frames currently allocated. */
+  get allocatedFrames(): number {
+    return this.#frames.size;
+  }
+
+  /** The frame with this pfn, or undefined if it is not allocated. */
+  page(pfn: number): Page | undefined {
+    return this.#frames.get(pfn);
+  }
+
+  /**
+   * Allocate `n` user frames at scattered pfns (alloc_pages for anonymous
+   * memory), each with refcount 1. `backing`, if given, provides storage:
+   * frame i is `backing[i*4096 .. (i+1)*4096)`.
+   */
+  allocUserFrames(n: number, backing?: Uint8Array): Page[] {
+    this.#checkLimit(n);
+    if (backing && backing.length < n * PAGE_SIZE) throw new RangeError("backing too small");
+    const lowUser = this.#frameSpace >>> 1; // user frames in the upper half
+    const pages: Page[] = [];
+    for (let i = 0; i < n; i++) {
+      let pfn: number;
+      do pfn = lowUser + this.#rng.int(this.#frameSpace - lowUser); while (this.#frames.has(pfn));
+      const data = backing
+        ? backing.subarray(i * PAGE_SIZE, (i + 1) * PAGE_SIZE)
+        : new Uint8Array(PAGE_SIZE);
+      const page: Page = { pfn, data, refcount: 1, pincount: 0, owner: "user" };
+      this.#frames.set(pfn, page);
+      pages.push(page);
+    }
+    return pages;
+  }
+
+  /**
+   * Allocate `n` physically contiguous kernel frames (alloc_pages with an
+   * order, as dma_alloc_coherent and dma pools use), refcount 1, zeroed.
+   * Returns the first pfn.
+   */
+  allocContig(n: number): number {
+    this.#checkLimit(n);
+    let start = -1;
+    if (n === 1 && this.#kernelFreeRuns.length > 0) start = this.#kernelFreeRuns.pop()!;
+    if (start < 0) {
+      start = this.#nextKernelPfn;
+      this.#nextKernelPfn += n;
+      if (this.#nextKernelPfn >= this.#frameSpace >>> 1) {
+        throw new RangeError("PhysMem: kernel frame region exhausted");
+      }
+    }
+    const backing = new Uint8Array(n * PAGE_SIZE);
+    for (let i = 0; i < n; i++) {
+      this.#frames.set(start + i, {
+        pfn: start + i,
+        data: backing.subarray(i * PAGE_SIZE, (i + 1) * PAGE_SIZE),
+        refcount: 1,
+        pincount: 0,
+        owner: "kernel",
+      });
+    }
+    return start;
+  }
+
+  /** Free `n` contiguous kernel frames from {@link PhysMem.allocContig}. */
+  freeContig(pfn: number, n: number): void {
+    for (let i = 0; i < n; i++) {
+      const p = this.#frames.get(pfn + i);
+      if (!p || p.owner !== "kernel") {
+        throw new Error(`freeContig: pfn ${pfn + i} not a kernel frame`);
+      }
+      if (p.refcount !== 1) throw new Error(`freeContig: pfn ${pfn + i} refcount ${p.refcount}`);
+      this.#frames.delete(pfn + i);
+      if (n === 1) this.#kernelFreeRuns.push(pfn);
+    }
+  }
+
+  /** get_page(): take a reference. */
+  getPage(pfn: number): void {
+    const p = this.#frames.get(pfn);
+    if (!p) throw new Error(`get_page: pfn ${pfn} not allocated`);
+    p.refcount++;
+  }
+
+  /** put_page(): drop a reference; the frame is freed at zero. */
+  putPage(pfn: number): void {
+    const p = this.#frames.get(pfn);
+    if (!p) throw new Error(`put_page: pfn ${pfn} not allocated`);
+    if (p.refcount <= 0) throw new Error(`put_page: pfn ${pfn} refcount underflow`);
+    p.refcount--;
+    if (p.refcount === 0) {
+      if (p.pincount !== 0) throw new Error(`put_page: pfn ${pfn} freed while pinned`);
+      this.#frames.delete(pfn);
+    }
+  }
+
+  /** Copy `dst.length` bytes from physical address `paddr`; throws {@link PhysFault} on a hole. */
+  read(paddr: bigint, dst: Uint8Array): void {
+    let done = 0;
+    while (done < dst.length) {
+      const a = paddr + BigInt(done);
+      const pfn = Number(a >> BigInt(PAGE_SHIFT));
+      const off = Number(a & BigInt(PAGE_MASK_LOW));
+      const p = this.#frames.get(pfn);
+      if (!p) throw new PhysFault(a, "read of unallocated frame");
+      const n = Math.min(PAGE_SIZE - off, dst.length - done);
+      dst.set(p.data.subarray(off, off + n), done);
+      done += n;
+    }
+  }
+
+  /** Copy `src` to physical address `paddr`; throws {@link PhysFault} on a hole. */
+  write(paddr: bigint, src: Uint8Array): void {
+    let done = 0;
+    while (done < src.length) {
+      const a = paddr + BigInt(done);
+      const pfn = Number(a >> BigInt(PAGE_SHIFT));
+      const off = Number(a & BigInt(PAGE_MASK_LOW));
+      const p = this.#frames.get(pfn);
+      if (!p) throw new PhysFault(a, "write to unallocated frame");
+      const n = Math.min(PAGE_SIZE - off, src.length - done);
+      p.data.set(src.subarray(done, done + n), off);
+      done += n;
+    }
+  }
+
+  #checkLimit(n: number): void {
+    if (!Number.isInteger(n) || n <= 0) throw new RangeError(`PhysMem: bad frame count ${n}`);
+    if (this.#frames.size + n > this.#maxAllocated) {
+      throw new RangeError(
+        `PhysMem: out of frames (${this.#frames.size} + ${n} > ${this.#maxAllocated})`,
+      );
+    }
+  }
+}
+
+/** Physical address of a pfn plus offset. */
+export function pfnToPhys(pfn: number, offset = 0): bigint {
+  return (BigInt(pfn) << BigInt(PAGE_SHIFT)) + BigInt(offset);
+}

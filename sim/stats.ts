@@ -1,0 +1,130 @@
+/**
+ * Per-I/O accounting: every representation the path builds and what it cost.
+ * Each layer receives a {@link Stats} explicitly and bumps its counters; a
+ * benchmark or the demo takes a snapshot before and after a batch of I/O and
+ * divides the difference by the number of I/Os.
+ *
+ * @module
+ */
+
+/** Names of the counters every layer may bump. */
+export const COUNTER_NAMES = [
+  // io_uring / iov_iter / pinning
+  "sqesConsumed",
+  "cqesPosted",
+  "iovIters",
+  "pagesPinned",
+  "pagesUnpinned",
+  // block layer
+  "bios",
+  "bioVecs",
+  "requests",
+  "bioMerges",
+  "bioSplits",
+  // scatterlist + DMA API
+  "sgEntries",
+  "dmaMapSgCalls",
+  "dmaUnmapSgCalls",
+  "dmaMapPageCalls",
+  "dmaUnmapPageCalls",
+  "dmaSyncs",
+  "bounceBytes",
+  // IOMMU
+  "iovaAllocs",
+  "iovaFrees",
+  "iommuPteWrites",
+  "iommuPteClears",
+  "iotlbInvalidations",
+  "iotlbFlushes",
+  "iommuFaults",
+  // NVMe driver
+  "nvmeCommands",
+  "prpEntries",
+  "prpPoolAllocs",
+  "prpPoolFrees",
+  "sglDescriptors",
+  // memory
+  "bytesAllocated",
+  // device
+  "deviceDmaReads",
+  "deviceDmaWrites",
+  "deviceErrors",
+] as const;
+
+/** One counter name. */
+export type CounterName = typeof COUNTER_NAMES[number];
+
+/** Stages a submission passes through, for time-per-stage accounting. */
+export const STAGE_NAMES = [
+  "io_uring",
+  "iov_iter",
+  "bio",
+  "blk_mq",
+  "dma_map",
+  "nvme_prep",
+  "device",
+  "completion",
+] as const;
+
+/** One stage name. */
+export type StageName = typeof STAGE_NAMES[number];
+
+/** A copy of all counters and stage times at one moment. */
+export interface StatsSnapshot {
+  /** Counter values. */
+  counters: Record<CounterName, number>;
+  /** Accumulated wall-clock nanoseconds per stage. */
+  stageNs: Record<StageName, number>;
+}
+
+function zeroCounters(): Record<CounterName, number> {
+  return Object.fromEntries(COUNTER_NAMES.map((n) => [n, 0])) as Record<CounterName, number>;
+}
+
+function zeroStages(): Record<StageName, number> {
+  return Object.fromEntries(STAGE_NAMES.map((n) => [n, 0])) as Record<StageName, number>;
+}
+
+/** Counters and stage timers for one simulated host. */
+export class Stats {
+  /** Live counter values. */
+  readonly counters: Record<CounterName, number> = zeroCounters();
+  /** Live per-stage nanoseconds. */
+  readonly stageNs: Record<StageName, number> = zeroStages();
+  /** Whether stage timing is on (it costs a clock read per stage). */
+  timing: boolean;
+
+  /** Create a zeroed set of counters. */
+  constructor(opts: { timing?: boolean } = {}) {
+    this.timing = opts.timing ?? true;
+  }
+
+  /** Add `n` (default 1) to a counter. */
+  add(name: CounterName, n = 1): void {
+    this.counters[name] += n;
+  }
+
+  /** Start timing a stage; returns a token for {@link Stats.end}. */
+  begin(): number {
+    return this.timing ? performance.now() : 0;
+  }
+
+  /** Charge the time since `t0` (from {@link Stats.begin}) to a stage. */
+  end(stage: StageName, t0: number): void {
+    if (this.timing) this.stageNs[stage] += (performance.now() - t0) * 1e6;
+  }
+
+  /** Copy of the current values. */
+  snapshot(): StatsSnapshot {
+    return { counters: { ...this.counters }, stageNs: { ...this.stageNs } };
+  }
+
+  /** Difference `after - before`, optionally divided per I/O. */
+  static diff(before: StatsSnapshot, after: StatsSnapshot, perIos = 1): StatsSnapshot {
+    const counters = zeroCounters();
+    const stageNs = zeroStages();
+    for (const n of COUNTER_NAMES) counters[n] = (after.counters[n] - before.counters[n]) / perIos;
+    for (const s of STAGE_NAMES) stageNs[s] = (after.stageNs[s] - before.stageNs[s]) / perIos;
+    return { counters, stageNs };
+  }
+}
