@@ -1,0 +1,255 @@
+/**
+ * `deno task bench:ring -- --json=FILE [--batch=1,8,32,128] [--ops=N] [--repeat=N]`
+ *
+ * NOP throughput of the live kernel io_uring driven from Deno (SQEs filled
+ * through the mapped SQE array, one `io_uring_submit_and_wait` FFI call per
+ * batch, CQEs reaped through the mapped CQ ring) against the C liburing
+ * reference `ffi/native/build/ring_bench` doing the same work. For each batch
+ * size the two run interleaved, `--repeat` times each, and the best run of
+ * each counts (a noisy 2-core machine only ever slows a run down).
+ *
+ * Prints a table; `--json=FILE` writes
+ * `{ summary, records: [{ batch, ts_ops_per_s, c_ops_per_s, ratio }] }`.
+ *
+ * The TS simulation ring plugs in through {@link runRingBench}'s
+ * `simOpsPerS` hook; its records then carry `sim_ops_per_s`.
+ *
+ * @example
+ * ```sh
+ * deno task bench:ring -- --batch=1,32 --ops=100000 --json=/tmp/ring.json
+ * ```
+ *
+ * @module
+ */
+
+import { parseArgs } from "node:util";
+import { LiveRing, liveRingUnavailable, storeRelease } from "../ffi/liburing.ts";
+
+/** Path of the C reference program. */
+export const C_BENCH: string = new URL("../ffi/native/build/ring_bench", import.meta.url).pathname;
+/** Limits on the command line. */
+const MAX_BATCH = 4096;
+const MAX_OPS = 100_000_000;
+const MAX_REPEAT = 50;
+
+/** One batch size's result. */
+export interface RingBenchRecord {
+  /** SQEs per submit_and_wait. */
+  batch: number;
+  /** Deno over the live ring, best of `repeat`. */
+  ts_ops_per_s: number;
+  /** C liburing reference, best of `repeat`. */
+  c_ops_per_s: number;
+  /** ts_ops_per_s / c_ops_per_s. */
+  ratio: number;
+  /** The TS simulation ring, when the hook is given. */
+  sim_ops_per_s?: number;
+}
+
+/** The whole report. */
+export interface RingBenchReport {
+  /** Run parameters and the aggregate. */
+  summary: {
+    ops: number;
+    repeat: number;
+    batches: number[];
+    min_ratio: number;
+    geomean_ratio: number;
+    target_ratio: number;
+    meets_target: boolean;
+  };
+  /** One per batch size. */
+  records: RingBenchRecord[];
+}
+
+/** Hook for the TS sim ring: ops/s for NOPs at this batch size. */
+export type SimOpsPerS = (batch: number, ops: number) => number;
+
+/** The ratio the binding aims for (Deno over C). */
+export const TARGET_RATIO = 0.9;
+
+/**
+ * Deno's NOP loop over the live ring, the same work as ring_bench.c: per
+ * batch, get_sqe + prep_nop + set_data64 for each op, one submit_and_wait,
+ * then walk the CQ and advance its head. Returns elapsed ns, or throws on a
+ * ring error (a benchmark has no partial result to report).
+ */
+export function denoNopLoop(ring: LiveRing, batch: number, ops: number): number {
+  if (batch > ring.sqEntries) throw new RangeError(`batch ${batch} > SQ ${ring.sqEntries}`);
+  const cqw = ring.cqeWords;
+  const cqHead = ring.cqKhead;
+  const cqTail = ring.cqKtail;
+  const cqMask = ring.cqMask;
+  const cqStride = ring.cqeSize >> 2;
+  let done = 0;
+  let userData = 0;
+  const t0 = performance.now();
+  while (done < ops) {
+    let n = ops - done < batch ? ops - done : batch;
+    if (!ring.prepNops(n, userData)) throw new Error("SQ full");
+    userData = (userData + n) | 0;
+    const r = ring.submitAndWait(n);
+    if (r !== n) throw new Error(`io_uring_submit_and_wait: ${r}`);
+    while (n > 0) {
+      const tail = Atomics.load(cqTail, 0);
+      let head = cqHead[0];
+      let seen = 0;
+      while (head !== tail) {
+        const res = cqw[(head & cqMask) * cqStride + 2];
+        if (res !== 0) throw new Error(`NOP res ${res}`);
+        head = (head + 1) >>> 0;
+        seen++;
+      }
+      storeRelease(cqHead, head);
+      done += seen;
+      n -= seen;
+    }
+  }
+  return (performance.now() - t0) * 1e6;
+}
+
+/** One timed Deno run on a fresh ring of `batch` entries (after a warm-up pass). */
+export function denoOpsPerS(batch: number, ops: number): number {
+  const r = LiveRing.create(batch);
+  if (!("ring" in r)) throw new Error(`io_uring_queue_init: ${r.res} (${r.errno})`);
+  using ring = r.ring;
+  denoNopLoop(ring, batch, Math.min(ops, 20_000)); // JIT warm-up
+  const ns = denoNopLoop(ring, batch, ops);
+  return ops * 1e9 / ns;
+}
+
+/** One run of the C reference. */
+export async function cOpsPerS(batch: number, ops: number): Promise<number> {
+  const out = await new Deno.Command(C_BENCH, {
+    args: [`--batch=${batch}`, `--ops=${ops}`],
+    stdout: "piped",
+    stderr: "piped",
+  }).output();
+  const text = new TextDecoder().decode(out.stdout);
+  if (!out.success) {
+    throw new Error(`${C_BENCH} failed: ${new TextDecoder().decode(out.stderr)}`);
+  }
+  const j = JSON.parse(text) as { ops: number; ns: number; ops_per_s: number };
+  if (j.ops !== ops) throw new Error(`ring_bench ran ${j.ops} ops, asked ${ops}`);
+  return j.ops_per_s;
+}
+
+/** Run every batch size, C and Deno interleaved, best of `repeat` each. */
+export async function runRingBench(
+  batches: number[],
+  ops: number,
+  repeat: number,
+  simOpsPerS?: SimOpsPerS,
+): Promise<RingBenchReport> {
+  const records: RingBenchRecord[] = [];
+  for (const batch of batches) {
+    let bestC = 0;
+    let bestTs = 0;
+    for (let i = 0; i < repeat; i++) {
+      // Alternate which goes first so neither always runs right after the other.
+      if (i % 2 === 0) bestC = Math.max(bestC, await cOpsPerS(batch, ops));
+      bestTs = Math.max(bestTs, denoOpsPerS(batch, ops));
+      if (i % 2 === 1) bestC = Math.max(bestC, await cOpsPerS(batch, ops));
+    }
+    const rec: RingBenchRecord = {
+      batch,
+      ts_ops_per_s: Math.round(bestTs),
+      c_ops_per_s: Math.round(bestC),
+      ratio: Number((bestTs / bestC).toFixed(3)),
+    };
+    if (simOpsPerS) rec.sim_ops_per_s = Math.round(simOpsPerS(batch, ops));
+    records.push(rec);
+  }
+  const ratios = records.map((r) => r.ratio);
+  const geo = Math.exp(ratios.reduce((a, r) => a + Math.log(r), 0) / ratios.length);
+  const minRatio = Math.min(...ratios);
+  return {
+    summary: {
+      ops,
+      repeat,
+      batches,
+      min_ratio: minRatio,
+      geomean_ratio: Number(geo.toFixed(3)),
+      target_ratio: TARGET_RATIO,
+      meets_target: minRatio >= TARGET_RATIO,
+    },
+    records,
+  };
+}
+
+/** The report as a text table. */
+export function formatTable(rep: RingBenchReport): string {
+  const hasSim = rep.records.some((r) => r.sim_ops_per_s !== undefined);
+  const head = ["batch", "deno ops/s", "C ops/s", "ratio", ...(hasSim ? ["sim ops/s"] : [])];
+  const rows = rep.records.map((r) => [
+    String(r.batch),
+    r.ts_ops_per_s.toLocaleString("en-US"),
+    r.c_ops_per_s.toLocaleString("en-US"),
+    r.ratio.toFixed(3),
+    ...(hasSim ? [(r.sim_ops_per_s ?? 0).toLocaleString("en-US")] : []),
+  ]);
+  const widths = head.map((h, i) => Math.max(h.length, ...rows.map((r) => r[i].length)));
+  const line = (cells: string[]) => cells.map((c, i) => c.padStart(widths[i])).join("  ");
+  const s = rep.summary;
+  return [
+    line(head),
+    ...rows.map(line),
+    `min ratio ${s.min_ratio.toFixed(3)}, geomean ${s.geomean_ratio.toFixed(3)}, ` +
+    `target ${s.target_ratio} ${s.meets_target ? "met" : "NOT met"} ` +
+    `(${s.ops} ops, best of ${s.repeat})`,
+  ].join("\n");
+}
+
+function parseList(name: string, v: string, max: number): number[] {
+  const out = v.split(",").map((x) => Number(x.trim()));
+  for (const n of out) {
+    if (!Number.isInteger(n) || n < 1 || n > max) {
+      throw new RangeError(`--${name}: ${JSON.stringify(v)} must be integers in [1, ${max}]`);
+    }
+  }
+  return out;
+}
+
+async function main(args: string[]): Promise<number> {
+  const { values } = parseArgs({
+    // `deno task bench:ring -- --json=F` forwards the "--" itself.
+    args: args[0] === "--" ? args.slice(1) : args,
+    options: {
+      json: { type: "string" },
+      batch: { type: "string", default: "1,8,32,128" },
+      ops: { type: "string", default: "200000" },
+      repeat: { type: "string", default: "7" },
+    },
+    strict: true,
+  });
+  const batches = parseList("batch", values.batch, MAX_BATCH);
+  const [ops] = parseList("ops", values.ops, MAX_OPS);
+  const [repeat] = parseList("repeat", values.repeat, MAX_REPEAT);
+  const why = liveRingUnavailable();
+  if (why !== null) {
+    console.log(`bench:ring skipped: ${why}`);
+    return 0;
+  }
+  try {
+    Deno.statSync(C_BENCH);
+  } catch {
+    console.log(`bench:ring skipped: ${C_BENCH} not built (run deno task build)`);
+    return 0;
+  }
+  const rep = await runRingBench(batches, ops, repeat);
+  console.log(formatTable(rep));
+  if (values.json !== undefined) {
+    Deno.writeTextFileSync(values.json, JSON.stringify(rep, null, 2) + "\n");
+    console.log(`wrote ${values.json}`);
+  }
+  return 0;
+}
+
+if (import.meta.main) {
+  try {
+    Deno.exit(await main(Deno.args));
+  } catch (e) {
+    console.error(`bench:ring: ${(e as Error).message}`);
+    Deno.exit(2);
+  }
+}

@@ -1,0 +1,175 @@
+/**
+ * libc through `Deno.dlopen("libc.so.6")`: the few file calls the live-kernel
+ * tests and benchmarks need, returning the kernel convention (a non-negative
+ * result or a negative errno, read through `__errno_location`), and
+ * page-aligned native I/O buffers for O_DIRECT and registered buffers.
+ *
+ * Buffers are freed deterministically: `[Symbol.dispose]` first detaches the
+ * JavaScript view (`ArrayBuffer.prototype.transfer()`), so a stale view
+ * throws instead of touching freed memory, then calls `free()`.
+ *
+ * @example
+ * ```ts
+ * import { allocBuffer, Libc, O } from "./libc.ts";
+ * using libc = Libc.open();
+ * using buf = allocBuffer(4096);
+ * buf.bytes.fill(0x5a);
+ * const fd = libc.open("/tmp/premap-example", O.RDWR | O.CREAT | O.TRUNC, 0o600);
+ * console.log(libc.pwrite(fd, buf.addr, 4096, 0)); // 4096
+ * libc.close(fd);
+ * libc.unlink("/tmp/premap-example");
+ * ```
+ *
+ * @module
+ */
+
+import { O } from "../sim/uapi/io_uring.ts";
+
+export { O };
+
+/** Host page size assumed by the testbed (x86_64). */
+export const PAGE_SIZE = 4096;
+/** Limit on one native buffer: 1 GiB, the kernel's largest registered buffer. */
+export const MAX_BUFFER_BYTES = 1 << 30;
+
+const SYMBOLS = {
+  open: { parameters: ["buffer", "i32", "u32"], result: "i32", nonblocking: false },
+  close: { parameters: ["i32"], result: "i32", nonblocking: false },
+  ftruncate: { parameters: ["i32", "i64"], result: "i32", nonblocking: false },
+  fsync: { parameters: ["i32"], result: "i32", nonblocking: false },
+  pread: { parameters: ["i32", "pointer", "usize", "i64"], result: "isize", nonblocking: false },
+  pwrite: { parameters: ["i32", "pointer", "usize", "i64"], result: "isize", nonblocking: false },
+  unlink: { parameters: ["buffer"], result: "i32", nonblocking: false },
+  __errno_location: { parameters: [], result: "pointer", nonblocking: false },
+  aligned_alloc: { parameters: ["usize", "usize"], result: "pointer", nonblocking: false },
+  free: { parameters: ["pointer"], result: "void", nonblocking: false },
+} as const;
+
+type LibcSymbols = Deno.DynamicLibrary<typeof SYMBOLS>["symbols"];
+
+let shared: Deno.DynamicLibrary<typeof SYMBOLS> | null = null;
+
+/** The process-wide libc handle (opened once; libc is never unloaded). */
+function libcSymbols(): LibcSymbols {
+  shared ??= Deno.dlopen("libc.so.6", SYMBOLS);
+  return shared.symbols;
+}
+
+function cString(s: string): Uint8Array<ArrayBuffer> {
+  if (s.includes("\0")) throw new TypeError(`path contains NUL: ${JSON.stringify(s)}`);
+  return new TextEncoder().encode(s + "\0");
+}
+
+function ptrOf(addr: bigint): Deno.PointerValue {
+  return Deno.UnsafePointer.create(addr);
+}
+
+/** File calls with kernel-style results: `>= 0` or `-errno`. */
+export class Libc implements Disposable {
+  readonly #sym: LibcSymbols;
+  readonly #errno: Deno.UnsafePointerView;
+
+  private constructor(sym: LibcSymbols) {
+    this.#sym = sym;
+    const p = sym.__errno_location();
+    if (p === null) throw new Error("__errno_location returned NULL");
+    this.#errno = new Deno.UnsafePointerView(p);
+  }
+
+  /** Open libc (needs --allow-ffi). */
+  static open(): Libc {
+    return new Libc(libcSymbols());
+  }
+
+  #ret(r: number): number {
+    return r < 0 ? -this.#errno.getInt32() : r;
+  }
+
+  /** open(2) */
+  open(path: string, flags: number, mode = 0o644): number {
+    return this.#ret(this.#sym.open(cString(path), flags, mode));
+  }
+
+  /** close(2) */
+  close(fd: number): number {
+    return this.#ret(this.#sym.close(fd));
+  }
+
+  /** ftruncate(2) */
+  ftruncate(fd: number, length: number): number {
+    return this.#ret(this.#sym.ftruncate(fd, BigInt(length)));
+  }
+
+  /** fsync(2) */
+  fsync(fd: number): number {
+    return this.#ret(this.#sym.fsync(fd));
+  }
+
+  /** pread(2) into native memory at `addr`. */
+  pread(fd: number, addr: bigint, len: number, offset: number): number {
+    return this.#ret(Number(this.#sym.pread(fd, ptrOf(addr), BigInt(len), BigInt(offset))));
+  }
+
+  /** pwrite(2) from native memory at `addr`. */
+  pwrite(fd: number, addr: bigint, len: number, offset: number): number {
+    return this.#ret(Number(this.#sym.pwrite(fd, ptrOf(addr), BigInt(len), BigInt(offset))));
+  }
+
+  /** unlink(2) */
+  unlink(path: string): number {
+    return this.#ret(this.#sym.unlink(cString(path)));
+  }
+
+  /** Nothing to release: the libc handle is process-wide. */
+  [Symbol.dispose](): void {}
+}
+
+/** A page-aligned native buffer: its address and a byte view over it. */
+export interface NativeBuffer extends Disposable {
+  /** Native (user virtual) address, page aligned. */
+  readonly addr: bigint;
+  /** The bytes (detached once disposed). */
+  readonly bytes: Uint8Array;
+  /** The pointer, for FFI calls. */
+  readonly ptr: Deno.PointerObject;
+}
+
+/**
+ * A zeroed, page-aligned native buffer of `len` bytes (1 .. 1 GiB), freed by
+ * `[Symbol.dispose]`.
+ *
+ * @example
+ * ```ts
+ * import { allocBuffer } from "./libc.ts";
+ * using b = allocBuffer(8192);
+ * console.log(b.addr % 4096n); // 0n
+ * ```
+ */
+export function allocBuffer(len: number): NativeBuffer {
+  if (!Number.isInteger(len) || len <= 0 || len > MAX_BUFFER_BYTES) {
+    throw new RangeError(`allocBuffer: len ${len} outside [1, ${MAX_BUFFER_BYTES}]`);
+  }
+  const sym = libcSymbols();
+  const size = Math.ceil(len / PAGE_SIZE) * PAGE_SIZE;
+  const ptr = sym.aligned_alloc(BigInt(PAGE_SIZE), BigInt(size));
+  if (ptr === null) throw new Error(`aligned_alloc(${PAGE_SIZE}, ${size}) failed`);
+  const addr = BigInt(Deno.UnsafePointer.value(ptr));
+  let bytes = new Uint8Array(Deno.UnsafePointerView.getArrayBuffer(ptr, len));
+  bytes.fill(0);
+  let freed = false;
+  return {
+    addr,
+    ptr,
+    get bytes() {
+      return bytes;
+    },
+    [Symbol.dispose]() {
+      if (freed) return;
+      freed = true;
+      // Detach every view of the native memory before it goes back to malloc.
+      (bytes.buffer as ArrayBuffer).transfer(0);
+      bytes = new Uint8Array(0);
+      sym.free(ptr);
+    },
+  };
+}

@@ -1,0 +1,73 @@
+/**
+ * The testbed surface both backends implement: memory the ring can see,
+ * files, and rings. `openTestbed` in `mod.ts` picks the implementation.
+ *
+ * @module
+ */
+
+import type { Ring, UserBuffer } from "./ring_api.ts";
+import type { IommuMode } from "../dma/types.ts";
+import type { Stats } from "../stats.ts";
+
+/** Which stack runs under the application ring. */
+export type Backend = "sim" | "real";
+
+/** A namespace of the simulated NVMe controller. */
+export interface NamespaceOptions {
+  /** LBA data size in bytes. */
+  lbaSize: 512 | 4096;
+  /** Capacity in bytes (a multiple of lbaSize). */
+  sizeBytes: bigint;
+}
+
+/** Options for `openTestbed`. */
+export interface TestbedOptions {
+  /** "sim" (default): the TypeScript kernel mirror; "real": the live kernel io_uring. */
+  backend?: Backend;
+  /** Seed for every random choice of the sim backend (default 1). */
+  seed?: number;
+  /** Whether the process holds CAP_SYS_ADMIN for MAP/UNMAP_BUFFERS (default true). */
+  capSysAdmin?: boolean;
+  /** DMA configuration of the simulated host (default "strict", as intel_iommu=on). */
+  iommu?: IommuMode;
+  /** Namespaces of the simulated controller (default one 1 GiB namespace, 4 KiB LBAs). */
+  namespaces?: NamespaceOptions[];
+  /** Whether the nvme driver implements dma_map (default true). */
+  dmaMapSupported?: boolean;
+  /** Whether to time each stage (default true). */
+  timing?: boolean;
+}
+
+/** Options for a ring. */
+export interface RingOptions {
+  /** SQ entries (rounded up to a power of two like the kernel). */
+  entries: number;
+  /** IORING_SETUP_* flags. */
+  flags?: number;
+  /** CQ entries (with IORING_SETUP_CQSIZE). */
+  cqEntries?: number;
+}
+
+/** A testbed: one application's view of one host. */
+export interface Testbed extends Disposable {
+  /** The backend in use. */
+  readonly backend: Backend;
+  /** The seed (sim) or 0 (real). */
+  readonly seed: number;
+  /** Per-I/O counters of the simulated host (sim only; undefined on real). */
+  readonly stats: Stats | undefined;
+  /** Path of the NVMe namespace block device, if this backend has one. */
+  readonly nvmeDevice: string | undefined;
+  /** Page-aligned memory the ring can address; freed on dispose. */
+  allocBuffer(len: number): UserBuffer;
+  /** open(2): a file descriptor or a negative errno. */
+  open(path: string, flags: number, mode?: number): number;
+  /** close(2): 0 or a negative errno. */
+  close(fd: number): number;
+  /** A path for a scratch regular file of this testbed (removed on dispose). */
+  tempPath(name: string): string;
+  /** Read a whole regular file by path (for checking contents after I/O). */
+  readFile(path: string): Uint8Array;
+  /** A new ring. Throws an ErrnoError if setup fails (use `ringRaw` to see the errno). */
+  ring(opts: RingOptions): Ring;
+}
