@@ -1,0 +1,131 @@
+/**
+ * Flag parsing shared by the demo and the benchmark: fio's vocabulary
+ * (`--bs=4k,16k`, `--qd=1,16`, `--rw=randread`), `node:util` parseArgs in
+ * strict mode so a misspelt or unknown flag is reported by name.
+ *
+ * @module
+ */
+
+import { parseArgs } from "node:util";
+import { IOMMU_MODES, type IommuMode } from "../sim/dma/types.ts";
+import type { Backend } from "../sim/uapi/testbed.ts";
+import { IO_PATHS, type IoPath, type RwMode } from "./workload.ts";
+
+/** A command-line mistake: the message names the flag at fault. */
+export class UsageError extends Error {
+  /** Build with a message naming the flag. */
+  constructor(msg: string) {
+    super(msg);
+    this.name = "UsageError";
+  }
+}
+
+/** Parse "4k", "16K", "1m", "4096" into bytes. */
+export function parseSize(flag: string, s: string): number {
+  const m = /^(\d+)([kKmM]?)$/.exec(s.trim());
+  if (!m) throw new UsageError(`--${flag}: '${s}' is not a size (e.g. 4k, 64k, 4096)`);
+  const n = Number(m[1]) * (m[2] === "" ? 1 : m[2].toLowerCase() === "k" ? 1024 : 1 << 20);
+  if (n <= 0 || n % 4096 !== 0) throw new UsageError(`--${flag}: ${s} must be a positive multiple of 4k`);
+  return n;
+}
+
+/** Split a comma list and check each item against `allowed`. */
+export function parseList<T extends string>(flag: string, s: string, allowed: readonly T[]): T[] {
+  const xs = s.split(",").map((x) => x.trim()).filter((x) => x !== "");
+  if (xs.length === 0) throw new UsageError(`--${flag}: empty list`);
+  for (const x of xs) {
+    if (!allowed.includes(x as T)) {
+      throw new UsageError(`--${flag}: '${x}' is not one of ${allowed.join(", ")}`);
+    }
+  }
+  return xs as T[];
+}
+
+/** Parse a positive integer. */
+export function parsePositive(flag: string, s: string, max = 1 << 30): number {
+  if (!/^\d+$/.test(s.trim())) throw new UsageError(`--${flag}: '${s}' is not a positive integer`);
+  const n = Number(s);
+  if (n < 1 || n > max) throw new UsageError(`--${flag}: ${n} outside 1..${max}`);
+  return n;
+}
+
+/** Everything a run of the demo or the benchmark needs. */
+export interface RunOptions {
+  /** Backend. */
+  backend: Backend;
+  /** Buffer paths. */
+  paths: IoPath[];
+  /** Block sizes. */
+  bs: number[];
+  /** Queue depths. */
+  qd: number[];
+  /** Direction(s). */
+  rw: RwMode[];
+  /** IOMMU modes (sim). */
+  iommu: IommuMode[];
+  /** Measured I/Os per configuration. */
+  ios: number;
+  /** Seed. */
+  seed: number;
+  /** JSON output path. */
+  json?: string;
+  /** SVG output path. */
+  svg?: string;
+}
+
+/** Parse argv into {@link RunOptions}, with `defaults` for what is not given. */
+export function parseRunArgs(args: string[], defaults: RunOptions): RunOptions {
+  const argv = args[0] === "--" ? args.slice(1) : args;
+  let values;
+  try {
+    ({ values } = parseArgs({
+      args: argv,
+      strict: true,
+      allowPositionals: false,
+      options: {
+        backend: { type: "string" },
+        path: { type: "string" },
+        bs: { type: "string" },
+        qd: { type: "string" },
+        rw: { type: "string" },
+        iommu: { type: "string" },
+        ios: { type: "string" },
+        seed: { type: "string" },
+        json: { type: "string" },
+        svg: { type: "string" },
+        help: { type: "boolean", short: "h" },
+      },
+    }));
+  } catch (e) {
+    throw new UsageError((e as Error).message);
+  }
+  if (values.help) throw new UsageError("help");
+  const o: RunOptions = { ...defaults };
+  if (values.backend !== undefined) {
+    o.backend = parseList("backend", values.backend, ["sim", "real"] as const)[0];
+  }
+  if (values.path !== undefined) o.paths = parseList("path", values.path, IO_PATHS);
+  if (values.bs !== undefined) o.bs = values.bs.split(",").map((x) => parseSize("bs", x));
+  if (values.qd !== undefined) o.qd = values.qd.split(",").map((x) => parsePositive("qd", x, 1024));
+  if (values.rw !== undefined) {
+    o.rw = parseList("rw", values.rw, ["randread", "randwrite"] as const);
+  }
+  if (values.iommu !== undefined) o.iommu = parseList("iommu", values.iommu, IOMMU_MODES);
+  if (values.ios !== undefined) o.ios = parsePositive("ios", values.ios, 10_000_000);
+  if (values.seed !== undefined) o.seed = parsePositive("seed", values.seed, 0xffffffff);
+  if (values.json !== undefined) o.json = values.json;
+  if (values.svg !== undefined) o.svg = values.svg;
+  return o;
+}
+
+/** The flags, for --help and usage errors. */
+export const USAGE = `flags (fio's words where fio has one):
+  --backend=sim|real         sim (default): TypeScript host + NVMe model; real: live kernel io_uring
+  --path=none,bvec,dma       buffer paths to compare
+  --bs=4k,16k,64k            block sizes
+  --qd=1,16                  queue depths
+  --rw=randread|randwrite    direction (a comma list runs both)
+  --iommu=off|passthrough|lazy|strict|bounce   DMA configuration of the simulated host
+  --ios=N                    measured I/Os per configuration
+  --seed=N                   seed for offsets and data
+  --json=FILE  --svg=FILE    write the records / a chart`;

@@ -1,0 +1,169 @@
+/**
+ * Text and SVG reports of workload records: the side-by-side per-I/O table
+ * the demo prints, and the benchmark's table and chart.
+ *
+ * @module
+ */
+
+import type { IoPath, WorkloadRecord } from "./workload.ts";
+
+/** Rows of the per-I/O table: a label and how to read it from a record. */
+export const PER_IO_ROWS: readonly { label: string; get: (r: WorkloadRecord) => number | null }[] =
+  [
+    { label: "pages pinned", get: (r) => r.perIo?.pagesPinned ?? null },
+    { label: "bio_vecs built", get: (r) => r.perIo?.bioVecs ?? null },
+    { label: "scatterlist entries", get: (r) => r.perIo?.sgEntries ?? null },
+    { label: "dma_map_sg calls", get: (r) => r.perIo?.dmaMapSgCalls ?? null },
+    {
+      label: "dma map/unmap page",
+      get: (r) => r.perIo ? r.perIo.dmaMapPageCalls + r.perIo.dmaUnmapPageCalls : null,
+    },
+    { label: "IOVA allocations", get: (r) => r.perIo?.iovaAllocs ?? null },
+    {
+      label: "IOMMU PTE writes+clears",
+      get: (r) => r.perIo ? r.perIo.iommuPteWrites + r.perIo.iommuPteClears : null,
+    },
+    { label: "IOTLB invalidations", get: (r) => r.perIo?.iotlbInvalidations ?? null },
+    { label: "PRP entries written", get: (r) => r.perIo?.prpEntries ?? null },
+    { label: "PRP pool allocations", get: (r) => r.perIo?.prpPoolAllocs ?? null },
+    { label: "bytes allocated", get: (r) => r.perIo?.bytesAllocated ?? null },
+    { label: "host CPU ns (sim)", get: (r) => r.cpuNsPerIo },
+    { label: "  of which dma_map", get: (r) => r.stageNsPerIo?.dma_map ?? null },
+    { label: "  of which nvme_prep", get: (r) => r.stageNsPerIo?.nvme_prep ?? null },
+    { label: "slat mean ns (wall)", get: (r) => r.slat.mean },
+  ];
+
+function fmt(v: number | null): string {
+  if (v === null || Number.isNaN(v)) return "-";
+  if (Math.abs(v) >= 100) return Math.round(v).toLocaleString("en-US");
+  if (Number.isInteger(v)) return String(v);
+  return v.toFixed(2);
+}
+
+function sizeLabel(bs: number): string {
+  return bs % 1024 === 0 ? `${bs / 1024}k` : String(bs);
+}
+
+/**
+ * One table: rows are per-I/O costs, columns are (bs, path) pairs, grouped
+ * by block size, for records of one direction.
+ */
+export function perIoTable(records: readonly WorkloadRecord[]): string {
+  const sizes = [...new Set(records.map((r) => r.bs))].sort((a, b) => a - b);
+  const paths: IoPath[] = ["none", "bvec", "dma"];
+  const cols: (WorkloadRecord | undefined)[] = [];
+  const heads: string[] = [];
+  for (const bs of sizes) {
+    for (const p of paths) {
+      cols.push(records.find((r) => r.bs === bs && r.path === p));
+      heads.push(`${sizeLabel(bs)} ${p}`);
+    }
+  }
+  const labelW = Math.max(...PER_IO_ROWS.map((r) => r.label.length), 10);
+  const cells = PER_IO_ROWS.map((row) => cols.map((c) => (c ? fmt(row.get(c)) : "n/a")));
+  const colW = heads.map((h, i) => Math.max(h.length, ...cells.map((r) => r[i].length)));
+  const line = (label: string, xs: string[]) =>
+    label.padEnd(labelW) + " | " + xs.map((x, i) => x.padStart(colW[i])).join("  ");
+  const out = [line("per I/O", heads), "-".repeat(labelW + 3 + colW.reduce((a, b) => a + b + 2, -2))];
+  PER_IO_ROWS.forEach((row, i) => out.push(line(row.label, cells[i])));
+  return out.join("\n");
+}
+
+/** One line per record: the benchmark's summary table. */
+export function summaryTable(records: readonly WorkloadRecord[]): string {
+  const head = [
+    "backend",
+    "iommu",
+    "rw",
+    "bs",
+    "qd",
+    "path",
+    "ios",
+    "IOPS",
+    "slat mean",
+    "slat p99",
+    "clat p50",
+    "clat p99",
+    "cpu ns/io",
+    "ok",
+  ];
+  const rows = records.map((r) => [
+    r.backend,
+    r.iommu,
+    r.rw,
+    sizeLabel(r.bs),
+    String(r.qd),
+    r.path,
+    String(r.ios),
+    fmt(r.iops),
+    fmt(r.slat.mean),
+    fmt(r.slat.p99),
+    fmt(r.clat.p50),
+    fmt(r.clat.p99),
+    fmt(r.cpuNsPerIo),
+    r.verified ? "yes" : "NO",
+  ]);
+  const w = head.map((h, i) => Math.max(h.length, ...rows.map((r) => r[i].length)));
+  const line = (xs: string[]) => xs.map((x, i) => x.padStart(w[i])).join("  ");
+  return [line(head), ...rows.map(line)].join("\n");
+}
+
+/**
+ * An SVG bar chart of one metric per (bs, path), grouped by block size.
+ * Plain SVG, no dependencies.
+ */
+export function barChartSvg(
+  records: readonly WorkloadRecord[],
+  metric: { label: string; get: (r: WorkloadRecord) => number | null },
+): string {
+  const sizes = [...new Set(records.map((r) => r.bs))].sort((a, b) => a - b);
+  const paths: IoPath[] = ["none", "bvec", "dma"];
+  const colors: Record<IoPath, string> = { none: "#9e9e9e", bvec: "#4f81bd", dma: "#c0504d" };
+  const values = records.map((r) => metric.get(r) ?? 0);
+  const max = Math.max(1, ...values);
+  const barW = 28, gap = 10, groupGap = 36, h = 240, top = 40, left = 60;
+  const width = left + sizes.length * (3 * barW + 2 * gap + groupGap) + 120;
+  const parts: string[] = [];
+  parts.push(
+    `<svg xmlns="http://www.w3.org/2000/svg" width="${width}" height="${h + top + 60}" font-family="sans-serif" font-size="12">`,
+  );
+  parts.push(`<text x="${left}" y="20" font-size="14">${escapeXml(metric.label)}</text>`);
+  parts.push(
+    `<line x1="${left}" y1="${top + h}" x2="${width - 100}" y2="${top + h}" stroke="#333"/>`,
+  );
+  sizes.forEach((bs, gi) => {
+    const gx = left + gi * (3 * barW + 2 * gap + groupGap) + 10;
+    paths.forEach((p, pi) => {
+      const r = records.find((x) => x.bs === bs && x.path === p);
+      const v = r ? metric.get(r) ?? 0 : 0;
+      const bh = (v / max) * h;
+      const x = gx + pi * (barW + gap);
+      parts.push(
+        `<rect x="${x}" y="${top + h - bh}" width="${barW}" height="${bh}" fill="${colors[p]}"/>`,
+      );
+      parts.push(
+        `<text x="${x + barW / 2}" y="${top + h - bh - 4}" text-anchor="middle" font-size="10">${
+          fmt(v)
+        }</text>`,
+      );
+    });
+    parts.push(
+      `<text x="${gx + (3 * barW + 2 * gap) / 2}" y="${top + h + 18}" text-anchor="middle">${
+        sizeLabel(bs)
+      }</text>`,
+    );
+  });
+  paths.forEach((p, i) => {
+    const y = top + 10 + i * 18;
+    parts.push(
+      `<rect x="${width - 90}" y="${y - 10}" width="12" height="12" fill="${colors[p]}"/>`,
+    );
+    parts.push(`<text x="${width - 72}" y="${y}">${p}</text>`);
+  });
+  parts.push("</svg>");
+  return parts.join("\n");
+}
+
+function escapeXml(s: string): string {
+  return s.replace(/&/g, "&amp;").replace(/</g, "&lt;").replace(/>/g, "&gt;");
+}

@@ -1,0 +1,364 @@
+/**
+ * One fio-like job on a testbed: random reads or writes of `bs` bytes at
+ * queue depth `qd` on the NVMe namespace (or, on a backend without one, an
+ * O_DIRECT scratch file), through one of the three buffer paths:
+ *
+ * - `none`: READ/WRITE with a plain user address (pages pinned per I/O);
+ * - `bvec`: READ_FIXED/WRITE_FIXED on registered buffers;
+ * - `dma`:  the same, with the buffers premapped by IORING_REGISTER_MAP_BUFFERS.
+ *
+ * All three use a fixed file (slot 0), since premapping requires one; so the
+ * only difference between them is the buffer path. Every byte read is
+ * checked against what was last written there (a shadow copy), and every
+ * completion's result must be the full length.
+ *
+ * @module
+ */
+
+import { Rng } from "../sim/random.ts";
+import { Stats, type StatsSnapshot } from "../sim/stats.ts";
+import { O } from "../sim/uapi/io_uring.ts";
+import { IOSQE, type Ring, type UserBuffer } from "../sim/uapi/ring_api.ts";
+import type { Testbed } from "../sim/uapi/testbed.ts";
+import { describeResult } from "../sim/uapi/errno.ts";
+
+/** The three buffer paths. */
+export type IoPath = "none" | "bvec" | "dma";
+/** All paths in display order. */
+export const IO_PATHS: readonly IoPath[] = ["none", "bvec", "dma"];
+/** fio's rw= values supported. */
+export type RwMode = "randread" | "randwrite";
+
+/** One job. */
+export interface WorkloadConfig {
+  /** Buffer path. */
+  path: IoPath;
+  /** Block size in bytes (multiple of 4096). */
+  bs: number;
+  /** Queue depth. */
+  qd: number;
+  /** Direction. */
+  rw: RwMode;
+  /** Measured I/Os. */
+  ios: number;
+  /** Seed for offsets and data. */
+  seed: number;
+  /** Bytes of the device the job touches (default 64 MiB). */
+  regionBytes?: number;
+}
+
+/** Latency summary in nanoseconds. */
+export interface LatencyNs {
+  /** Mean. */
+  mean: number;
+  /** Median. */
+  p50: number;
+  /** 99th percentile. */
+  p99: number;
+}
+
+/** One JSON record per configuration (the design's benchmark record). */
+export interface WorkloadRecord {
+  /** "sim" or "real". */
+  backend: string;
+  /** Buffer path. */
+  path: IoPath;
+  /** Block size. */
+  bs: number;
+  /** Queue depth. */
+  qd: number;
+  /** Direction. */
+  rw: RwMode;
+  /** IOMMU mode of the simulated host ("n/a" on real). */
+  iommu: string;
+  /** Measured I/Os. */
+  ios: number;
+  /** What the I/O went to: a block device path or a scratch file. */
+  target: string;
+  /** I/Os per second of wall time (sim: the cost of running the simulation in TypeScript). */
+  iops: number;
+  /** Submission latency: wall time inside io_uring_enter's submit part, per I/O. */
+  slat: LatencyNs;
+  /** Completion latency: submission to reaped CQE, wall time. */
+  clat: LatencyNs;
+  /** Host-stack CPU ns per I/O (sim: the sum of host stage times, device excluded). */
+  cpuNsPerIo: number | null;
+  /** Per-I/O counts of every representation built (sim only). */
+  perIo: Record<string, number> | null;
+  /** Per-I/O ns by stage (sim only). */
+  stageNsPerIo: Record<string, number> | null;
+  /** Whether every completion was full-length and every byte read matched. */
+  verified: boolean;
+}
+
+/** A job that could not run, with the reason (e.g. MAP_BUFFERS refused). */
+export class WorkloadError extends Error {
+  /** Build with a message naming the call that failed. */
+  constructor(msg: string) {
+    super(msg);
+    this.name = "WorkloadError";
+  }
+}
+
+function percentile(sorted: number[], p: number): number {
+  if (sorted.length === 0) return 0;
+  const i = Math.min(sorted.length - 1, Math.ceil((p / 100) * sorted.length) - 1);
+  return sorted[Math.max(0, i)];
+}
+
+function summarize(xs: number[]): LatencyNs {
+  const s = [...xs].sort((a, b) => a - b);
+  const mean = s.reduce((a, b) => a + b, 0) / Math.max(1, s.length);
+  return { mean, p50: percentile(s, 50), p99: percentile(s, 99) };
+}
+
+function fillPattern(buf: Uint8Array, offset: number, gen: number): void {
+  // Cheap, position-dependent pattern: every 4-byte word names its offset and generation.
+  const v = new DataView(buf.buffer, buf.byteOffset, buf.byteLength);
+  for (let i = 0; i + 4 <= buf.length; i += 4) v.setUint32(i, (offset + i) ^ (gen * 0x9e3779b1), true);
+}
+
+interface Slot {
+  buf: UserBuffer;
+  index: number;
+  busy: boolean;
+  offset: number;
+  gen: number;
+  write: boolean;
+  submittedAt: number;
+}
+
+/** Sets up the target and buffers for one job and runs I/Os on it. */
+class Job implements Disposable {
+  readonly ring: Ring;
+  readonly slots: Slot[] = [];
+  readonly fd: number;
+  readonly target: string;
+  readonly shadow = new Map<number, number>(); // block offset -> generation written (0 = zero)
+  readonly blocks: number;
+  #gen = 0;
+  #errors: string[] = [];
+  readonly #tb: Testbed;
+  readonly #cfg: WorkloadConfig;
+
+  constructor(tb: Testbed, cfg: WorkloadConfig) {
+    this.#tb = tb;
+    this.#cfg = cfg;
+    const region = cfg.regionBytes ?? 64 << 20;
+    this.blocks = Math.floor(region / cfg.bs);
+    if (this.blocks < 1) throw new WorkloadError(`region ${region} smaller than bs ${cfg.bs}`);
+    if (tb.nvmeDevice) {
+      this.target = tb.nvmeDevice;
+      this.fd = tb.open(this.target, O.RDWR | O.DIRECT);
+    } else {
+      this.target = tb.tempPath(`job-${cfg.path}-${cfg.bs}-${cfg.qd}.dat`);
+      this.fd = tb.open(this.target, O.RDWR | O.CREAT | O.TRUNC | O.DIRECT, 0o644);
+    }
+    if (this.fd < 0) throw new WorkloadError(`open ${this.target}: ${describeResult(this.fd)}`);
+    this.ring = tb.ring({ entries: Math.max(8, cfg.qd * 2) });
+    const rf = this.ring.registerFiles([this.fd]);
+    if (!rf.ok) throw new WorkloadError(`IORING_REGISTER_FILES: ${describeResult(rf.res)}`);
+    for (let i = 0; i < cfg.qd; i++) {
+      this.slots.push({
+        buf: tb.allocBuffer(cfg.bs),
+        index: i,
+        busy: false,
+        offset: 0,
+        gen: 0,
+        write: false,
+        submittedAt: 0,
+      });
+    }
+    if (cfg.path !== "none") {
+      const rb = this.ring.registerBuffers(
+        this.slots.map((s) => ({ addr: s.buf.addr, len: cfg.bs })),
+      );
+      if (!rb.ok) throw new WorkloadError(`IORING_REGISTER_BUFFERS: ${describeResult(rb.res)}`);
+    }
+    if (!tb.nvmeDevice) this.#extendFile();
+    if (cfg.path === "dma") {
+      const mb = this.ring.mapBuffers(0, 0, cfg.qd);
+      if (!mb.ok) {
+        throw new WorkloadError(
+          `IORING_REGISTER_MAP_BUFFERS on ${this.target}: ${describeResult(mb.res)}`,
+        );
+      }
+    }
+  }
+
+  /** Give a scratch file the region's size (its last block written), so unwritten blocks read as zeros. */
+  #extendFile(): void {
+    const s = this.slots[0];
+    s.buf.bytes.fill(0);
+    const at = BigInt((this.blocks - 1) * this.#cfg.bs);
+    this.ring.write(0, s.buf.addr, this.#cfg.bs, at, { flags: IOSQE.FIXED_FILE });
+    const [c] = this.ring.submitAndReap(1);
+    if (c.res !== this.#cfg.bs) {
+      throw new WorkloadError(`sizing ${this.target}: write returned ${describeResult(c.res)}`);
+    }
+  }
+
+  get errors(): string[] {
+    return this.#errors;
+  }
+
+  /** Queue one I/O on a free slot. */
+  queue(s: Slot, offset: number, write: boolean): void {
+    const { bs, path } = this.#cfg;
+    s.busy = true;
+    s.offset = offset;
+    s.write = write;
+    if (write) {
+      s.gen = ++this.#gen;
+      fillPattern(s.buf.bytes, offset, s.gen);
+    } else {
+      s.gen = this.shadow.get(offset) ?? 0;
+    }
+    const o = { userData: BigInt(s.index), flags: IOSQE.FIXED_FILE };
+    const off = BigInt(offset);
+    let ok: boolean;
+    if (path === "none") {
+      ok = write
+        ? this.ring.write(0, s.buf.addr, bs, off, o)
+        : this.ring.read(0, s.buf.addr, bs, off, o);
+    } else {
+      ok = write
+        ? this.ring.writeFixed(0, s.buf.addr, bs, off, s.index, o)
+        : this.ring.readFixed(0, s.buf.addr, bs, off, s.index, o);
+    }
+    if (!ok) throw new WorkloadError("SQ full with a free slot: ring too small");
+  }
+
+  /** Check a completed slot; returns false on a short I/O or a data mismatch. */
+  complete(s: Slot, res: number): boolean {
+    s.busy = false;
+    const { bs } = this.#cfg;
+    if (res !== bs) {
+      this.#errors.push(
+        `${s.write ? "write" : "read"} at ${s.offset}: res ${describeResult(res)}, want ${bs}`,
+      );
+      return false;
+    }
+    if (s.write) {
+      this.shadow.set(s.offset, s.gen);
+      return true;
+    }
+    const want = new Uint8Array(bs);
+    if (s.gen !== 0) fillPattern(want, s.offset, s.gen);
+    const got = s.buf.bytes;
+    for (let i = 0; i < bs; i++) {
+      if (got[i] !== want[i]) {
+        this.#errors.push(
+          `read at ${s.offset}: byte ${i} is ${got[i]}, want ${want[i]} (gen ${s.gen})`,
+        );
+        return false;
+      }
+    }
+    return true;
+  }
+
+  [Symbol.dispose](): void {
+    this.ring[Symbol.dispose]();
+    for (const s of this.slots) s.buf[Symbol.dispose]();
+    this.#tb.close(this.fd);
+  }
+}
+
+/**
+ * Run `n` I/Os at queue depth qd. Returns per-I/O slat/clat samples.
+ * `pickWrite` decides each I/O's direction, `rng` its offset.
+ */
+function drive(
+  job: Job,
+  n: number,
+  rng: Rng,
+  pickWrite: () => boolean,
+  bs: number,
+): { slat: number[]; clat: number[]; ok: boolean } {
+  const slat: number[] = [];
+  const clat: number[] = [];
+  let issued = 0;
+  let done = 0;
+  let ok = true;
+  const inFlight = new Set<number>(); // block offsets in flight: never two I/Os on one block
+  while (done < n) {
+    let queued = 0;
+    for (const s of job.slots) {
+      if (s.busy || issued >= n) continue;
+      let off: number;
+      do off = rng.int(job.blocks) * bs; while (inFlight.has(off));
+      inFlight.add(off);
+      job.queue(s, off, pickWrite());
+      issued++;
+      queued++;
+    }
+    const t0 = performance.now();
+    const r = job.ring.submit(0);
+    const t1 = performance.now();
+    if (!r.ok) throw new WorkloadError(`io_uring_enter: ${describeResult(r.res)}`);
+    for (let i = 0; i < queued; i++) slat.push(((t1 - t0) * 1e6) / queued);
+    for (const s of job.slots) if (s.busy && s.submittedAt === 0) s.submittedAt = t0;
+    const w = job.ring.submit(1);
+    if (!w.ok) throw new WorkloadError(`io_uring_enter(wait): ${describeResult(w.res)}`);
+    const now = performance.now();
+    for (const c of job.ring.reap()) {
+      const s = job.slots[Number(c.userData)];
+      clat.push((now - s.submittedAt) * 1e6);
+      s.submittedAt = 0;
+      inFlight.delete(s.offset);
+      if (!job.complete(s, c.res)) ok = false;
+      done++;
+    }
+  }
+  return { slat, clat, ok };
+}
+
+/**
+ * Run one job on a testbed and return its record. Reads are preceded by an
+ * unmeasured write pass over the blocks they will touch, so every read
+ * checks real data.
+ */
+export function runWorkload(tb: Testbed, cfg: WorkloadConfig, iommu = "n/a"): WorkloadRecord {
+  using job = new Job(tb, cfg);
+  const rng = new Rng(cfg.seed);
+  if (cfg.rw === "randread") {
+    // Prefill: write every block the reads may touch (bounded by the region).
+    const prefill = Math.min(job.blocks, Math.max(cfg.ios, cfg.qd));
+    const pre = drive(job, prefill, new Rng(cfg.seed ^ 0xabcdef), () => true, cfg.bs);
+    if (!pre.ok) throw new WorkloadError(`prefill failed: ${job.errors.slice(0, 3).join("; ")}`);
+  }
+  const stats = tb.stats;
+  const before: StatsSnapshot | undefined = stats?.snapshot();
+  const t0 = performance.now();
+  const r = drive(job, cfg.ios, rng, () => cfg.rw === "randwrite", cfg.bs);
+  const elapsedMs = performance.now() - t0;
+  let perIo: Record<string, number> | null = null;
+  let stageNsPerIo: Record<string, number> | null = null;
+  let cpuNsPerIo: number | null = null;
+  if (stats && before) {
+    const d = Stats.diff(before, stats.snapshot(), cfg.ios);
+    perIo = d.counters;
+    stageNsPerIo = d.stageNs;
+    cpuNsPerIo = Object.entries(d.stageNs)
+      .filter(([k]) => k !== "device")
+      .reduce((a, [, v]) => a + v, 0);
+  }
+  return {
+    backend: tb.backend,
+    path: cfg.path,
+    bs: cfg.bs,
+    qd: cfg.qd,
+    rw: cfg.rw,
+    iommu,
+    ios: cfg.ios,
+    target: job.target,
+    iops: cfg.ios / (elapsedMs / 1000),
+    slat: summarize(r.slat),
+    clat: summarize(r.clat),
+    cpuNsPerIo,
+    perIo,
+    stageNsPerIo,
+    verified: r.ok && job.errors.length === 0,
+    ...(job.errors.length ? { firstErrors: job.errors.slice(0, 3) } : {}),
+  };
+}

@@ -1,0 +1,113 @@
+/**
+ * The `real` backend's testbed: the live kernel io_uring (through
+ * `ffi/liburing.ts`), files opened with libc in a private temporary
+ * directory, and page-aligned native buffers. Everything it hands out is
+ * released when the testbed is disposed.
+ *
+ * The emulated NVMe controller of the real backend is not part of this
+ * backend yet, so {@link Testbed.nvmeDevice} is undefined here and the
+ * proposal's register opcodes answer -EINVAL, as the live kernel does for
+ * opcodes it lacks.
+ *
+ * @module
+ */
+
+import { ErrnoError } from "../sim/uapi/errno.ts";
+import type { Ring, UserBuffer } from "../sim/uapi/ring_api.ts";
+import type { RingOptions, Testbed, TestbedOptions } from "../sim/uapi/testbed.ts";
+import { allocBuffer, Libc } from "./libc.ts";
+import { LiveRing, liveRingUnavailable } from "./liburing.ts";
+
+/** Why the real backend cannot run here, or null when it can. */
+export function realBackendUnavailable(): string | null {
+  return liveRingUnavailable();
+}
+
+/** Open a testbed on the live kernel. Throws with the reason when it cannot run here. */
+export function openRealTestbed(_opts: TestbedOptions = {}): Testbed {
+  const why = liveRingUnavailable();
+  if (why !== null) throw new Error(`real backend unavailable: ${why}`);
+  return new RealTestbed();
+}
+
+class RealTestbed implements Testbed {
+  readonly backend = "real" as const;
+  readonly seed = 0;
+  readonly stats = undefined;
+  readonly nvmeDevice = undefined;
+  readonly #libc = Libc.open();
+  readonly #dir = Deno.makeTempDirSync({ prefix: "premap-real-" });
+  readonly #buffers = new Set<Disposable>();
+  readonly #fds = new Set<number>();
+  readonly #rings = new Set<Ring>();
+  #closed = false;
+
+  allocBuffer(len: number): UserBuffer {
+    this.#live();
+    const b = allocBuffer(len);
+    this.#buffers.add(b);
+    const buffers = this.#buffers;
+    return {
+      addr: b.addr,
+      get bytes() {
+        return b.bytes;
+      },
+      [Symbol.dispose]() {
+        if (buffers.delete(b)) b[Symbol.dispose]();
+      },
+    };
+  }
+
+  open(path: string, flags: number, mode = 0o644): number {
+    this.#live();
+    const fd = this.#libc.open(path, flags, mode);
+    if (fd >= 0) this.#fds.add(fd);
+    return fd;
+  }
+
+  close(fd: number): number {
+    this.#live();
+    const r = this.#libc.close(fd);
+    if (r === 0) this.#fds.delete(fd);
+    return r;
+  }
+
+  tempPath(name: string): string {
+    if (name.includes("/")) throw new RangeError(`tempPath: '${name}' must be a plain name`);
+    return `${this.#dir}/${name}`;
+  }
+
+  readFile(path: string): Uint8Array {
+    return Deno.readFileSync(path);
+  }
+
+  ring(opts: RingOptions): Ring {
+    this.#live();
+    const r = LiveRing.create(opts.entries, { flags: opts.flags, cqEntries: opts.cqEntries });
+    if (!("ring" in r)) throw new ErrnoError(r.res, "io_uring_setup");
+    const ring = r.ring.toRing();
+    this.#rings.add(ring);
+    const rings = this.#rings;
+    const dispose = ring[Symbol.dispose].bind(ring);
+    ring[Symbol.dispose] = () => {
+      if (rings.delete(ring)) dispose();
+    };
+    return ring;
+  }
+
+  #live(): void {
+    if (this.#closed) throw new Error("testbed used after dispose");
+  }
+
+  [Symbol.dispose](): void {
+    if (this.#closed) return;
+    for (const r of [...this.#rings]) r[Symbol.dispose]();
+    for (const fd of this.#fds) this.#libc.close(fd);
+    this.#fds.clear();
+    for (const b of [...this.#buffers]) b[Symbol.dispose]();
+    this.#buffers.clear();
+    this.#closed = true;
+    this.#libc[Symbol.dispose]();
+    Deno.removeSync(this.#dir, { recursive: true });
+  }
+}

@@ -1,0 +1,76 @@
+/**
+ * The controller's one way into host memory: every SQE fetch, CQE post, PRP
+ * list read and data transfer goes through {@link DeviceDma}, which wraps the
+ * {@link DeviceDmaPort} it was given and counts each access. Mirrors
+ * hw/nvme/ctrl.c nvme_addr_read()/nvme_addr_write() (pci_dma_read/write).
+ *
+ * @module
+ */
+
+import { type DeviceDmaPort, type DmaFault, isDmaFault } from "../dma/types.ts";
+import { PhysFault } from "../memory/phys.ts";
+import type { Stats } from "../stats.ts";
+
+/** Largest single device access (a bound, not a hardware limit): 16 MiB. */
+export const DEVICE_DMA_MAX_BYTES = 16 << 20;
+
+/** Counted, fault-catching access to host memory for one controller. */
+export class DeviceDma {
+  readonly #port: DeviceDmaPort;
+  readonly #stats: Stats | undefined;
+  /** The most recent fault, for diagnostics. */
+  lastFault: DmaFault | null = null;
+  /** Faults seen since creation. */
+  faults = 0;
+
+  /** Wrap a device DMA port. */
+  constructor(port: DeviceDmaPort, stats?: Stats) {
+    this.#port = port;
+    this.#stats = stats;
+  }
+
+  /** nvme_addr_read(): `len` bytes at bus address `addr`, or null on a fault (nothing read). */
+  read(addr: bigint, len: number): Uint8Array | null {
+    if (!Number.isInteger(len) || len < 0 || len > DEVICE_DMA_MAX_BYTES) {
+      throw new RangeError(`DeviceDma.read: bad length ${len}`);
+    }
+    if (addr < 0n || addr + BigInt(len) > 1n << 64n) return this.#fault(addr, "bad-address");
+    this.#stats?.add("deviceDmaReads");
+    let r: Uint8Array | DmaFault;
+    try {
+      r = this.#port.read(addr, len);
+    } catch (e) {
+      if (e instanceof PhysFault) return this.#fault(e.paddr, "bad-address");
+      throw e;
+    }
+    if (isDmaFault(r)) return this.#fault(r.addr, r.reason);
+    if (r.length !== len) throw new Error(`DeviceDma.read: port returned ${r.length} of ${len}`);
+    return r;
+  }
+
+  /** nvme_addr_write(): store `data` at `addr`; false on a fault (nothing written). */
+  write(addr: bigint, data: Uint8Array): boolean {
+    if (data.length > DEVICE_DMA_MAX_BYTES) {
+      throw new RangeError(`DeviceDma.write: bad length ${data.length}`);
+    }
+    if (addr < 0n || addr + BigInt(data.length) > 1n << 64n) {
+      return this.#fault(addr, "bad-address") !== null;
+    }
+    this.#stats?.add("deviceDmaWrites");
+    let r: DmaFault | null;
+    try {
+      r = this.#port.write(addr, data);
+    } catch (e) {
+      if (e instanceof PhysFault) return this.#fault(e.paddr, "bad-address") !== null;
+      throw e;
+    }
+    if (r !== null) return this.#fault(r.addr, r.reason) !== null;
+    return true;
+  }
+
+  #fault(addr: bigint, reason: DmaFault["reason"]): null {
+    this.lastFault = { addr, reason };
+    this.faults++;
+    return null;
+  }
+}
