@@ -1,0 +1,129 @@
+/**
+ * The IOMMU one device sits behind, with its domain: an identity domain
+ * (`passthrough`) or a DMA domain with a 4-level page table and an IOTLB
+ * (`lazy`, `strict`). The device port translates through
+ * {@link Iommu.translatePage}; dma-iommu maps and unmaps through
+ * {@link Iommu.map} / {@link Iommu.unmap} and invalidates the IOTLB.
+ *
+ * Mirrors drivers/iommu/iommu.c (iommu_map, iommu_unmap_fast,
+ * iommu_iotlb_sync, iommu_flush_iotlb_all) over the Intel VT-d model.
+ *
+ * @module
+ */
+
+import { PAGE_MASK_LOW, PAGE_SHIFT, PAGE_SIZE } from "../memory/phys.ts";
+import type { Stats } from "../stats.ts";
+import { Errno } from "../uapi/errno.ts";
+import type { BusTranslator } from "./bus.ts";
+import { IOMMU_MAX_PFN, IOMMU_READ, IOMMU_WRITE, IoPageTable } from "./io_pgtable.ts";
+import { Iotlb } from "./iotlb.ts";
+import type { DmaFault } from "./types.ts";
+
+export { IOTLB_DEFAULT_ENTRIES } from "./iotlb.ts";
+export { IOMMU_READ, IOMMU_WRITE } from "./io_pgtable.ts";
+
+/** Faults kept for diagnostics (the fault recording registers are bounded too). */
+export const IOMMU_FAULT_LOG = 64;
+
+/** Options for {@link Iommu}. */
+export interface IommuOptions {
+  /** Identity domain (iommu.passthrough=1): every bus address is its physical address. */
+  identity: boolean;
+  /** IOTLB capacity. */
+  iotlbEntries: number;
+}
+
+/** One IOMMU and the domain of the device behind it. */
+export class Iommu implements BusTranslator {
+  /** Whether the domain is the identity domain. */
+  readonly identity: boolean;
+  /** The DMA domain's page table (unused by an identity domain). */
+  readonly pgtable: IoPageTable;
+  /** The translation cache. */
+  readonly iotlb: Iotlb;
+  /** Most recent faults, oldest first, at most {@link IOMMU_FAULT_LOG}. */
+  readonly faultLog: DmaFault[] = [];
+  readonly #stats: Stats;
+
+  /** An IOMMU with an empty domain. */
+  constructor(stats: Stats, opts: IommuOptions) {
+    this.identity = opts.identity;
+    this.#stats = stats;
+    this.pgtable = new IoPageTable(stats);
+    this.iotlb = new Iotlb(opts.iotlbEntries);
+  }
+
+  /** The device's access to one page: IOTLB first, then the table walk; faults counted. */
+  translatePage(addr: bigint, write: boolean): bigint | DmaFault {
+    const pageAddr = addr & ~BigInt(PAGE_MASK_LOW);
+    if (this.identity) return pageAddr;
+    const pfn = pageAddr >> BigInt(PAGE_SHIFT);
+    if (pfn >= BigInt(IOMMU_MAX_PFN)) return this.#fault(addr, "unmapped");
+    const iovaPfn = Number(pfn);
+    let pte = this.iotlb.lookup(iovaPfn);
+    if (pte === undefined) {
+      pte = this.pgtable.walk(iovaPfn);
+      if (pte === undefined) return this.#fault(addr, "unmapped");
+      this.iotlb.fill(iovaPfn, pte);
+    }
+    if ((pte.prot & (write ? IOMMU_WRITE : IOMMU_READ)) === 0) {
+      return this.#fault(addr, "permission");
+    }
+    return BigInt(pte.pfn) << BigInt(PAGE_SHIFT);
+  }
+
+  /** iommu_map(): map `size` bytes (page multiple) at `iova` to `phys`; 0 or a negative errno. */
+  map(iova: bigint, phys: bigint, size: number, prot: number): number {
+    if (this.identity) throw new Error("iommu_map: identity domain");
+    const mask = BigInt(PAGE_MASK_LOW);
+    if ((iova & mask) !== 0n || (phys & mask) !== 0n || size <= 0 || size % PAGE_SIZE !== 0) {
+      return -Errno.EINVAL;
+    }
+    if ((prot & (IOMMU_READ | IOMMU_WRITE)) === 0) return -Errno.EINVAL;
+    const iovaPfn = Number(iova >> BigInt(PAGE_SHIFT));
+    const physPfn = Number(phys >> BigInt(PAGE_SHIFT));
+    const n = size / PAGE_SIZE;
+    if (iovaPfn + n > IOMMU_MAX_PFN) return -Errno.EFAULT;
+    for (let i = 0; i < n; i++) {
+      if (this.pgtable.setPte(iovaPfn + i, { pfn: physPfn + i, prot }) < 0) {
+        // Already mapped: undo what this call mapped (iommu_map's unwind).
+        for (let j = 0; j < i; j++) this.pgtable.clearPte(iovaPfn + j);
+        return -Errno.EBUSY;
+      }
+    }
+    return 0;
+  }
+
+  /** iommu_unmap_fast(): clear PTEs (no IOTLB invalidation); bytes unmapped. */
+  unmap(iova: bigint, size: number): number {
+    if (this.identity) throw new Error("iommu_unmap: identity domain");
+    const iovaPfn = Number(iova >> BigInt(PAGE_SHIFT));
+    const n = size / PAGE_SIZE;
+    let unmapped = 0;
+    for (let i = 0; i < n; i++) {
+      if (!this.pgtable.clearPte(iovaPfn + i)) break;
+      unmapped += PAGE_SIZE;
+    }
+    return unmapped;
+  }
+
+  /** iommu_iotlb_sync(): page-selective invalidation of the range just unmapped. */
+  iotlbSync(iova: bigint, size: number): void {
+    this.iotlb.invalidateRange(Number(iova >> BigInt(PAGE_SHIFT)), Math.ceil(size / PAGE_SIZE));
+    this.#stats.add("iotlbInvalidations");
+  }
+
+  /** iommu_flush_iotlb_all(): global invalidation (the flush queue's flush). */
+  flushIotlbAll(): void {
+    this.iotlb.flushAll();
+    this.#stats.add("iotlbFlushes");
+  }
+
+  #fault(addr: bigint, reason: "unmapped" | "permission"): DmaFault {
+    const f: DmaFault = { addr, reason };
+    this.#stats.add("iommuFaults");
+    this.faultLog.push(f);
+    if (this.faultLog.length > IOMMU_FAULT_LOG) this.faultLog.shift();
+    return f;
+  }
+}
