@@ -25,7 +25,9 @@ export function parseSize(flag: string, s: string): number {
   const m = /^(\d+)([kKmM]?)$/.exec(s.trim());
   if (!m) throw new UsageError(`--${flag}: '${s}' is not a size (e.g. 4k, 64k, 4096)`);
   const n = Number(m[1]) * (m[2] === "" ? 1 : m[2].toLowerCase() === "k" ? 1024 : 1 << 20);
-  if (n <= 0 || n % 4096 !== 0) throw new UsageError(`--${flag}: ${s} must be a positive multiple of 4k`);
+  if (n <= 0 || n % 4096 !== 0) {
+    throw new UsageError(`--${flag}: ${s} must be a positive multiple of 4k`);
+  }
   return n;
 }
 

@@ -25,6 +25,7 @@ export const PER_IO_ROWS: readonly { label: string; get: (r: WorkloadRecord) => 
     },
     { label: "IOTLB invalidations", get: (r) => r.perIo?.iotlbInvalidations ?? null },
     { label: "PRP entries written", get: (r) => r.perIo?.prpEntries ?? null },
+    { label: "SGL descriptors", get: (r) => r.perIo?.sglDescriptors ?? null },
     { label: "PRP pool allocations", get: (r) => r.perIo?.prpPoolAllocs ?? null },
     { label: "bytes allocated", get: (r) => r.perIo?.bytesAllocated ?? null },
     { label: "host CPU ns (sim)", get: (r) => r.cpuNsPerIo },
@@ -64,7 +65,10 @@ export function perIoTable(records: readonly WorkloadRecord[]): string {
   const colW = heads.map((h, i) => Math.max(h.length, ...cells.map((r) => r[i].length)));
   const line = (label: string, xs: string[]) =>
     label.padEnd(labelW) + " | " + xs.map((x, i) => x.padStart(colW[i])).join("  ");
-  const out = [line("per I/O", heads), "-".repeat(labelW + 3 + colW.reduce((a, b) => a + b + 2, -2))];
+  const out = [
+    line("per I/O", heads),
+    "-".repeat(labelW + 3 + colW.reduce((a, b) => a + b + 2, -2)),
+  ];
   PER_IO_ROWS.forEach((row, i) => out.push(line(row.label, cells[i])));
   return out.join("\n");
 }
@@ -125,7 +129,9 @@ export function barChartSvg(
   const width = left + sizes.length * (3 * barW + 2 * gap + groupGap) + 120;
   const parts: string[] = [];
   parts.push(
-    `<svg xmlns="http://www.w3.org/2000/svg" width="${width}" height="${h + top + 60}" font-family="sans-serif" font-size="12">`,
+    `<svg xmlns="http://www.w3.org/2000/svg" width="${width}" height="${
+      h + top + 60
+    }" font-family="sans-serif" font-size="12">`,
   );
   parts.push(`<text x="${left}" y="20" font-size="14">${escapeXml(metric.label)}</text>`);
   parts.push(

@@ -24,6 +24,7 @@
 
 import { parseArgs } from "node:util";
 import { LiveRing, liveRingUnavailable, storeRelease } from "../ffi/liburing.ts";
+import { simNopOpsPerS } from "./sim_ring.ts";
 
 /** Path of the C reference program. */
 export const C_BENCH: string = new URL("../ffi/native/build/ring_bench", import.meta.url).pathname;
@@ -236,7 +237,7 @@ async function main(args: string[]): Promise<number> {
     console.log(`bench:ring skipped: ${C_BENCH} not built (run deno task build)`);
     return 0;
   }
-  const rep = await runRingBench(batches, ops, repeat);
+  const rep = await runRingBench(batches, ops, repeat, simNopOpsPerS);
   console.log(formatTable(rep));
   if (values.json !== undefined) {
     Deno.writeTextFileSync(values.json, JSON.stringify(rep, null, 2) + "\n");

@@ -253,3 +253,42 @@ export function iovIterAlignment(it: IovIter): number {
       return it.iovOffset | it.count;
   }
 }
+
+/**
+ * iov_iter_is_aligned(): every segment's start is aligned to `addrMask` and
+ * every segment's length to `lenMask` (ITER_BVEC and ITER_IOVEC check each
+ * piece; ITER_UBUF its one range; the proposal's ITER_DMA_TAG its offset
+ * into the premapped buffer and its count).
+ */
+export function iovIterIsAligned(it: IovIter, addrMask: number, lenMask: number): boolean {
+  switch (it.type) {
+    case "ubuf":
+      return (Number((it.addr + BigInt(it.iovOffset)) & 0xffffn) & addrMask) === 0 &&
+        (it.count & lenMask) === 0;
+    case "dmatag":
+      return (it.iovOffset & addrMask) === 0 && (it.count & lenMask) === 0;
+    case "iovec":
+    case "bvec": {
+      let skip = it.iovOffset;
+      let size = it.count;
+      const n = it.type === "iovec" ? it.iov.length : it.bvec.length;
+      for (let i = it.segIndex; i < n && size > 0; i++) {
+        let len: number;
+        let start: number;
+        if (it.type === "iovec") {
+          len = it.iov[i].len - skip;
+          start = Number((it.iov[i].base + BigInt(skip)) & 0xffffn);
+        } else {
+          len = it.bvec[i].len - skip;
+          start = it.bvec[i].offset + skip;
+        }
+        if (len > size) len = size;
+        if (len & lenMask) return false;
+        if (start & addrMask) return false;
+        size -= len;
+        skip = 0;
+      }
+      return true;
+    }
+  }
+}

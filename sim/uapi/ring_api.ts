@@ -56,7 +56,10 @@ export interface RawRing extends Disposable {
   submit(waitNr?: number): number;
   /** Take up to `max` CQEs (all available by default) and advance the CQ head. */
   reap(max?: number): Cqe[];
-  /** io_uring_register(2): 0 (or a count) or -errno. Pointers in `arg` are testbed addresses. */
+  /**
+   * io_uring_register(2): 0 (or a count) or -errno. Pointers in `arg` are
+   * testbed addresses; a zero-length `arg` is passed as a NULL pointer.
+   */
   register(opcode: number, arg: Uint8Array | null, nrArgs: number): number;
 }
 

@@ -1,0 +1,432 @@
+/**
+ * The multi-queue block layer (block/blk-mq.c, block/blk-mq-tag.c): a tag
+ * set shared by a driver's queues, hardware contexts with a fixed number of
+ * tags (requests), bio to request, plug batching (`queue_rq` with `last`
+ * and `commit_rqs`), back/front merging into the plugged request, the
+ * dispatch list for requests the driver could not take, and completion.
+ *
+ * A submission that finds no free tag waits: the bio is parked (in order)
+ * and issued when a request completes, the way blk_mq_get_tag() sleeps. A
+ * REQ_NOWAIT bio fails with BLK_STS_AGAIN instead.
+ *
+ * @module
+ */
+
+import type { Kernel } from "../kernel.ts";
+import type { BioVec, DmaTag } from "./bvec.ts";
+import { type Bio, bioEndio, bioSegments } from "./bio.ts";
+import { bioSplitToLimits, bioWillGap } from "./blk-merge.ts";
+import {
+  BLK_MAX_REQUEST_COUNT,
+  BLK_PLUG_FLUSH_SIZE,
+  BlkStatus,
+  type BlkStatusT,
+  checkQueueLimits,
+  type QueueLimits,
+  type ReqOp,
+  SECTOR_SHIFT,
+} from "./blk_types.ts";
+
+/** Most bios parked waiting for a tag on one queue (then BLK_STS_RESOURCE). */
+export const MAX_TAG_WAITERS = 1 << 16;
+
+/** struct blk_mq_ops: what a driver provides. */
+export interface BlkMqOps {
+  /** queue_rq(): issue `rq`; `last` says no more follow in this batch (ring the doorbell). */
+  queueRq(hctx: BlkMqHwCtx, rq: Request, last: boolean): BlkStatusT;
+  /** commit_rqs(): a batch ended early; make what was queued visible to the device. */
+  commitRqs?(hctx: BlkMqHwCtx): void;
+  /** init_request(): the driver's per-request data (the PDU), made once per tag. */
+  initRequest(rq: Request): unknown;
+  /** The proposal's dma_map(): premap a registered buffer, returning a tag or -errno. */
+  dmaMap?(q: RequestQueue, bvecs: readonly BioVec[]): DmaTag | number;
+  /** The proposal's dma_unmap(). */
+  dmaUnmap?(q: RequestQueue, tag: DmaTag): void;
+}
+
+/** struct request */
+export class Request {
+  /** Owning queue (set when allocated). */
+  q!: RequestQueue;
+  /** Operation. */
+  op: ReqOp = "read";
+  /** __sector */
+  sector = 0n;
+  /** __data_len */
+  dataLen = 0;
+  /** bio ... biotail */
+  bios: Bio[] = [];
+  /** nr_phys_segments */
+  nrPhysSegments = 0;
+  /** Status set by the driver before completing. */
+  status: BlkStatusT = BlkStatus.OK;
+  /** Whether it is allocated (tag held). */
+  inUse = false;
+  /** Whether the driver accepted it (blk_mq_start_request) and it has not ended. */
+  started = false;
+  /** Driver per-request data (init_request). */
+  pdu: unknown;
+
+  /** A request for tag `tag` of `hctx`. */
+  constructor(readonly hctx: BlkMqHwCtx, readonly tag: number) {}
+
+  /** blk_rq_sectors() */
+  get sectors(): number {
+    return this.dataLen >>> SECTOR_SHIFT;
+  }
+
+  /** The proposal: a request made of one dma-tag bio. */
+  get isDmaTagged(): boolean {
+    return this.bios.length > 0 && this.bios[0].isDmaTagged;
+  }
+}
+
+/** struct blk_mq_hw_ctx: one hardware queue with its tags. */
+export class BlkMqHwCtx {
+  readonly #free: number[] = [];
+  /** Requests by tag (preallocated, like blk_mq_alloc_rqs). */
+  readonly rqs: Request[] = [];
+  /** hctx->dispatch: requests the driver returned BLK_STS_RESOURCE for. */
+  readonly dispatch: Request[] = [];
+  /** driver_data (the NVMe queue). */
+  driverData: unknown;
+  /** Requests the driver holds now. */
+  active = 0;
+
+  /** A hardware context with `depth` tags. */
+  constructor(readonly set: BlkMqTagSet, readonly index: number, depth: number) {
+    for (let t = depth - 1; t >= 0; t--) this.#free.push(t);
+    for (let t = 0; t < depth; t++) this.rqs.push(new Request(this, t));
+  }
+
+  /** Tags free now. */
+  get freeTags(): number {
+    return this.#free.length;
+  }
+
+  /** blk_mq_get_tag() without sleeping: a free request or undefined. */
+  getTag(): Request | undefined {
+    const t = this.#free.pop();
+    if (t === undefined) return undefined;
+    const rq = this.rqs[t];
+    if (rq.inUse) throw new Error(`tag ${t} on hctx ${this.index} handed out twice`);
+    rq.inUse = true;
+    return rq;
+  }
+
+  /** blk_mq_put_tag() */
+  putTag(rq: Request): void {
+    if (!rq.inUse) throw new Error(`tag ${rq.tag} freed twice`);
+    rq.inUse = false;
+    rq.bios = [];
+    this.#free.push(rq.tag);
+  }
+}
+
+/** struct blk_mq_tag_set */
+export class BlkMqTagSet {
+  /** Hardware contexts. */
+  readonly hctxs: BlkMqHwCtx[] = [];
+  /** Queues sharing this set (one per namespace). */
+  readonly queues = new Set<RequestQueue>();
+
+  /** blk_mq_alloc_tag_set() */
+  constructor(
+    readonly kernel: Kernel,
+    readonly ops: BlkMqOps,
+    readonly nrHwQueues: number,
+    readonly queueDepth: number,
+  ) {
+    if (!Number.isInteger(nrHwQueues) || nrHwQueues < 1 || nrHwQueues > 1024) {
+      throw new RangeError(`blk_mq_alloc_tag_set: nr_hw_queues ${nrHwQueues}`);
+    }
+    if (!Number.isInteger(queueDepth) || queueDepth < 1 || queueDepth > 10240) {
+      throw new RangeError(`blk_mq_alloc_tag_set: queue_depth ${queueDepth}`);
+    }
+    for (let i = 0; i < nrHwQueues; i++) {
+      const h = new BlkMqHwCtx(this, i, queueDepth);
+      this.hctxs.push(h);
+    }
+    for (const h of this.hctxs) for (const rq of h.rqs) rq.pdu = ops.initRequest(rq);
+  }
+
+  /** blk_mq_run_hw_queue(): retry the dispatch list. */
+  runHwQueue(hctx: BlkMqHwCtx): void {
+    if (hctx.dispatch.length === 0) return;
+    dispatchList(this, hctx, hctx.dispatch.splice(0));
+  }
+}
+
+/** struct blk_plug: requests held back to be issued as one batch. */
+export class BlkPlug {
+  /** mq_list, in submission order. */
+  readonly mqList: Request[] = [];
+}
+
+const plugs = new WeakMap<Kernel, BlkPlug>();
+
+/** current->plug for the (single) submitting task of `kernel`. */
+export function currentPlug(kernel: Kernel): BlkPlug | undefined {
+  return plugs.get(kernel);
+}
+
+/** blk_start_plug(): nested plugs are folded into the outer one, as in the kernel. */
+export function blkStartPlug(kernel: Kernel): BlkPlug {
+  const p = new BlkPlug();
+  if (!plugs.has(kernel)) plugs.set(kernel, p);
+  return p;
+}
+
+/** blk_finish_plug(): issue everything plugged. */
+export function blkFinishPlug(kernel: Kernel, plug: BlkPlug): void {
+  if (plugs.get(kernel) !== plug) return; // an inner plug: the outer one finishes
+  plugs.delete(kernel);
+  blkMqFlushPlugList(plug);
+}
+
+/** blk_mq_flush_plug_list(): issue per hardware queue, `last` on each batch's final request. */
+export function blkMqFlushPlugList(plug: BlkPlug): void {
+  const rqs = plug.mqList.splice(0);
+  let i = 0;
+  while (i < rqs.length) {
+    const hctx = rqs[i].hctx;
+    let j = i;
+    while (j < rqs.length && rqs[j].hctx === hctx) j++;
+    rqs[i].q.issueList(hctx, rqs.slice(i, j));
+    i = j;
+  }
+}
+
+/** struct request_queue: one namespace's queue over a shared tag set. */
+export class RequestQueue {
+  /** Parked bios waiting for a tag, in order. */
+  readonly #waiters: { bio: Bio; nsegs: number }[] = [];
+  /** CPU the submitter runs on (blk_mq_map_queue picks the hctx from it). */
+  cpu = 0;
+  /** Whether the device has a volatile write cache (flushes reach it). */
+  writeCache = false;
+
+  /** blk_mq_init_queue() */
+  constructor(
+    readonly kernel: Kernel,
+    readonly set: BlkMqTagSet,
+    readonly limits: QueueLimits,
+    readonly queuedata: unknown,
+  ) {
+    checkQueueLimits(limits);
+    set.queues.add(this);
+  }
+
+  /** blk_mq_map_queue() */
+  mapQueue(): BlkMqHwCtx {
+    return this.set.hctxs[this.cpu % this.set.nrHwQueues];
+  }
+
+  /** Bios parked waiting for a tag. */
+  get tagWaiters(): number {
+    return this.#waiters.length;
+  }
+
+  /** blk_mq_submit_bio(): split, merge into the plug, get a request, issue or plug. */
+  submitBio(bio: Bio): void {
+    const st = this.kernel.stats;
+    const t0 = st.begin();
+    const pieces = bioSplitToLimits(this.kernel, this.limits, bio, (b, s) => {
+      b.status = s;
+      bioEndio(b);
+    });
+    st.end("bio", t0);
+    for (const p of pieces) this.#submitOne(p.bio, p.nsegs);
+  }
+
+  #submitOne(bio: Bio, nsegs: number, woken = false): void {
+    const st = this.kernel.stats;
+    const t0 = st.begin();
+    try {
+      const plug = currentPlug(this.kernel);
+      if (plug && this.#attemptPlugMerge(plug, bio, nsegs)) return;
+      // Parked bios go first (FIFO): a new bio does not overtake them.
+      const rq = woken || this.#waiters.length === 0 ? this.mapQueue().getTag() : undefined;
+      if (!rq) {
+        if (bio.nowait) {
+          bio.status = BlkStatus.AGAIN;
+          bioEndio(bio);
+          return;
+        }
+        if (this.#waiters.length >= MAX_TAG_WAITERS) {
+          bio.status = BlkStatus.RESOURCE;
+          bioEndio(bio);
+          return;
+        }
+        // blk_mq_get_tag() sleeps; schedule() flushes the plug first.
+        if (plug) blkMqFlushPlugList(plug);
+        if (woken) this.#waiters.unshift({ bio, nsegs });
+        else this.#waiters.push({ bio, nsegs });
+        return;
+      }
+      this.#bioToRequest(rq, bio, nsegs);
+      if (plug) this.#addRqToPlug(plug, rq);
+      else this.issueList(rq.hctx, [rq]);
+    } finally {
+      st.end("blk_mq", t0);
+    }
+  }
+
+  /** blk_mq_bio_to_request() */
+  #bioToRequest(rq: Request, bio: Bio, nsegs: number): void {
+    rq.q = this;
+    rq.op = bio.op;
+    rq.sector = bio.iter.sector;
+    rq.dataLen = bio.iter.size;
+    rq.bios = [bio];
+    rq.nrPhysSegments = nsegs;
+    rq.status = BlkStatus.OK;
+    this.kernel.stats.add("requests");
+  }
+
+  /** blk_add_rq_to_plug() */
+  #addRqToPlug(plug: BlkPlug, rq: Request): void {
+    const last = plug.mqList[plug.mqList.length - 1];
+    if (
+      plug.mqList.length >= BLK_MAX_REQUEST_COUNT ||
+      (last && last.dataLen >= BLK_PLUG_FLUSH_SIZE)
+    ) {
+      blkMqFlushPlugList(plug);
+    }
+    plug.mqList.push(rq);
+  }
+
+  /** blk_attempt_plug_merge(): merge into the last plugged request of this queue. */
+  #attemptPlugMerge(plug: BlkPlug, bio: Bio, nsegs: number): boolean {
+    const rq = plug.mqList[plug.mqList.length - 1];
+    if (!rq || rq.q !== this) return false;
+    if (!this.#mergeOk(rq, bio)) return false;
+    if (rq.sector + BigInt(rq.sectors) === bio.iter.sector) {
+      if (!this.#llMergeFn(rq, bio, nsegs, "back")) return false;
+      rq.bios.push(bio);
+    } else if (rq.sector - BigInt(bio.sectors) === bio.iter.sector) {
+      if (!this.#llMergeFn(rq, bio, nsegs, "front")) return false;
+      rq.bios.unshift(bio);
+      rq.sector = bio.iter.sector;
+    } else {
+      return false;
+    }
+    rq.dataLen += bio.iter.size;
+    rq.nrPhysSegments += nsegs;
+    this.kernel.stats.add("bioMerges");
+    return true;
+  }
+
+  /** blk_rq_merge_ok(): same op, data requests, and never a dma-tag bio (the proposal). */
+  #mergeOk(rq: Request, bio: Bio): boolean {
+    if (rq.op !== bio.op || rq.op === "flush") return false;
+    if (rq.isDmaTagged || bio.isDmaTagged) return false;
+    return true;
+  }
+
+  /** ll_back_merge_fn() / ll_front_merge_fn() */
+  #llMergeFn(rq: Request, bio: Bio, nsegs: number, dir: "back" | "front"): boolean {
+    const lim = this.limits;
+    const gap = dir === "back"
+      ? bioWillGap(lim, rq.bios[0], rq.bios[rq.bios.length - 1], bio)
+      : bioWillGap(lim, bio, bio, rq.bios[0]);
+    if (gap) return false;
+    if (rq.sectors + bio.sectors > lim.maxSectors) return false;
+    if (rq.nrPhysSegments + nsegs > lim.maxSegments) return false;
+    return true;
+  }
+
+  /**
+   * blk_mq_issue_direct() / blk_mq_dispatch_rq_list(): hand `rqs` (all on
+   * `hctx`) to the driver in order, the last with `last` set. Requests the
+   * driver cannot take now go to the dispatch list; others that fail end
+   * with their status.
+   */
+  issueList(hctx: BlkMqHwCtx, rqs: Request[]): void {
+    if (hctx.dispatch.length > 0) {
+      hctx.dispatch.push(...rqs);
+      this.set.runHwQueue(hctx);
+      return;
+    }
+    dispatchList(this.set, hctx, rqs);
+  }
+
+  /** Issue parked bios now that tags are free. */
+  wakeWaiters(): void {
+    while (this.#waiters.length > 0 && this.mapQueue().freeTags > 0) {
+      const w = this.#waiters.shift()!;
+      this.#submitOne(w.bio, w.nsegs, true);
+    }
+  }
+}
+
+/** Hand a list to queue_rq; what the driver cannot take now goes to hctx->dispatch. */
+function dispatchList(set: BlkMqTagSet, hctx: BlkMqHwCtx, rqs: Request[]): void {
+  let queued = 0;
+  let lastSt: BlkStatusT = BlkStatus.OK;
+  for (let i = 0; i < rqs.length; i++) {
+    const rq = rqs[i];
+    const st = set.ops.queueRq(hctx, rq, i === rqs.length - 1);
+    lastSt = st;
+    if (st === BlkStatus.OK) {
+      if (!rq.started) hctx.active++;
+      rq.started = true;
+      queued++;
+      continue;
+    }
+    // Out of a resource with nothing in flight to free one: the kernel would retry
+    // after a delay forever; the simulation fails the request instead of hanging.
+    if ((st === BlkStatus.RESOURCE || st === BlkStatus.DEV_RESOURCE) && hctx.active > 0) {
+      hctx.dispatch.push(...rqs.slice(i));
+      if (queued > 0) set.ops.commitRqs?.(hctx);
+      return;
+    }
+    rq.status = st;
+    blkMqEndRequest(rq, st);
+  }
+  // A batch whose last request failed still has queued commands to announce.
+  if (queued > 0 && lastSt !== BlkStatus.OK) {
+    set.ops.commitRqs?.(hctx);
+  }
+}
+
+/**
+ * blk_mq_end_request(): complete every bio with the request's status, free
+ * the tag, then let parked bios and the dispatch list proceed.
+ */
+export function blkMqEndRequest(rq: Request, status: BlkStatusT): void {
+  if (!rq.inUse) throw new Error(`blk_mq_end_request: tag ${rq.tag} not in use`);
+  const bios = rq.bios;
+  const hctx = rq.hctx;
+  if (rq.started) {
+    hctx.active--;
+    rq.started = false;
+  }
+  hctx.putTag(rq);
+  for (const bio of bios) {
+    if (status !== BlkStatus.OK && bio.status === BlkStatus.OK) bio.status = status;
+    bioEndio(bio);
+  }
+  hctx.set.runHwQueue(hctx);
+  for (const other of hctx.set.queues) other.wakeWaiters();
+}
+
+/** blk_mq_requeue_request(): the driver gives a started request back to be issued again. */
+export function blkMqRequeueRequest(rq: Request): void {
+  if (!rq.inUse || !rq.started) {
+    throw new Error(`blk_mq_requeue_request: tag ${rq.tag} not started`);
+  }
+  rq.started = false;
+  rq.hctx.active--;
+  rq.q.issueList(rq.hctx, [rq]);
+}
+
+/** Bytes a request moves (blk_rq_payload_bytes). */
+export function blkRqPayloadBytes(rq: Request): number {
+  return rq.op === "flush" ? 0 : rq.dataLen;
+}
+
+/** rq_for_each_segment(): the page pieces of every bio of a request. */
+export function* rqSegments(rq: Request) {
+  for (const bio of rq.bios) yield* bioSegments(bio);
+}

@@ -1,0 +1,171 @@
+/**
+ * def_blk_fops (block/fops.c): direct I/O on a block device file
+ * (blkdev_read_iter, blkdev_write_iter, __blkdev_direct_IO), fsync as a
+ * cache flush (blkdev_fsync -> blkdev_issue_flush), and the proposal's
+ * blkdev_dma_map/blkdev_dma_unmap, which hand a registered buffer to the
+ * queue's blk_mq_ops.dma_map.
+ *
+ * Buffered I/O on a block device (through the page cache) is not modelled:
+ * without O_DIRECT (IOCB_DIRECT) read and write return -EINVAL.
+ *
+ * @module
+ */
+
+import type { Kernel } from "../kernel.ts";
+import { type File, type FileOperations, IOCB, type Kiocb } from "../fs/file.ts";
+import { O } from "../uapi/io_uring.ts";
+import { Errno } from "../uapi/errno.ts";
+import type { BioVec, DmaTag } from "./bvec.ts";
+import { type IovIter, iovIterIsAligned, iovIterTruncate } from "./iov_iter.ts";
+import { type Bio, bioAlloc, bioEndio, bioIovIterGetPages, bioReleasePages } from "./bio.ts";
+import { BlkStatus, blkStatusToErrno, errnoToBlkStatus, SECTOR_SHIFT } from "./blk_types.ts";
+import { blkFinishPlug, blkStartPlug } from "./blk-mq.ts";
+import type { BlockDevice } from "./bdev.ts";
+
+/** The file operations of a block device file. */
+export function defBlkFops(kernel: Kernel, bdev: BlockDevice): FileOperations {
+  return {
+    readIter: (iocb, iter) => blkdevReadIter(kernel, bdev, iocb, iter),
+    writeIter: (iocb, iter) => blkdevWriteIter(kernel, bdev, iocb, iter),
+    fsync: (_file, _datasync, done) => blkdevFsync(kernel, bdev, done),
+    dmaMap: (_file, bvecs) => blkdevDmaMap(bdev, bvecs),
+    dmaUnmap: (_file, tag) => blkdevDmaUnmap(bdev, tag),
+    release: (_file: File) => {
+      bdev.openers--;
+    },
+  };
+}
+
+function isDirect(iocb: Kiocb): boolean {
+  return (iocb.flags & IOCB.DIRECT) !== 0 || (iocb.file.flags & O.DIRECT) !== 0;
+}
+
+/** blkdev_read_iter() */
+export function blkdevReadIter(
+  kernel: Kernel,
+  bdev: BlockDevice,
+  iocb: Kiocb,
+  to: IovIter,
+): number {
+  const size = bdev.sizeBytes;
+  if (iocb.pos < 0n) return -Errno.EINVAL;
+  if (iocb.pos >= size) return 0;
+  const left = size - iocb.pos;
+  if (BigInt(to.count) > left) iovIterTruncate(to, Number(left));
+  if (to.count === 0) return 0;
+  if (!isDirect(iocb)) return -Errno.EINVAL; // buffered block device I/O: not modelled
+  return blkdevDirectIO(kernel, bdev, iocb, to);
+}
+
+/** blkdev_write_iter() */
+export function blkdevWriteIter(
+  kernel: Kernel,
+  bdev: BlockDevice,
+  iocb: Kiocb,
+  from: IovIter,
+): number {
+  const size = bdev.sizeBytes;
+  if (bdev.readOnly) return -Errno.EPERM;
+  if (from.count === 0) return 0;
+  if (iocb.pos < 0n) return -Errno.EINVAL;
+  if (iocb.pos >= size) return -Errno.ENOSPC;
+  if ((iocb.flags & (IOCB.NOWAIT | IOCB.DIRECT)) === IOCB.NOWAIT && !isDirect(iocb)) {
+    return -Errno.EOPNOTSUPP;
+  }
+  const left = size - iocb.pos;
+  if (BigInt(from.count) > left) iovIterTruncate(from, Number(left));
+  if (!isDirect(iocb)) return -Errno.EINVAL; // buffered block device I/O: not modelled
+  return blkdevDirectIO(kernel, bdev, iocb, from);
+}
+
+/** blkdev_dio_invalid(): offset/length against the logical block size, memory against dma_alignment. */
+export function blkdevDioInvalid(bdev: BlockDevice, pos: bigint, it: IovIter): boolean {
+  const lbsMask = bdev.logicalBlockSize - 1;
+  if ((Number(pos & 0xffffn) | it.count) & lbsMask) return true;
+  return !iovIterIsAligned(it, bdev.dmaAlignment, lbsMask);
+}
+
+/**
+ * __blkdev_direct_IO(): bios of at most BIO_MAX_VECS pages, submitted under
+ * a plug; the kiocb completes with the bytes moved or the first error.
+ * Returns 0 (nothing to do), -EINVAL (misaligned), a pinning error when no
+ * bio could be built, or -EIOCBQUEUED.
+ */
+export function blkdevDirectIO(
+  kernel: Kernel,
+  bdev: BlockDevice,
+  iocb: Kiocb,
+  it: IovIter,
+): number {
+  if (it.count === 0) return 0;
+  if (blkdevDioInvalid(bdev, iocb.pos, it)) return -Errno.EINVAL;
+  const op = it.dir === "write" ? "write" : "read";
+  const dio = { size: 0, status: BlkStatus.OK as number, refs: 1 };
+  const endIo = (bio: Bio) => {
+    bioReleasePages(kernel, bio);
+    if (bio.status !== BlkStatus.OK && dio.status === BlkStatus.OK) dio.status = bio.status;
+    if (--dio.refs > 0) return;
+    const res = dio.status !== BlkStatus.OK ? blkStatusToErrno(dio.status) : dio.size;
+    if (res > 0) iocb.pos += BigInt(res);
+    iocb.complete(res);
+  };
+  let pos = iocb.pos;
+  const plug = blkStartPlug(kernel);
+  try {
+    for (let first = true;; first = false) {
+      const bio = bioAlloc(kernel, op, pos >> BigInt(SECTOR_SHIFT));
+      bio.nowait = (iocb.flags & IOCB.NOWAIT) !== 0;
+      const r = bioIovIterGetPages(kernel, bio, it, bdev.logicalBlockSize);
+      if (r < 0) {
+        if (first) return r;
+        bio.status = errnoToBlkStatus(r);
+        bio.endIo = endIo;
+        bioEndio(bio);
+        break;
+      }
+      bio.endIo = endIo;
+      dio.size += bio.iter.size;
+      pos += BigInt(bio.iter.size);
+      const more = it.count > 0;
+      if (more) dio.refs++;
+      bdev.queue.submitBio(bio);
+      if (!more) break;
+    }
+  } finally {
+    blkFinishPlug(kernel, plug);
+  }
+  return -Errno.EIOCBQUEUED;
+}
+
+/**
+ * blkdev_fsync() -> blkdev_issue_flush(): a flush request when the device
+ * has a volatile write cache; without one the flush machinery completes at
+ * once (0), as blk-flush does.
+ */
+export function blkdevFsync(
+  kernel: Kernel,
+  bdev: BlockDevice,
+  done: (res: number) => void,
+): number {
+  if (!bdev.queue.writeCache) return 0;
+  const bio = bioAlloc(kernel, "flush", 0n);
+  bio.endIo = (b) => done(blkStatusToErrno(b.status));
+  bdev.queue.submitBio(bio);
+  return -Errno.EIOCBQUEUED;
+}
+
+/** blkdev_dma_map() (the proposal): -EINVAL when the queue's driver has no dma_map. */
+export function blkdevDmaMap(bdev: BlockDevice, bvecs: readonly BioVec[]): DmaTag | number {
+  const q = bdev.queue;
+  const ops = q.set.ops;
+  if (!ops.dmaMap) return -Errno.EINVAL;
+  return ops.dmaMap(q, bvecs);
+}
+
+/** blkdev_dma_unmap() (the proposal). */
+export function blkdevDmaUnmap(bdev: BlockDevice, tag: DmaTag): void {
+  const q = bdev.queue;
+  const ops = q.set.ops;
+  if (!ops.dmaUnmap) throw new Error("blkdev_dma_unmap: queue has no dma_unmap");
+  ops.dmaUnmap(q, tag);
+}

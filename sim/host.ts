@@ -1,0 +1,142 @@
+/**
+ * Host wiring: one NVMe controller on the simulated PCIe bus, its DMA setup
+ * (IOMMU mode), the nvme-pci driver bound to it, and a block device node
+ * `/dev/nvme0nN` per namespace in `kernel.devices`. The controller is a
+ * kernel poller: `kernel.poll()` lets it fetch commands and raise
+ * interrupts, whose handlers complete requests.
+ *
+ * @module
+ */
+
+import type { Kernel, Poller } from "./kernel.ts";
+import { Errno } from "./uapi/errno.ts";
+import { createDma, type Dma } from "./dma/mapping.ts";
+import type { DmaApi, IommuMode } from "./dma/types.ts";
+import { type NamespaceConfig, NvmeController } from "./device/controller.ts";
+import { blkdevOpen, BlockDevice } from "./block/bdev.ts";
+import { NvmeDev, type NvmeNamespace, type NvmeV1Bugs } from "./nvme/pci.ts";
+
+/** Options for {@link attachNvme}. */
+export interface AttachNvmeOptions {
+  /** DMA configuration between the controller and memory. */
+  iommu: IommuMode;
+  /** Namespaces (default one 1 GiB namespace of 4096-byte blocks). */
+  namespaces?: NamespaceConfig[];
+  /** Tags per hardware queue (default 1023). */
+  queueDepth?: number;
+  /** I/O queue pairs (default 1). */
+  nrIoQueues?: number;
+  /** sgl_threshold (default 32 KiB, 0 disables SGLs). */
+  sglThreshold?: number;
+  /** Whether the driver has the proposal's dma_map (default true). */
+  dmaMapSupported?: boolean;
+  /** Reproduce the published v1 bugs. */
+  bugs?: NvmeV1Bugs;
+  /** Controller MDTS (default 5: 128 KiB). */
+  mdts?: number;
+  /** Controller SGL support (default true). */
+  sgls?: boolean;
+  /** Controller CAP.MQES + 1 (default 1024). */
+  mqes?: number;
+  /** nvme_max_retries (default 5). */
+  maxRetries?: number;
+  /** Controller number in device names (default 0: /dev/nvme0n1). */
+  instance?: number;
+}
+
+/** One namespace as attached: its device node path and sizes. */
+export interface NvmeHostNamespace {
+  /** Device node, e.g. "/dev/nvme0n1". */
+  path: string;
+  /** Namespace id. */
+  nsid: number;
+  /** Logical block size. */
+  lbaSize: number;
+  /** Capacity. */
+  sizeBytes: bigint;
+  /** The block device. */
+  bdev: BlockDevice;
+  /** Driver view. */
+  ns: NvmeNamespace;
+}
+
+/** An attached controller with its driver. */
+export interface NvmeHost extends Disposable {
+  /** The driver. */
+  driver: NvmeDev;
+  /** The controller model. */
+  controller: NvmeController;
+  /** The driver's DMA API. */
+  dma: DmaApi;
+  /** The DMA setup (IOMMU, device port). */
+  dmaSetup: Dma;
+  /** Namespaces in NSID order. */
+  namespaces: NvmeHostNamespace[];
+}
+
+/** Build DMA, controller and driver, probe, and register the namespaces' device nodes. */
+export function attachNvme(kernel: Kernel, opts: AttachNvmeOptions): NvmeHost {
+  const dmaSetup = createDma(kernel, { mode: opts.iommu });
+  const controller = new NvmeController(dmaSetup.port, {
+    namespaces: opts.namespaces,
+    mdts: opts.mdts,
+    sgls: opts.sgls,
+    mqes: opts.mqes,
+    maxQueues: Math.max(8, opts.nrIoQueues ?? 1),
+    seed: kernel.rng.nextU32(),
+  }, kernel.stats);
+  const stats = kernel.stats;
+  const poller: Poller = {
+    poll(): number {
+      if (!stats.timing) return controller.poll();
+      const t0 = performance.now();
+      const c0 = stats.stageNs.completion;
+      const n = controller.poll();
+      const total = (performance.now() - t0) * 1e6;
+      stats.stageNs.device += Math.max(0, total - (stats.stageNs.completion - c0));
+      return n;
+    },
+    get inFlight() {
+      return controller.inFlight;
+    },
+  };
+  kernel.addPoller(poller);
+  const driver = new NvmeDev(kernel, controller, dmaSetup.api, {
+    queueDepth: opts.queueDepth,
+    nrIoQueues: opts.nrIoQueues,
+    sglThreshold: opts.sglThreshold,
+    dmaMapSupported: opts.dmaMapSupported,
+    maxRetries: opts.maxRetries,
+    bugs: opts.bugs,
+  });
+  const r = driver.probe();
+  if (r < 0) {
+    kernel.removePoller(poller);
+    throw new Error(`nvme probe failed: ${r} (${Errno.ENODEV === -r ? "ENODEV" : "errno"})`);
+  }
+  const inst = opts.instance ?? 0;
+  const namespaces: NvmeHostNamespace[] = driver.namespaces.map((ns) => {
+    const name = `nvme${inst}n${ns.info.nsid}`;
+    const path = `/dev/${name}`;
+    const bdev = new BlockDevice(name, ns.queue, ns.sizeBytes);
+    if (kernel.devices.has(path)) throw new Error(`attachNvme: ${path} already registered`);
+    kernel.devices.set(path, (p, flags) => blkdevOpen(kernel, bdev, p, flags));
+    return { path, nsid: ns.info.nsid, lbaSize: ns.lbaSize, sizeBytes: ns.sizeBytes, bdev, ns };
+  });
+  let disposed = false;
+  return {
+    driver,
+    controller,
+    dma: dmaSetup.api,
+    dmaSetup,
+    namespaces,
+    [Symbol.dispose]() {
+      if (disposed) return;
+      disposed = true;
+      for (const n of namespaces) kernel.devices.delete(n.path);
+      kernel.removePoller(poller);
+      driver[Symbol.dispose]();
+      dmaSetup[Symbol.dispose]();
+    },
+  };
+}

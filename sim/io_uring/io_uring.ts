@@ -1,0 +1,735 @@
+/**
+ * The io_uring mirror's core (io_uring/io_uring.c): ring setup with the
+ * kernel's memory layout, SQE submission with links and drains, CQE posting
+ * with the overflow list, and ring teardown.
+ *
+ * {@link SimRing} is the raw ABI surface the testbed's `sim` backend offers
+ * to applications: push 64-byte SQEs into the SQ ring, submit as
+ * io_uring_enter(2) would, reap 16-byte CQEs from the CQ ring, and register
+ * resources as io_uring_register(2) would.
+ *
+ * What is not modelled: SQPOLL, IOPOLL, SQE128/CQE32/CQE_MIXED, NO_MMAP,
+ * REGISTERED_FD_ONLY, R_DISABLED, ATTACH_WQ (setup returns -EINVAL for
+ * them), personalities, provided buffers, resource tags. There is no io-wq:
+ * an IOSQE_ASYNC request, like the next request of a link chain, is issued
+ * after the batch's inline issues, which reproduces the completion order
+ * Linux 6.18 shows for synchronous opcodes (observed: `A(link) B, C` posts
+ * A, C, B; `ASYNC A, B` posts B, A).
+ *
+ * @module
+ */
+
+import { type File, fput, getFile } from "../fs/file.ts";
+import { type FdTable, filesOf } from "../fs/fdtable.ts";
+import type { Kernel } from "../kernel.ts";
+import { Errno } from "../uapi/errno.ts";
+import {
+  CQ_OFF,
+  CQE,
+  type Cqe,
+  decodeSqe,
+  IORING_FEAT,
+  IORING_MAX_CQ_ENTRIES,
+  IORING_MAX_ENTRIES,
+  IORING_OP,
+  IORING_SETUP,
+  IORING_SQ,
+  IOSQE,
+  PARAMS,
+  SQ_OFF,
+  SQE,
+} from "../uapi/io_uring.ts";
+import { FileTable } from "./filetable.ts";
+import { type IoKiocb, IOU_ISSUE_QUEUED } from "./io_uring_types.ts";
+import { IO_ISSUE_DEFS, IORING_OP_LAST } from "./opdef.ts";
+import { ioUringRegister } from "./register.ts";
+import { ioIsUringFops, ioUringGetFile, type RingFileCtx } from "./ring_file.ts";
+import { BufTable, ioFileSlotRelease } from "./rsrc.ts";
+
+/** offsetof(struct io_rings, ...): the ring header fields (Linux 6.18, observed). */
+export const IO_RINGS = {
+  sqHead: 0,
+  sqTail: 4,
+  cqHead: 8,
+  cqTail: 12,
+  sqRingMask: 16,
+  cqRingMask: 20,
+  sqRingEntries: 24,
+  cqRingEntries: 28,
+  sqDropped: 32,
+  sqFlags: 36,
+  cqFlags: 40,
+  cqOverflow: 44,
+  cqes: 64,
+} as const;
+
+/** SMP_CACHE_BYTES on x86_64: the SQ index array starts on a cache line. */
+const SMP_CACHE_BYTES = 64;
+
+/** Every IORING_SETUP_* flag Linux 6.18 knows (bits 0..18, observed). */
+export const IORING_SETUP_FLAGS = (1 << 19) - 1;
+const SETUP_HYBRID_IOPOLL = 1 << 17;
+const SETUP_CQE_MIXED = 1 << 18;
+/** The setup flags the mirror implements. */
+export const SIM_SETUP_FLAGS = IORING_SETUP.CQSIZE | IORING_SETUP.CLAMP |
+  IORING_SETUP.SUBMIT_ALL | IORING_SETUP.COOP_TASKRUN | IORING_SETUP.TASKRUN_FLAG |
+  IORING_SETUP.SINGLE_ISSUER | IORING_SETUP.DEFER_TASKRUN | IORING_SETUP.NO_SQARRAY;
+
+/**
+ * Features the mirror reports: the ones whose semantics it honours. (Linux
+ * 6.18 reports 0x3ffff; the sim leaves out what it does not model.)
+ */
+export const SIM_FEATURES = IORING_FEAT.SINGLE_MMAP | IORING_FEAT.NODROP |
+  IORING_FEAT.SUBMIT_STABLE | IORING_FEAT.RW_CUR_POS | IORING_FEAT.CQE_SKIP |
+  IORING_FEAT.LINKED_FILE;
+
+/** SQE flags the kernel accepts (SQE_VALID_FLAGS). */
+const SQE_VALID_FLAGS = 0x7f;
+const IO_REQ_LINK_FLAGS = IOSQE.IO_LINK | IOSQE.IO_HARDLINK;
+
+/** Options for {@link SimRing.setup} beyond io_uring_params. */
+export interface SimRingOptions {
+  /** The process fd table (default: the kernel's, {@link filesOf}). */
+  files?: FdTable;
+  /** capable(CAP_IPC_LOCK): registered buffers skip memlock accounting (default true, root). */
+  capIpcLock?: boolean;
+  /** RLIMIT_MEMLOCK in bytes when accounting applies (default 8 MiB). */
+  memlockLimitBytes?: number;
+  /** Bound on the CQ overflow list; past it a CQE is dropped and cq_overflow counts it. */
+  maxOverflow?: number;
+}
+
+function roundupPow2(n: number): number {
+  let p = 1;
+  while (p < n) p *= 2;
+  return p;
+}
+
+/** io_uring_sanitise_params(): flag combinations the kernel rejects. */
+function sanitiseParams(flags: number): number {
+  if ((flags & IORING_SETUP.REGISTERED_FD_ONLY) && !(flags & IORING_SETUP.NO_MMAP)) {
+    return -Errno.EINVAL;
+  }
+  const ipi = IORING_SETUP.COOP_TASKRUN | IORING_SETUP.TASKRUN_FLAG | IORING_SETUP.DEFER_TASKRUN;
+  if ((flags & IORING_SETUP.SQPOLL) && (flags & ipi)) return -Errno.EINVAL;
+  if (
+    (flags & IORING_SETUP.TASKRUN_FLAG) &&
+    !(flags & (IORING_SETUP.COOP_TASKRUN | IORING_SETUP.DEFER_TASKRUN))
+  ) return -Errno.EINVAL;
+  if ((flags & SETUP_HYBRID_IOPOLL) && !(flags & IORING_SETUP.IOPOLL)) return -Errno.EINVAL;
+  if ((flags & IORING_SETUP.DEFER_TASKRUN) && !(flags & IORING_SETUP.SINGLE_ISSUER)) {
+    return -Errno.EINVAL;
+  }
+  const both = IORING_SETUP.CQE32 | SETUP_CQE_MIXED;
+  if ((flags & both) === both) return -Errno.EINVAL;
+  return 0;
+}
+
+/** io_uring_fill_params(): ring sizes, or -EINVAL. */
+function fillParams(entries: number, flags: number, cqIn: number): [number, number] | number {
+  if (!entries) return -Errno.EINVAL;
+  if (entries > IORING_MAX_ENTRIES) {
+    if (!(flags & IORING_SETUP.CLAMP)) return -Errno.EINVAL;
+    entries = IORING_MAX_ENTRIES;
+  }
+  const sq = roundupPow2(entries);
+  let cq: number;
+  if (flags & IORING_SETUP.CQSIZE) {
+    if (!cqIn) return -Errno.EINVAL;
+    cq = cqIn;
+    if (cq > IORING_MAX_CQ_ENTRIES) {
+      if (!(flags & IORING_SETUP.CLAMP)) return -Errno.EINVAL;
+      cq = IORING_MAX_CQ_ENTRIES;
+    }
+    cq = roundupPow2(cq);
+    if (cq < sq) return -Errno.EINVAL;
+  } else {
+    cq = 2 * sq;
+  }
+  return [sq, cq];
+}
+
+interface OverflowCqe {
+  userData: bigint;
+  res: number;
+  flags: number;
+}
+
+/**
+ * One io_uring instance (struct io_ring_ctx) and its rings.
+ *
+ * @example
+ * ```ts
+ * import { Kernel } from "../kernel.ts";
+ * import { SimRing } from "./io_uring.ts";
+ * import { encodeSqe, IORING_OP } from "../uapi/io_uring.ts";
+ * const ring = SimRing.setup(new Kernel(), 8, new Uint8Array(120));
+ * if (typeof ring === "number") throw new Error(`setup: ${ring}`);
+ * ring.pushSqe(encodeSqe({ opcode: IORING_OP.NOP, userData: 7n }));
+ * ring.submit(1);
+ * console.log(ring.reap()); // [{ userData: 7n, res: 0, flags: 0 }]
+ * ring[Symbol.dispose]();
+ * ```
+ */
+export class SimRing implements RingFileCtx, Disposable {
+  /** Which backend this is. */
+  readonly backend = "sim" as const;
+  /** The host. */
+  readonly kernel: Kernel;
+  /** The process fd table. */
+  readonly fdt: FdTable;
+  /** Fixed files. */
+  readonly fileTable: FileTable;
+  /** Registered buffers. */
+  readonly bufTable: BufTable;
+  /** IORING_SETUP_* */
+  readonly setupFlags: number;
+  /** SQ ring entries. */
+  readonly sqEntries: number;
+  /** CQ ring entries. */
+  readonly cqEntries: number;
+  /** The shared ring memory (struct io_rings, then the SQ index array), kernel layout. */
+  readonly ringBytes: Uint8Array;
+  /** The SQE array (64 bytes each). */
+  readonly sqeBytes: Uint8Array;
+  /** sq_off.array (0 with IORING_SETUP_NO_SQARRAY). */
+  readonly sqArrayOff: number;
+  /** R_DISABLED is not modelled: rings are always enabled. */
+  readonly disabled = false;
+  #fd = -1;
+  #file: File | null = null;
+  #dead = false;
+  readonly #rv: DataView;
+  #cachedSqHead = 0;
+  #seq = 0;
+  readonly #overflow: OverflowCqe[] = [];
+  readonly #maxOverflow: number;
+  readonly #inflight = new Set<IoKiocb>();
+  readonly #deferList: IoKiocb[] = [];
+  readonly #taskWork: IoKiocb[] = [];
+  #drainDisabled = false;
+  #linkHead: IoKiocb | null = null;
+  #linkLast: IoKiocb | null = null;
+  #inSubmit = false;
+  #inTaskWork = false;
+
+  private constructor(kernel: Kernel, sq: number, cq: number, flags: number, o: SimRingOptions) {
+    this.kernel = kernel;
+    this.fdt = o.files ?? filesOf(kernel);
+    this.setupFlags = flags;
+    this.sqEntries = sq;
+    this.cqEntries = cq;
+    this.#maxOverflow = o.maxOverflow ?? 1 << 16;
+    const cqEnd = IO_RINGS.cqes + CQE.SIZE * cq;
+    const noArray = (flags & IORING_SETUP.NO_SQARRAY) !== 0;
+    this.sqArrayOff = noArray ? 0 : Math.ceil(cqEnd / SMP_CACHE_BYTES) * SMP_CACHE_BYTES;
+    this.ringBytes = new Uint8Array(noArray ? cqEnd : this.sqArrayOff + 4 * sq);
+    this.sqeBytes = new Uint8Array(SQE.SIZE * sq);
+    this.#rv = new DataView(this.ringBytes.buffer);
+    this.#rv.setUint32(IO_RINGS.sqRingMask, sq - 1, true);
+    this.#rv.setUint32(IO_RINGS.cqRingMask, cq - 1, true);
+    this.#rv.setUint32(IO_RINGS.sqRingEntries, sq, true);
+    this.#rv.setUint32(IO_RINGS.cqRingEntries, cq, true);
+    this.bufTable = new BufTable(kernel.mm, {
+      capIpcLock: o.capIpcLock,
+      memlockLimitBytes: o.memlockLimitBytes,
+    });
+    this.fileTable = new FileTable(
+      (slot) => ioFileSlotRelease(this.bufTable, slot),
+      (f) => ioIsUringFops(f),
+    );
+  }
+
+  /**
+   * io_uring_setup(entries, params): a ring, or a negative errno. `paramsBytes`
+   * is a struct io_uring_params (120 bytes): read as input, and on success
+   * written back with sq_entries, cq_entries, features, sq_off and cq_off.
+   */
+  static setup(
+    kernel: Kernel,
+    entries: number,
+    paramsBytes: Uint8Array,
+    opts: SimRingOptions = {},
+  ): SimRing | number {
+    if (paramsBytes.length < PARAMS.SIZE) return -Errno.EFAULT;
+    const pv = new DataView(paramsBytes.buffer, paramsBytes.byteOffset, PARAMS.SIZE);
+    for (let i = 0; i < 3; i++) if (pv.getUint32(PARAMS.resv + 4 * i, true)) return -Errno.EINVAL;
+    const flags = pv.getUint32(PARAMS.flags, true);
+    if (flags & ~IORING_SETUP_FLAGS) return -Errno.EINVAL;
+    const bad = sanitiseParams(flags);
+    if (bad) return bad;
+    const sizes = fillParams(entries >>> 0, flags, pv.getUint32(PARAMS.cqEntries, true));
+    if (typeof sizes === "number") return sizes;
+    // Valid for Linux, but not modelled here.
+    if (flags & ~SIM_SETUP_FLAGS) return -Errno.EINVAL;
+    const [sq, cq] = sizes;
+    const ring = new SimRing(kernel, sq, cq, flags, opts);
+    const file = ioUringGetFile(ring, () => ring.#free());
+    const fd = ring.fdt.install(file);
+    if (fd < 0) {
+      fput(file);
+      return fd;
+    }
+    ring.#fd = fd;
+    ring.#file = file;
+    pv.setUint32(PARAMS.sqEntries, sq, true);
+    pv.setUint32(PARAMS.cqEntries, cq, true);
+    pv.setUint32(PARAMS.features, SIM_FEATURES, true);
+    const so = PARAMS.sqOff;
+    pv.setUint32(so + SQ_OFF.head, IO_RINGS.sqHead, true);
+    pv.setUint32(so + SQ_OFF.tail, IO_RINGS.sqTail, true);
+    pv.setUint32(so + SQ_OFF.ringMask, IO_RINGS.sqRingMask, true);
+    pv.setUint32(so + SQ_OFF.ringEntries, IO_RINGS.sqRingEntries, true);
+    pv.setUint32(so + SQ_OFF.flags, IO_RINGS.sqFlags, true);
+    pv.setUint32(so + SQ_OFF.dropped, IO_RINGS.sqDropped, true);
+    pv.setUint32(so + SQ_OFF.array, ring.sqArrayOff, true);
+    pv.setUint32(so + SQ_OFF.resv1, 0, true);
+    pv.setBigUint64(so + SQ_OFF.userAddr, 0n, true);
+    const co = PARAMS.cqOff;
+    pv.setUint32(co + CQ_OFF.head, IO_RINGS.cqHead, true);
+    pv.setUint32(co + CQ_OFF.tail, IO_RINGS.cqTail, true);
+    pv.setUint32(co + CQ_OFF.ringMask, IO_RINGS.cqRingMask, true);
+    pv.setUint32(co + CQ_OFF.ringEntries, IO_RINGS.cqRingEntries, true);
+    pv.setUint32(co + CQ_OFF.overflow, IO_RINGS.cqOverflow, true);
+    pv.setUint32(co + CQ_OFF.cqes, IO_RINGS.cqes, true);
+    pv.setUint32(co + CQ_OFF.flags, IO_RINGS.cqFlags, true);
+    pv.setUint32(co + CQ_OFF.resv1, 0, true);
+    pv.setBigUint64(co + CQ_OFF.userAddr, 0n, true);
+    return ring;
+  }
+
+  /** The ring's descriptor in the process fd table (-1 once torn down). */
+  get fd(): number {
+    return this.#dead ? -1 : this.#fd;
+  }
+
+  /** Free SQ slots as user space sees them. */
+  get sqSpace(): number {
+    const used = (this.#u32(IO_RINGS.sqTail) - this.#u32(IO_RINGS.sqHead)) >>> 0;
+    return this.sqEntries - used;
+  }
+
+  /** CQEs in the CQ ring not yet reaped. */
+  get cqReady(): number {
+    return (this.#u32(IO_RINGS.cqTail) - this.#u32(IO_RINGS.cqHead)) >>> 0;
+  }
+
+  /** CQEs waiting on the overflow list. */
+  get overflowPending(): number {
+    return this.#overflow.length;
+  }
+
+  /** Requests submitted and not yet completed. */
+  get inflight(): number {
+    return this.#inflight.size;
+  }
+
+  #u32(off: number): number {
+    return this.#rv.getUint32(off, true);
+  }
+
+  #setU32(off: number, v: number): void {
+    this.#rv.setUint32(off, v >>> 0, true);
+  }
+
+  /** User side (io_uring_get_sqe + copy): queue one SQE; false when the SQ is full. */
+  pushSqe(sqe: Uint8Array): boolean {
+    if (sqe.length !== SQE.SIZE) {
+      throw new RangeError(`pushSqe: SQE is ${sqe.length} bytes, not 64`);
+    }
+    if (this.#dead) return false;
+    const tail = this.#u32(IO_RINGS.sqTail);
+    if (this.sqSpace <= 0) return false;
+    const idx = tail & (this.sqEntries - 1);
+    this.sqeBytes.set(sqe, idx * SQE.SIZE);
+    if (this.sqArrayOff) this.#setU32(this.sqArrayOff + 4 * idx, idx);
+    this.#setU32(IO_RINGS.sqTail, tail + 1);
+    return true;
+  }
+
+  /**
+   * io_uring_enter(to_submit = all queued, min_complete = waitNr, flags):
+   * GETEVENTS when `waitNr > 0` or the CQ has overflowed (liburing's rule),
+   * which flushes the overflow list into the CQ. While waiting the devices
+   * are polled (`kernel.runUntil`). Returns the number of SQEs submitted;
+   * when the wait cannot be satisfied because nothing is left in flight
+   * (the kernel would sleep forever), it returns the submitted count if
+   * any, else -ETIME, as a timed-out wait would. -EBADF once torn down.
+   */
+  submit(waitNr = 0): number {
+    if (this.#dead) return -Errno.EBADF;
+    if (!Number.isInteger(waitNr) || waitNr < 0) return -Errno.EINVAL;
+    const tail = this.#u32(IO_RINGS.sqTail);
+    const pending = Math.min((tail - this.#cachedSqHead) >>> 0, this.sqEntries);
+    const submitted = pending ? this.#submitSqes(pending) : 0;
+    this.#runTaskWork();
+    const getEvents = waitNr > 0 || (this.#u32(IO_RINGS.sqFlags) & IORING_SQ.CQ_OVERFLOW) !== 0;
+    if (getEvents) this.#flushOverflow();
+    if (waitNr > 0) {
+      const ok = this.kernel.runUntil(() => {
+        this.#flushOverflow();
+        return this.cqReady >= waitNr;
+      });
+      if (!ok && submitted === 0) return -Errno.ETIME;
+    }
+    return submitted;
+  }
+
+  /** User side: take up to `max` CQEs and advance the CQ head (no syscall, no flush). */
+  reap(max = Infinity): Cqe[] {
+    const out: Cqe[] = [];
+    let head = this.#u32(IO_RINGS.cqHead);
+    const tail = this.#u32(IO_RINGS.cqTail);
+    const mask = this.cqEntries - 1;
+    while (head !== tail && out.length < max) {
+      const at = IO_RINGS.cqes + (head & mask) * CQE.SIZE;
+      out.push({
+        userData: this.#rv.getBigUint64(at + CQE.userData, true),
+        res: this.#rv.getInt32(at + CQE.res, true),
+        flags: this.#rv.getUint32(at + CQE.flags, true),
+      });
+      head = (head + 1) >>> 0;
+    }
+    this.#setU32(IO_RINGS.cqHead, head);
+    return out;
+  }
+
+  /**
+   * io_uring_register(fd, opcode, arg, nr_args): see {@link ioUringRegister}.
+   * A zero-length `arg` is a NULL pointer, as Deno FFI passes an empty buffer
+   * to the live kernel (so `REGISTER_FILES` with no files is -EFAULT on both).
+   */
+  register(opcode: number, arg: Uint8Array | null, nrArgs: number): number {
+    if (this.#dead) return -Errno.EBADF;
+    const t0 = this.kernel.stats.begin();
+    try {
+      return ioUringRegister(this, opcode, arg !== null && arg.length === 0 ? null : arg, nrArgs);
+    } finally {
+      this.kernel.stats.end("io_uring", t0);
+    }
+  }
+
+  /** io_submit_sqes() */
+  #submitSqes(nr: number): number {
+    const stats = this.kernel.stats;
+    let t0 = stats.begin();
+    this.#inSubmit = true;
+    let left = nr;
+    try {
+      while (left) {
+        const sqe = this.#getSqe();
+        if (!sqe) break;
+        stats.add("sqesConsumed");
+        stats.end("io_uring", t0);
+        const failed = this.#submitSqe(sqe);
+        t0 = stats.begin();
+        left--;
+        if (failed && !(this.setupFlags & IORING_SETUP.SUBMIT_ALL)) break;
+      }
+      // io_submit_state_end(): a link left open at the end of the batch is queued as is.
+      if (this.#linkHead) {
+        const head = this.#linkHead;
+        this.#linkHead = this.#linkLast = null;
+        this.#queueFallback(head);
+      }
+    } finally {
+      this.#inSubmit = false;
+      this.#setU32(IO_RINGS.sqHead, this.#cachedSqHead);
+      stats.end("io_uring", t0);
+    }
+    return nr - left;
+  }
+
+  /** io_get_sqe(): the next SQE's bytes, or null for an invalid SQ array index (dropped). */
+  #getSqe(): Uint8Array | null {
+    const mask = this.sqEntries - 1;
+    let head = this.#cachedSqHead & mask;
+    this.#cachedSqHead = (this.#cachedSqHead + 1) >>> 0;
+    if (this.sqArrayOff) {
+      head = this.#u32(this.sqArrayOff + 4 * head);
+      if (head >= this.sqEntries) {
+        this.#setU32(IO_RINGS.sqDropped, this.#u32(IO_RINGS.sqDropped) + 1);
+        return null;
+      }
+    }
+    return this.sqeBytes.slice(head * SQE.SIZE, (head + 1) * SQE.SIZE);
+  }
+
+  /** io_submit_sqe(): init, then link assembly; nonzero when submission should stop. */
+  #submitSqe(bytes: Uint8Array): number {
+    const sqe = decodeSqe(bytes);
+    const req: IoKiocb = {
+      ctx: this,
+      sqe,
+      flags: sqe.flags,
+      seq: this.#seq++,
+      file: null,
+      res: 0,
+      cflags: 0,
+      failed: false,
+      link: null,
+      cleanup: null,
+      done: false,
+      op: null,
+    };
+    this.#inflight.add(req);
+    const ret = this.#initReq(req);
+    if (ret) return this.#submitFailInit(req, ret);
+    if (this.#linkHead) {
+      this.#linkLast!.link = req;
+      this.#linkLast = req;
+      if (req.flags & IO_REQ_LINK_FLAGS) return 0;
+      const head = this.#linkHead;
+      this.#linkHead = this.#linkLast = null;
+      this.#queueFallback(head);
+      return 0;
+    }
+    if (req.flags & IO_REQ_LINK_FLAGS) {
+      this.#linkHead = this.#linkLast = req;
+      return 0;
+    }
+    this.#queueFallback(req);
+    return 0;
+  }
+
+  /** io_init_req(): the kernel's checks in its order, then the opcode's prep. */
+  #initReq(req: IoKiocb): number {
+    const op = req.sqe.opcode;
+    if (op >= IORING_OP_LAST) return -Errno.EINVAL;
+    const def = IO_ISSUE_DEFS[op];
+    const f = req.flags;
+    if (f & ~SQE_VALID_FLAGS) return -Errno.EINVAL;
+    if ((f & IOSQE.BUFFER_SELECT) && !def.bufferSelect) return -Errno.EOPNOTSUPP;
+    if (f & IOSQE.CQE_SKIP_SUCCESS) this.#drainDisabled = true;
+    if (f & IOSQE.IO_DRAIN) {
+      if (this.#drainDisabled) return -Errno.EOPNOTSUPP;
+      // io_init_drain(): a drain inside a link drains the link's head.
+      if (this.#linkHead) this.#linkHead.flags |= IOSQE.IO_DRAIN;
+    }
+    if (!def.ioprio && req.sqe.ioprio) return -Errno.EINVAL;
+    if (req.sqe.personality) return -Errno.EINVAL;
+    return def.prep(req);
+  }
+
+  /** io_submit_fail_init(): fail the request and its link; nonzero stops submission. */
+  #submitFailInit(req: IoKiocb, ret: number): number {
+    req.failed = true;
+    req.res = ret;
+    const head = this.#linkHead;
+    if (head && !head.failed) {
+      head.failed = true;
+      head.res = -Errno.ECANCELED;
+    }
+    if (!(req.flags & IO_REQ_LINK_FLAGS)) {
+      let r = req;
+      if (head) {
+        this.#linkLast!.link = req;
+        this.#linkHead = this.#linkLast = null;
+        r = head;
+      }
+      this.#queueFallback(r);
+      return ret;
+    }
+    if (head) this.#linkLast!.link = req;
+    else this.#linkHead = req;
+    this.#linkLast = req;
+    return 0;
+  }
+
+  /** io_queue_sqe_fallback() / io_drain_req(): fail, defer behind a drain, or issue. */
+  #queueFallback(req: IoKiocb): void {
+    if (req.failed) {
+      this.#complete(req, req.res);
+      return;
+    }
+    if ((req.flags & IOSQE.IO_DRAIN) || this.#deferList.length) {
+      this.#deferList.push(req);
+      this.#processDefer();
+      return;
+    }
+    // IOSQE_ASYNC punts to io-wq: it runs after the inline issues of this batch (observed order).
+    if (req.flags & IOSQE.ASYNC) this.#taskWork.push(req);
+    else this.#issue(req);
+  }
+
+  /** io_queue_deferred(): issue deferred requests whose drain condition holds. */
+  #processDefer(): void {
+    while (this.#deferList.length) {
+      const h = this.#deferList[0];
+      if (h.flags & IOSQE.IO_DRAIN) {
+        let earlier = false;
+        for (const r of this.#inflight) {
+          if (r.seq < h.seq) {
+            earlier = true;
+            break;
+          }
+        }
+        if (earlier) return;
+      }
+      this.#deferList.shift();
+      this.#issue(h);
+    }
+  }
+
+  /** io_issue_sqe(): assign the file, then run the opcode. */
+  #issue(req: IoKiocb): void {
+    const def = IO_ISSUE_DEFS[req.sqe.opcode];
+    if (def.needsFile && !req.file) {
+      const fd = req.sqe.fd;
+      const f = req.flags & IOSQE.FIXED_FILE ? this.fileTable.get(fd) : this.fdt.lookup(fd) ?? null;
+      if (!f) {
+        this.#complete(req, -Errno.EBADF);
+        return;
+      }
+      req.file = getFile(f);
+    }
+    if (req.flags & IOSQE.BUFFER_SELECT) {
+      this.#complete(req, -Errno.ENOBUFS);
+      return;
+    }
+    const ret = def.issue(req);
+    if (ret === IOU_ISSUE_QUEUED) return;
+    this.#complete(req, ret);
+  }
+
+  /** ki_complete path for queued requests. */
+  completeReq(req: IoKiocb, res: number): void {
+    this.#complete(req, res);
+    this.#runTaskWork();
+  }
+
+  /** Post a request's CQE, release what it holds, and move its link chain on. */
+  #complete(req: IoKiocb, res: number): void {
+    if (req.done) throw new Error(`io_uring: request ${req.sqe.userData} completed twice`);
+    req.done = true;
+    const op = req.sqe.opcode;
+    const isRw = op === IORING_OP.READ || op === IORING_OP.WRITE || op === IORING_OP.READV ||
+      op === IORING_OP.WRITEV || op === IORING_OP.READ_FIXED || op === IORING_OP.WRITE_FIXED;
+    if (isRw ? res !== req.res : res < 0) req.failed = true;
+    req.res = res;
+    this.#release(req);
+    if (!(req.flags & IOSQE.CQE_SKIP_SUCCESS) || req.failed) {
+      this.#postCqe(req.sqe.userData, res, req.cflags);
+    }
+    const next = req.link;
+    req.link = null;
+    if (next) {
+      if (req.failed && !(req.flags & IOSQE.IO_HARDLINK)) {
+        this.#failLinks(next, (req.flags & IOSQE.CQE_SKIP_SUCCESS) !== 0);
+      } else {
+        this.#taskWork.push(next);
+      }
+    }
+    this.#processDefer();
+  }
+
+  /** io_fail_links(): cancel the rest of a chain (-ECANCELED, or a member's own error). */
+  #failLinks(first: IoKiocb | null, ignoreCqes: boolean): void {
+    for (let l = first; l; l = l.link) {
+      const res = l.failed ? l.res : -Errno.ECANCELED;
+      l.done = true;
+      l.failed = true;
+      l.res = res;
+      this.#release(l);
+      if (!ignoreCqes || !(l.flags & IOSQE.CQE_SKIP_SUCCESS)) {
+        this.#postCqe(l.sqe.userData, res, 0);
+      }
+    }
+    for (let l = first; l;) {
+      const n: IoKiocb | null = l.link;
+      l.link = null;
+      l = n;
+    }
+  }
+
+  #release(req: IoKiocb): void {
+    if (req.cleanup) {
+      const c = req.cleanup;
+      req.cleanup = null;
+      c();
+    }
+    if (req.file) {
+      fput(req.file);
+      req.file = null;
+    }
+    this.#inflight.delete(req);
+  }
+
+  /** Run linked requests queued by completions (task_work), outside the submit loop. */
+  #runTaskWork(): void {
+    if (this.#inSubmit || this.#inTaskWork) return;
+    this.#inTaskWork = true;
+    try {
+      while (this.#taskWork.length) this.#issue(this.#taskWork.shift()!);
+    } finally {
+      this.#inTaskWork = false;
+    }
+  }
+
+  /** io_post_aux_cqe() */
+  postAuxCqe(userData: bigint, res: number, cflags: number): void {
+    this.#postCqe(userData, res, cflags);
+  }
+
+  /** io_fill_cqe_req() / io_cqring_event_overflow(): CQ ring if room and no backlog, else overflow. */
+  #postCqe(userData: bigint, res: number, flags: number): void {
+    if (this.#dead) return;
+    const t0 = this.kernel.stats.begin();
+    if (this.#overflow.length || this.cqReady >= this.cqEntries) {
+      if (this.#overflow.length >= this.#maxOverflow) {
+        this.#setU32(IO_RINGS.cqOverflow, this.#u32(IO_RINGS.cqOverflow) + 1);
+      } else {
+        if (!this.#overflow.length) {
+          this.#setU32(IO_RINGS.sqFlags, this.#u32(IO_RINGS.sqFlags) | IORING_SQ.CQ_OVERFLOW);
+        }
+        this.#overflow.push({ userData, res, flags });
+      }
+    } else {
+      this.#writeCqe(userData, res, flags);
+    }
+    this.kernel.stats.end("io_uring", t0);
+  }
+
+  #writeCqe(userData: bigint, res: number, flags: number): void {
+    const tail = this.#u32(IO_RINGS.cqTail);
+    const at = IO_RINGS.cqes + (tail & (this.cqEntries - 1)) * CQE.SIZE;
+    this.#rv.setBigUint64(at + CQE.userData, BigInt.asUintN(64, userData), true);
+    this.#rv.setInt32(at + CQE.res, res | 0, true);
+    this.#rv.setUint32(at + CQE.flags, flags >>> 0, true);
+    this.#setU32(IO_RINGS.cqTail, tail + 1);
+    if (this.cqReady > this.cqEntries) throw new Error("io_uring: CQ tail ran past head");
+    this.kernel.stats.add("cqesPosted");
+  }
+
+  /** __io_cqring_overflow_flush(): move overflowed CQEs into the ring while there is room. */
+  #flushOverflow(): void {
+    while (this.#overflow.length && this.cqReady < this.cqEntries) {
+      const o = this.#overflow.shift()!;
+      this.#writeCqe(o.userData, o.res, o.flags);
+    }
+    if (!this.#overflow.length) {
+      this.#setU32(IO_RINGS.sqFlags, this.#u32(IO_RINGS.sqFlags) & ~IORING_SQ.CQ_OVERFLOW);
+    }
+  }
+
+  /** io_ring_ctx_free(): wait for in-flight I/O, then drop buffers and files. */
+  #free(): void {
+    if (this.#dead) return;
+    this.kernel.runUntil(() => this.#inflight.size === 0);
+    for (const r of [...this.#inflight]) {
+      if (!r.done) this.#complete(r, -Errno.ECANCELED);
+    }
+    this.#runTaskWork();
+    this.#dead = true;
+    this.bufTable.unregister();
+    this.fileTable.unregister();
+    this.#overflow.length = 0;
+  }
+
+  /** close(ring_fd): the ring goes when its last file reference does. */
+  [Symbol.dispose](): void {
+    if (this.#dead || !this.#file) return;
+    if (this.fdt.lookup(this.#fd) === this.#file) this.fdt.close(this.#fd);
+    else this.#free();
+  }
+}

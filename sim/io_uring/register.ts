@@ -1,0 +1,252 @@
+/**
+ * io_uring_register(2) (io_uring/register.c __io_uring_register): the
+ * register opcodes the mirror implements, each with the kernel's argument
+ * checks in the kernel's order, plus the proposal's
+ * IORING_REGISTER_MAP_BUFFERS / IORING_REGISTER_UNMAP_BUFFERS.
+ *
+ * `arg` holds the bytes user space passes at the `arg` pointer (null for a
+ * NULL pointer). Pointers inside it (an fd array, an iovec array) are user
+ * addresses in `kernel.mm`. Results the kernel copies back to user space
+ * (PROBE) are written into `arg`.
+ *
+ * Implemented: REGISTER/UNREGISTER_BUFFERS, REGISTER/UNREGISTER_FILES,
+ * REGISTER_FILES_UPDATE, REGISTER_PROBE, REGISTER_ENABLE_RINGS,
+ * REGISTER_FILES2, REGISTER_FILES_UPDATE2, REGISTER_BUFFERS2,
+ * REGISTER_BUFFERS_UPDATE, MAP/UNMAP_BUFFERS. Every other opcode returns
+ * -EINVAL (unknown ones as the kernel does; known ones are not modelled).
+ * Resource tags are not modelled: a nonzero tags pointer gives -EINVAL.
+ *
+ * @module
+ */
+
+import type { UserRange } from "../block/iov_iter.ts";
+import { Errno } from "../uapi/errno.ts";
+import {
+  IO_URING_OP_SUPPORTED,
+  IORING_REGISTER,
+  IORING_REGISTER_LAST,
+  IORING_RSRC_REGISTER_SPARSE,
+  IOVEC,
+  MAP_BUFFERS,
+  PROBE,
+  RSRC_REGISTER,
+  RSRC_UPDATE,
+  RSRC_UPDATE2,
+} from "../uapi/io_uring.ts";
+import type { IoRingCtx } from "./io_uring_types.ts";
+import { IORING_OP_LAST, ioUringOpSupported } from "./opdef.ts";
+import { decodeIovecs, ioMapBuffers, ioMapBuffersCheck, ioUnmapBuffers } from "./rsrc.ts";
+
+function view(b: Uint8Array): DataView {
+  return new DataView(b.buffer, b.byteOffset, b.byteLength);
+}
+
+/** Read `nr` s32 from user memory at `addr`; -EFAULT on a fault. */
+function copyFds(ctx: IoRingCtx, addr: bigint, nr: number): number[] | number {
+  const raw = ctx.kernel.mm.copyFromUser(addr, 4 * nr);
+  if (typeof raw === "number") return raw;
+  const v = view(raw);
+  return Array.from({ length: nr }, (_, i) => v.getInt32(4 * i, true));
+}
+
+/** Read `nr` struct iovec from user memory at `addr`; -EFAULT on a fault. */
+function copyIovecs(ctx: IoRingCtx, addr: bigint, nr: number): UserRange[] | number {
+  const raw = ctx.kernel.mm.copyFromUser(addr, IOVEC.SIZE * nr);
+  if (typeof raw === "number") return raw;
+  return decodeIovecs(raw, nr);
+}
+
+/** io_sqe_files_register() with an fd array given as bytes (or read from user memory). */
+function filesRegister(ctx: IoRingCtx, fds: number[] | null, nr: number): number {
+  return ctx.fileTable.register(ctx.fdt, fds, nr);
+}
+
+/** __io_register_rsrc_update() */
+function rsrcUpdate(
+  ctx: IoRingCtx,
+  type: "file" | "buffer",
+  offset: number,
+  data: bigint,
+  tags: bigint,
+  nr: number,
+): number {
+  if (offset + nr > 0xffffffff) return -Errno.EOVERFLOW;
+  if (tags) return -Errno.EINVAL;
+  if (type === "file") {
+    if (!ctx.fileTable.nr) return -Errno.ENXIO;
+    if (offset + nr > ctx.fileTable.nr) return -Errno.EINVAL;
+    const fds = copyFds(ctx, data, nr);
+    if (typeof fds === "number") return fds;
+    return ctx.fileTable.update(ctx.fdt, offset, fds);
+  }
+  if (!ctx.bufTable.nr) return -Errno.ENXIO;
+  if (offset + nr > ctx.bufTable.nr) return -Errno.EINVAL;
+  const iovs = copyIovecs(ctx, data, nr);
+  if (typeof iovs === "number") return iovs;
+  return ctx.bufTable.update(offset, iovs);
+}
+
+/** io_register_rsrc(): REGISTER_FILES2 / REGISTER_BUFFERS2. */
+function registerRsrc(
+  ctx: IoRingCtx,
+  arg: Uint8Array | null,
+  size: number,
+  type: "file" | "buffer",
+): number {
+  if (size !== RSRC_REGISTER.SIZE) return -Errno.EINVAL;
+  if (!arg || arg.length < RSRC_REGISTER.SIZE) return -Errno.EFAULT;
+  const v = view(arg);
+  const nr = v.getUint32(RSRC_REGISTER.nr, true);
+  const flags = v.getUint32(RSRC_REGISTER.flags, true);
+  const resv2 = v.getBigUint64(RSRC_REGISTER.resv2, true);
+  const data = v.getBigUint64(RSRC_REGISTER.data, true);
+  const tags = v.getBigUint64(RSRC_REGISTER.tags, true);
+  if (!nr || resv2) return -Errno.EINVAL;
+  if (flags & ~IORING_RSRC_REGISTER_SPARSE) return -Errno.EINVAL;
+  const sparse = (flags & IORING_RSRC_REGISTER_SPARSE) !== 0;
+  if (sparse && data) return -Errno.EINVAL;
+  if (tags) return -Errno.EINVAL;
+  if (type === "file") {
+    if (sparse) return filesRegister(ctx, null, nr);
+    if (ctx.fileTable.nr) return -Errno.EBUSY;
+    const fds = copyFds(ctx, data, nr);
+    if (typeof fds === "number") return fds;
+    return filesRegister(ctx, fds, nr);
+  }
+  if (sparse) return ctx.bufTable.register(null, nr);
+  if (ctx.bufTable.nr) return -Errno.EBUSY;
+  const iovs = copyIovecs(ctx, data, nr);
+  if (typeof iovs === "number") return iovs;
+  return ctx.bufTable.register(iovs, nr);
+}
+
+/** io_register_rsrc_update(): REGISTER_FILES_UPDATE2 / REGISTER_BUFFERS_UPDATE. */
+function registerRsrcUpdate(
+  ctx: IoRingCtx,
+  arg: Uint8Array | null,
+  size: number,
+  type: "file" | "buffer",
+): number {
+  if (size !== RSRC_UPDATE2.SIZE) return -Errno.EINVAL;
+  if (!arg || arg.length < RSRC_UPDATE2.SIZE) return -Errno.EFAULT;
+  const v = view(arg);
+  const nr = v.getUint32(RSRC_UPDATE2.nr, true);
+  if (!nr || v.getUint32(RSRC_UPDATE2.resv, true) || v.getUint32(RSRC_UPDATE2.resv2, true)) {
+    return -Errno.EINVAL;
+  }
+  return rsrcUpdate(
+    ctx,
+    type,
+    v.getUint32(RSRC_UPDATE2.offset, true),
+    v.getBigUint64(RSRC_UPDATE2.data, true),
+    v.getBigUint64(RSRC_UPDATE2.tags, true),
+    nr,
+  );
+}
+
+/** io_probe() */
+function ioProbe(arg: Uint8Array, nrArgs: number): number {
+  if (nrArgs > IORING_OP_LAST) nrArgs = IORING_OP_LAST;
+  const size = PROBE.SIZE + PROBE.OP_SIZE * nrArgs;
+  if (arg.length < size) return -Errno.EFAULT;
+  if (arg.subarray(0, size).some((b) => b !== 0)) return -Errno.EINVAL;
+  const v = view(arg);
+  v.setUint8(PROBE.lastOp, IORING_OP_LAST - 1);
+  for (let i = 0; i < nrArgs; i++) {
+    const at = PROBE.SIZE + i * PROBE.OP_SIZE;
+    v.setUint8(at + PROBE.opOp, i);
+    v.setUint16(at + PROBE.opFlags, ioUringOpSupported(i) ? IO_URING_OP_SUPPORTED : 0, true);
+  }
+  v.setUint8(PROBE.opsLen, nrArgs);
+  return 0;
+}
+
+/**
+ * The proposal's MAP/UNMAP_BUFFERS, checks in order: CAP_SYS_ADMIN (-EPERM),
+ * nr_args == 1 (-EINVAL), copy the 32-byte argument (-EFAULT), then the
+ * range checks of {@link ioMapBuffersCheck}.
+ */
+function registerMapBuffers(
+  ctx: IoRingCtx,
+  arg: Uint8Array | null,
+  nrArgs: number,
+  map: boolean,
+): number {
+  if (!ctx.kernel.capSysAdmin) return -Errno.EPERM;
+  if (nrArgs !== 1) return -Errno.EINVAL;
+  if (!arg || arg.length < MAP_BUFFERS.SIZE) return -Errno.EFAULT;
+  const a = ioMapBuffersCheck(arg, ctx.fileTable.nr, ctx.bufTable.nr);
+  if (typeof a === "number") return a;
+  const file = ctx.fileTable.get(a.fd);
+  return map ? ioMapBuffers(ctx.bufTable, file, a) : ioUnmapBuffers(ctx.bufTable, file, a);
+}
+
+/** __io_uring_register(): dispatch one register opcode. */
+export function ioUringRegister(
+  ctx: IoRingCtx,
+  opcode: number,
+  arg: Uint8Array | null,
+  nrArgs: number,
+): number {
+  if (!Number.isInteger(opcode) || opcode < 0 || opcode >= IORING_REGISTER_LAST) {
+    return -Errno.EINVAL;
+  }
+  nrArgs = nrArgs >>> 0;
+  const R = IORING_REGISTER;
+  switch (opcode) {
+    case R.REGISTER_BUFFERS: {
+      if (!arg) return -Errno.EFAULT;
+      const n = Math.min(nrArgs, Math.floor(arg.length / IOVEC.SIZE));
+      return ctx.bufTable.register(decodeIovecs(arg, n), nrArgs);
+    }
+    case R.UNREGISTER_BUFFERS:
+      if (arg || nrArgs) return -Errno.EINVAL;
+      return ctx.bufTable.unregister();
+    case R.REGISTER_FILES: {
+      if (!arg) return -Errno.EFAULT;
+      if (arg.length < 4 * Math.min(nrArgs, ctx.fdt.maxFds + 1)) {
+        if (ctx.fileTable.nr) return -Errno.EBUSY;
+        if (!nrArgs) return -Errno.EINVAL;
+        if (nrArgs > ctx.fdt.maxFds) return -Errno.EMFILE;
+        return -Errno.EFAULT;
+      }
+      const v = view(arg);
+      const fds = Array.from(
+        { length: Math.min(nrArgs, ctx.fdt.maxFds + 1) },
+        (_, i) => v.getInt32(4 * i, true),
+      );
+      return filesRegister(ctx, fds, nrArgs);
+    }
+    case R.UNREGISTER_FILES:
+      if (arg || nrArgs) return -Errno.EINVAL;
+      return ctx.fileTable.unregister();
+    case R.REGISTER_FILES_UPDATE: {
+      if (!nrArgs) return -Errno.EINVAL;
+      if (!arg || arg.length < RSRC_UPDATE.SIZE) return -Errno.EFAULT;
+      const v = view(arg);
+      if (v.getUint32(RSRC_UPDATE.resv, true)) return -Errno.EINVAL;
+      const off = v.getUint32(RSRC_UPDATE.offset, true);
+      return rsrcUpdate(ctx, "file", off, v.getBigUint64(RSRC_UPDATE.data, true), 0n, nrArgs);
+    }
+    case R.REGISTER_PROBE:
+      if (!arg || nrArgs > 256) return -Errno.EINVAL;
+      return ioProbe(arg, nrArgs);
+    case R.REGISTER_ENABLE_RINGS:
+      if (arg || nrArgs) return -Errno.EINVAL;
+      return -Errno.EBADFD;
+    case R.REGISTER_FILES2:
+      return registerRsrc(ctx, arg, nrArgs, "file");
+    case R.REGISTER_FILES_UPDATE2:
+      return registerRsrcUpdate(ctx, arg, nrArgs, "file");
+    case R.REGISTER_BUFFERS2:
+      return registerRsrc(ctx, arg, nrArgs, "buffer");
+    case R.REGISTER_BUFFERS_UPDATE:
+      return registerRsrcUpdate(ctx, arg, nrArgs, "buffer");
+    case R.REGISTER_MAP_BUFFERS:
+      return registerMapBuffers(ctx, arg, nrArgs, true);
+    case R.REGISTER_UNMAP_BUFFERS:
+      return registerMapBuffers(ctx, arg, nrArgs, false);
+    default:
+      return -Errno.EINVAL;
+  }
+}

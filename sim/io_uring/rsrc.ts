@@ -1,0 +1,389 @@
+/**
+ * Registered buffers (io_uring/rsrc.c): `io_mapped_ubuf` with one bio_vec per
+ * pinned page, memlock accounting, register/update/unregister,
+ * io_import_fixed(), and the proposal's premapping of registered buffers for
+ * DMA on a fixed file (IORING_REGISTER_MAP_BUFFERS / UNMAP_BUFFERS).
+ *
+ * Lifetime: the table holds one reference on each buffer and each in-flight
+ * request one more; pages are unpinned when the last goes. A DMA mapping
+ * belongs to one buffer and one file slot; it is released (the driver's
+ * dma_unmap) when unmapped, when its buffer leaves the table, or when its
+ * file slot is emptied or replaced, but never while an I/O still uses the
+ * tag: then the release waits for that I/O to complete.
+ *
+ * @module
+ */
+
+import type { BioVec, DmaTag } from "../block/bvec.ts";
+import { type IovIter, iovIterBvec, iovIterDmaTag, type IterDir } from "../block/iov_iter.ts";
+import type { File } from "../fs/file.ts";
+import { fput, getFile } from "../fs/file.ts";
+import type { UserMm } from "../memory/mm.ts";
+import { type Page, PAGE_SIZE } from "../memory/phys.ts";
+import { Errno } from "../uapi/errno.ts";
+import { IORING_MAX_BUF_SIZE, IORING_MAX_REG_BUFFERS, O } from "../uapi/io_uring.ts";
+import type { UserRange } from "../block/iov_iter.ts";
+
+const U64_MAX = (1n << 64n) - 1n;
+
+/** A premapping of one registered buffer on one fixed file slot (the proposal). */
+export interface IoBufDma {
+  /** The driver's tag. */
+  readonly tag: DmaTag;
+  /** The file whose dma_map made the tag (a reference is held). */
+  readonly file: File;
+  /** The fixed file slot it belongs to. */
+  readonly slot: number;
+  /** In-flight I/Os using the tag. */
+  users: number;
+  /** Detached from its buffer: dma_unmap runs when `users` reaches 0. */
+  detached: boolean;
+}
+
+/** struct io_mapped_ubuf */
+export interface IoMappedUbuf {
+  /** ubuf: user address of the first byte. */
+  readonly ubuf: bigint;
+  /** len in bytes. */
+  readonly len: number;
+  /** One bio_vec per page (non-huge pages are not coalesced). */
+  readonly bvec: readonly BioVec[];
+  /** The pinned frames, for unpinning. */
+  readonly pages: readonly Page[];
+  /** Pages charged to memlock. */
+  readonly acctPages: number;
+  /** References: the table's and in-flight requests'. */
+  refs: number;
+  /** The proposal's DMA mapping, if mapped. */
+  dma: IoBufDma | null;
+}
+
+/** Options for the buffer table. */
+export interface BufTableOptions {
+  /** capable(CAP_IPC_LOCK): skip memlock accounting (root). Default true. */
+  capIpcLock?: boolean;
+  /** RLIMIT_MEMLOCK in bytes when accounting applies. Default 8 MiB. */
+  memlockLimitBytes?: number;
+}
+
+/** io_buffer_validate(): 0, -EFAULT or -EOVERFLOW. A null base with length 0 is a sparse slot. */
+export function ioBufferValidate(iov: UserRange): number {
+  const acctLen = BigInt(iov.len) + BigInt(PAGE_SIZE - 1);
+  if (iov.base === 0n) return iov.len ? -Errno.EFAULT : 0;
+  if (!iov.len) return -Errno.EFAULT;
+  if (iov.len > IORING_MAX_BUF_SIZE) return -Errno.EFAULT;
+  if (iov.base + acctLen > U64_MAX) return -Errno.EOVERFLOW;
+  return 0;
+}
+
+/** Decode `nr` struct iovec from bytes. */
+export function decodeIovecs(b: Uint8Array, nr: number): UserRange[] {
+  const v = new DataView(b.buffer, b.byteOffset, b.byteLength);
+  const out: UserRange[] = [];
+  for (let i = 0; i < nr; i++) {
+    const len = v.getBigUint64(i * 16 + 8, true);
+    out.push({
+      base: v.getBigUint64(i * 16, true),
+      len: len > BigInt(Number.MAX_SAFE_INTEGER) ? Number.MAX_SAFE_INTEGER : Number(len),
+    });
+  }
+  return out;
+}
+
+/** The ring's registered buffer table (ctx->buf_table) and its memlock account. */
+export class BufTable {
+  #nodes: (IoMappedUbuf | null)[] = [];
+  readonly #mm: UserMm;
+  readonly #capIpcLock: boolean;
+  readonly #limitPages: number;
+  #acctPages = 0;
+
+  /** An empty table over address space `mm`. */
+  constructor(mm: UserMm, opts: BufTableOptions = {}) {
+    this.#mm = mm;
+    this.#capIpcLock = opts.capIpcLock ?? true;
+    this.#limitPages = Math.floor((opts.memlockLimitBytes ?? 8 << 20) / PAGE_SIZE);
+  }
+
+  /** buf_table.nr */
+  get nr(): number {
+    return this.#nodes.length;
+  }
+
+  /** Pages currently charged to memlock (0 with CAP_IPC_LOCK). */
+  get accountedPages(): number {
+    return this.#acctPages;
+  }
+
+  /** io_rsrc_node_lookup(): the buffer at `index`, or null. */
+  get(index: number): IoMappedUbuf | null {
+    if (!Number.isInteger(index) || index < 0 || index >= this.#nodes.length) return null;
+    return this.#nodes[index];
+  }
+
+  /** io_sqe_buffer_register(): pin, account and describe one buffer; null for a sparse slot. */
+  #bufferRegister(iov: UserRange): IoMappedUbuf | null | number {
+    if (iov.base === 0n) return null;
+    const pinned = this.#mm.pinUserPages(iov.base, iov.len);
+    if (typeof pinned === "number") return pinned;
+    const nrPages = pinned.pages.length;
+    if (!this.#capIpcLock) {
+      if (this.#acctPages + nrPages > this.#limitPages) {
+        this.#mm.unpinUserPages(pinned.pages);
+        return -Errno.ENOMEM;
+      }
+      this.#acctPages += nrPages;
+    }
+    const bvec: BioVec[] = [];
+    let off = pinned.offset;
+    let size = iov.len;
+    for (const page of pinned.pages) {
+      const vecLen = Math.min(size, PAGE_SIZE - off);
+      bvec.push({ page, len: vecLen, offset: off });
+      off = 0;
+      size -= vecLen;
+    }
+    if (size !== 0) throw new Error("io_sqe_buffer_register: bvec does not cover the buffer");
+    return {
+      ubuf: iov.base,
+      len: iov.len,
+      bvec,
+      pages: pinned.pages,
+      acctPages: this.#capIpcLock ? 0 : nrPages,
+      refs: 1,
+      dma: null,
+    };
+  }
+
+  /** io_sqe_buffers_register(): 0 or -errno (nothing stays registered on failure). */
+  register(iovs: readonly UserRange[] | null, nr: number): number {
+    if (this.#nodes.length) return -Errno.EBUSY;
+    if (!nr || nr > IORING_MAX_REG_BUFFERS) return -Errno.EINVAL;
+    if (iovs && iovs.length < nr) return -Errno.EFAULT;
+    this.#nodes = new Array(nr).fill(null);
+    for (let i = 0; i < nr; i++) {
+      if (!iovs) continue;
+      let ret = ioBufferValidate(iovs[i]);
+      if (ret === 0) {
+        const node = this.#bufferRegister(iovs[i]);
+        if (typeof node === "number") ret = node;
+        else this.#nodes[i] = node;
+      }
+      if (ret) {
+        this.unregister();
+        return ret;
+      }
+    }
+    return 0;
+  }
+
+  /** __io_sqe_buffers_update(): replace buffers from `offset`; count done, or -errno if none. */
+  update(offset: number, iovs: readonly UserRange[]): number {
+    if (!this.#nodes.length) return -Errno.ENXIO;
+    if (offset + iovs.length > this.#nodes.length) return -Errno.EINVAL;
+    let done = 0;
+    let err = 0;
+    for (; done < iovs.length; done++) {
+      err = ioBufferValidate(iovs[done]);
+      if (err) break;
+      const node = this.#bufferRegister(iovs[done]);
+      if (typeof node === "number") {
+        err = node;
+        break;
+      }
+      this.#reset(offset + done);
+      this.#nodes[offset + done] = node;
+    }
+    return done ? done : err;
+  }
+
+  /** io_sqe_buffers_unregister(): 0, or -ENXIO when nothing is registered. */
+  unregister(): number {
+    if (!this.#nodes.length) return -Errno.ENXIO;
+    for (let i = 0; i < this.#nodes.length; i++) this.#reset(i);
+    this.#nodes = [];
+    return 0;
+  }
+
+  /** io_reset_rsrc_node(): drop the table's reference, undoing any DMA mapping. */
+  #reset(i: number): void {
+    const imu = this.#nodes[i];
+    if (!imu) return;
+    this.#nodes[i] = null;
+    if (imu.dma) unmapBuf(imu);
+    this.put(imu);
+  }
+
+  /** Take a request's reference. */
+  get_(imu: IoMappedUbuf): void {
+    if (imu.refs <= 0) throw new Error("io_mapped_ubuf: get after free");
+    imu.refs++;
+  }
+
+  /** io_buffer_unmap() at the last reference: unpin and unaccount. */
+  put(imu: IoMappedUbuf): void {
+    if (imu.refs <= 0) throw new Error("io_mapped_ubuf: refcount underflow");
+    if (--imu.refs > 0) return;
+    if (imu.dma) throw new Error("io_mapped_ubuf: freed while DMA-mapped");
+    this.#mm.unpinUserPages(imu.pages);
+    this.#acctPages -= imu.acctPages;
+    if (this.#acctPages < 0) throw new Error("memlock account underflow");
+  }
+
+  /** Indices of buffers mapped on `slot`. */
+  mappedOn(slot: number): number[] {
+    const out: number[] = [];
+    this.#nodes.forEach((n, i) => {
+      if (n?.dma && n.dma.slot === slot) out.push(i);
+    });
+    return out;
+  }
+}
+
+/** Release a DMA mapping now, or when its last in-flight user completes. */
+function releaseDma(d: IoBufDma): void {
+  if (d.users > 0) return;
+  d.file.fOp.dmaUnmap?.(d.file, d.tag);
+  fput(d.file);
+}
+
+/** Detach a buffer's DMA mapping (the proposal's io_buffer_dma_unmap). */
+export function unmapBuf(imu: IoMappedUbuf): void {
+  const d = imu.dma;
+  if (!d) return;
+  imu.dma = null;
+  d.detached = true;
+  releaseDma(d);
+}
+
+/** Drop an in-flight I/O's use of a tag; the detached mapping is released at the last. */
+export function putDmaUser(d: IoBufDma): void {
+  if (d.users <= 0) throw new Error("dma tag: user count underflow");
+  d.users--;
+  if (d.detached) releaseDma(d);
+}
+
+/**
+ * io_file_slot_release() (the proposal): a fixed file slot is being emptied
+ * or replaced, so every buffer mapped on it is unmapped.
+ */
+export function ioFileSlotRelease(bufs: BufTable, slot: number): void {
+  for (const i of bufs.mappedOn(slot)) unmapBuf(bufs.get(i)!);
+}
+
+/** Parsed struct io_uring_map_buffers. */
+export interface MapBuffersArg {
+  /** Fixed file index. */
+  fd: number;
+  /** First buffer. */
+  bufStart: number;
+  /** One past the last buffer (clamped). */
+  bufEnd: number;
+}
+
+/**
+ * The proposal's argument checks, in order: nonzero flags/rsvd, fd range,
+ * buf_start range, buf_end clamp, empty range. Returns the range or -EINVAL.
+ */
+export function ioMapBuffersCheck(
+  arg: Uint8Array,
+  nrUserFiles: number,
+  nrUserBufs: number,
+): MapBuffersArg | number {
+  const v = new DataView(arg.buffer, arg.byteOffset, 32);
+  const fd = v.getInt32(0, true);
+  const bufStart = v.getInt32(4, true);
+  let bufEnd = v.getInt32(8, true);
+  const flags = v.getUint32(12, true);
+  if (flags || v.getBigUint64(16, true) || v.getBigUint64(24, true)) return -Errno.EINVAL;
+  if (fd < 0 || fd >= nrUserFiles) return -Errno.EINVAL;
+  if (bufStart < 0 || bufStart >= nrUserBufs) return -Errno.EINVAL;
+  if (bufEnd > nrUserBufs) bufEnd = nrUserBufs;
+  if (bufEnd <= bufStart) return -Errno.EINVAL;
+  return { fd, bufStart, bufEnd };
+}
+
+/**
+ * io_register_map_buffers() (the proposal): premap buffers `[bufStart, bufEnd)`
+ * on the file in slot `fd`. On any failure, what this call mapped is unmapped.
+ */
+export function ioMapBuffers(bufs: BufTable, file: File | null, a: MapBuffersArg): number {
+  if (!file) return -Errno.EBADF;
+  if (!(file.flags & O.DIRECT)) return -Errno.EOPNOTSUPP;
+  const done: IoMappedUbuf[] = [];
+  let err = 0;
+  for (let i = a.bufStart; i < a.bufEnd; i++) {
+    const imu = bufs.get(i);
+    if (!imu) {
+      err = -Errno.EFAULT;
+      break;
+    }
+    if (imu.dma) {
+      err = -Errno.EBUSY;
+      break;
+    }
+    if (!file.fOp.dmaMap) {
+      err = -Errno.EINVAL;
+      break;
+    }
+    const tag = file.fOp.dmaMap(file, imu.bvec);
+    if (typeof tag === "number") {
+      err = tag < 0 ? tag : -Errno.EINVAL;
+      break;
+    }
+    imu.dma = { tag, file: getFile(file), slot: a.fd, users: 0, detached: false };
+    done.push(imu);
+  }
+  if (err) { for (let k = done.length - 1; k >= 0; k--) unmapBuf(done[k]); }
+  return err;
+}
+
+/** io_register_unmap_buffers() (the proposal): unmap what slot `fd` holds in the range. */
+export function ioUnmapBuffers(bufs: BufTable, file: File | null, a: MapBuffersArg): number {
+  if (!file) return -Errno.EBADF;
+  for (let i = a.bufStart; i < a.bufEnd; i++) {
+    const imu = bufs.get(i);
+    if (imu?.dma && imu.dma.slot === a.fd) unmapBuf(imu);
+  }
+  return 0;
+}
+
+/** What io_import_fixed() hands the read/write path. */
+export interface FixedImport {
+  /** The iterator: bvec, or dma tag when premapped for this file. */
+  iter: IovIter;
+  /** The buffer (a reference is taken for the request). */
+  imu: IoMappedUbuf;
+  /** The mapping whose tag the iterator carries (a user is counted), if any. */
+  dma: IoBufDma | null;
+}
+
+/**
+ * io_import_fixed(): an iterator over `[addr, addr+len)` of buffer `bufIndex`,
+ * -EFAULT when the index or the range is bad. With the proposal, a dma-tag
+ * iterator when the buffer is mapped on `file`.
+ */
+export function ioImportFixed(
+  bufs: BufTable,
+  dir: IterDir,
+  bufIndex: number,
+  addr: bigint,
+  len: number,
+  file: File,
+): FixedImport | number {
+  if (bufIndex >= bufs.nr) return -Errno.EFAULT;
+  const imu = bufs.get(bufIndex);
+  if (!imu) return -Errno.EFAULT;
+  const bufEnd = addr + BigInt(len);
+  if (bufEnd > U64_MAX) return -Errno.EFAULT;
+  if (addr < imu.ubuf || bufEnd > imu.ubuf + BigInt(imu.len)) return -Errno.EFAULT;
+  const offset = Number(addr - imu.ubuf);
+  bufs.get_(imu);
+  const d = imu.dma;
+  if (d && d.file === file) {
+    d.users++;
+    return { iter: iovIterDmaTag(dir, d.tag, offset, len), imu, dma: d };
+  }
+  // iov_iter_bvec(imu->bvec, offset + len) then iov_iter_advance(offset), as the kernel.
+  return { iter: iovIterBvec(dir, imu.bvec, len, offset), imu, dma: null };
+}

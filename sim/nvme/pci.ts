@@ -1,0 +1,1156 @@
+/**
+ * The NVMe PCIe host driver (drivers/nvme/host/pci.c) over an
+ * {@link NvmeControllerPort} and a {@link DmaApi}: controller enable and
+ * admin queue, Identify, Number of Queues, I/O queue pairs with MSI-X
+ * handlers, the blk-mq operations (queue_rq, commit_rqs), data mapping
+ * (single-segment PRP fast path, scatterlist + PRP lists from the 256-byte
+ * and page dma pools, SGLs above sgl_threshold), completion, and the
+ * proposal's premapped path: `dma_map`/`dma_unmap` and PRPs built from the
+ * premapped flat array per I/O.
+ *
+ * @module
+ */
+
+import type { Kernel } from "../kernel.ts";
+import { PAGE_SHIFT, PAGE_SIZE } from "../memory/phys.ts";
+import { Errno } from "../uapi/errno.ts";
+import {
+  type CoherentBuffer,
+  DMA_MAPPING_ERROR,
+  type DmaApi,
+  type DmaDir,
+  DmaDirection,
+  type DmaPool,
+  type DmaPoolBlock,
+  type Scatterlist,
+} from "../dma/types.ts";
+import { NVME_REG, type NvmeControllerPort } from "../device/port.ts";
+import {
+  decodeCqe,
+  decodeNvmeCommand,
+  encodeNvmeCommand,
+  encodeSglDescriptor,
+  NVME_ADMIN,
+  NVME_CQ_IRQ_ENABLED,
+  NVME_CQE_SIZE,
+  NVME_FEAT,
+  NVME_ID_CNS,
+  NVME_QUEUE_PHYS_CONTIG,
+  NVME_SGL_DESC_SIZE,
+  NVME_SGL_TYPE,
+  NVME_SQE_SIZE,
+  type NvmeCommand,
+  type NvmeCommandInit,
+  type SglDescriptor,
+} from "../device/nvme_spec.ts";
+import type { BioVec, DmaTag } from "../block/bvec.ts";
+import { BlkStatus, type BlkStatusT, type QueueLimits, SECTOR_SHIFT } from "../block/blk_types.ts";
+import {
+  blkMqEndRequest,
+  type BlkMqHwCtx,
+  type BlkMqOps,
+  blkMqRequeueRequest,
+  BlkMqTagSet,
+  type Request,
+  RequestQueue,
+} from "../block/blk-mq.ts";
+import { bioSegments } from "../block/bio.ts";
+import { blkRqMapSg } from "../block/blk-merge.ts";
+import {
+  NVME_MAX_RETRIES,
+  nvmeDecideDisposition,
+  nvmeErrorStatus,
+  type NvmeNsInfo,
+  nvmeSetupCmd,
+} from "./core.ts";
+
+/** NVME_CTRL_PAGE_SHIFT: the driver always uses 4 KiB controller pages. */
+export const NVME_CTRL_PAGE_SHIFT = 12;
+/** NVME_CTRL_PAGE_SIZE */
+export const NVME_CTRL_PAGE_SIZE = 1 << NVME_CTRL_PAGE_SHIFT;
+/** NVME_MAX_SEGS */
+export const NVME_MAX_SEGS = 128;
+/** NVME_SMALL_POOL_SIZE: the "prp list 256" pool's block size. */
+export const NVME_SMALL_POOL_SIZE = 256;
+/** NVME_AQ_DEPTH */
+export const NVME_AQ_DEPTH = 32;
+/** NVME_MAX_KB_SZ: largest transfer the driver issues. */
+export const NVME_MAX_KB_SZ = 8192;
+/** sgl_threshold module parameter default (SZ_32K). */
+export const SGL_THRESHOLD_DEFAULT = 32 * 1024;
+/** io_queue_depth module parameter default. */
+export const IO_QUEUE_DEPTH_DEFAULT = 1024;
+/** BLK_DEF_MAX_SECTORS_CAP: default max_sectors cap (1280 KiB). */
+export const BLK_DEF_MAX_SECTORS_CAP = 2560;
+/** Largest premapped flat PRP array (bytes) dma_map will allocate. */
+export const NVME_PREMAP_MAX_ARRAY_BYTES = 64 << 20;
+/** PRP entries in one controller page. */
+const PRPS_PER_PAGE = NVME_CTRL_PAGE_SIZE >> 3;
+/** Polls of the controller a synchronous admin command waits for. */
+const ADMIN_TIMEOUT_POLLS = 10_000;
+
+/** Reproductions of the published v1 bugs, for tests that show a checking device catches them. */
+export interface NvmeV1Bugs {
+  /** Pages per host page computed with PAGE_SIZE where PAGE_SHIFT belongs. */
+  v1PageShift?: boolean;
+  /** The PRP-copy loop reads its remaining-entries counter before setting it. */
+  v1UninitRemaining?: boolean;
+}
+
+/** Driver options (module parameters and testbed switches). */
+export interface NvmePciOptions {
+  /** Tags per hardware queue (the I/O SQ gets one more entry); default 1023. */
+  queueDepth?: number;
+  /** I/O queue pairs to ask for (Set Features, Number of Queues); default 1. */
+  nrIoQueues?: number;
+  /** sgl_threshold in bytes: 0 disables SGLs; default 32 KiB. */
+  sglThreshold?: number;
+  /** Whether the driver implements the proposal's dma_map (default true). */
+  dmaMapSupported?: boolean;
+  /** nvme_max_retries (default 5). */
+  maxRetries?: number;
+  /** v1 bugs to reproduce. */
+  bugs?: NvmeV1Bugs;
+}
+
+/** What a submission looked like, for tests and traces. */
+export interface NvmeSubmitEvent {
+  /** Queue id. */
+  qid: number;
+  /** The command as written to the SQ. */
+  cmd: NvmeCommand;
+  /** The request (undefined for admin commands). */
+  rq?: Request;
+  /** PRP list / SGL blocks from the pools, in chain order. */
+  listBlocks: readonly DmaPoolBlock[];
+  /** Data path used. */
+  path: "none" | "prp-simple" | "prp" | "sgl" | "premapped";
+}
+
+/** The proposal's mapping: a premapped buffer's flat PRP array (the dma tag). */
+export class NvmeDmaMapping implements DmaTag {
+  static #next = 1;
+  /** Tag id. */
+  readonly tagId = NvmeDmaMapping.#next++;
+  /** Driver name. */
+  readonly driver = "nvme";
+  /** I/Os using it now. */
+  inflight = 0;
+  /** dma_unmap was called (freed once the last I/O completes). */
+  dying = false;
+  /** Freed. */
+  freed = false;
+
+  /** Built by {@link NvmeDev.dmaMap}. */
+  constructor(
+    readonly dev: NvmeDev,
+    /** Bytes mapped. */
+    readonly length: number,
+    /** Offset of the buffer's first byte in its first page. */
+    readonly firstOffset: number,
+    /** The flat PRP array in coherent memory, one entry per controller page. */
+    readonly prps: CoherentBuffer,
+    /** Entries in the array. */
+    readonly nrEntries: number,
+    /** Per bvec DMA mappings to undo. */
+    readonly maps: { dma: bigint; len: number }[],
+    /** dma_need_sync() for any page (bounce buffering). */
+    readonly needSync: boolean,
+  ) {}
+
+  /** PRP entry `i` of the flat array. */
+  entry(i: number): bigint {
+    if (i < 0 || i >= this.nrEntries) {
+      throw new RangeError(`premap entry ${i} of ${this.nrEntries}`);
+    }
+    return new DataView(this.prps.cpu.buffer, this.prps.cpu.byteOffset).getBigUint64(i * 8, true);
+  }
+}
+
+/** struct nvme_iod: per-request driver state (the blk-mq PDU). */
+export interface NvmeIod {
+  /** Generation counter for command ids (nvme_cid). */
+  genctr: number;
+  /** -1: no pool memory; 0: one small-pool block; n: n page-pool blocks. */
+  nrAllocations: number;
+  /** Pool blocks (PRP list pages or the SGL segment). */
+  list: DmaPoolBlock[];
+  /** Whether the list blocks came from the small pool. */
+  smallPool: boolean;
+  /** first_dma */
+  firstDma: bigint;
+  /** dma_len: the single-segment fast path's mapping length (0 otherwise). */
+  dmaLen: number;
+  /** The scatterlist and its mapped count. */
+  sgt: Scatterlist[] | undefined;
+  /** dma_map_sg() result. */
+  nents: number;
+  /** SGL data path. */
+  useSgl: boolean;
+  /** The premapped mapping in use. */
+  premap: NvmeDmaMapping | undefined;
+  /** Premapped ranges to sync for the CPU at completion (bounce). */
+  syncs: { addr: bigint; len: number }[];
+  /** NVMe status of the last completion (kernel convention). */
+  status: number;
+  /** nvme_req(req)->retries */
+  retries: number;
+  /** The v1 bug's counter: stale from the request's previous use. */
+  v1Remaining: number;
+  /** Data path used, for traces. */
+  path: NvmeSubmitEvent["path"];
+}
+
+/** struct nvme_queue */
+export class NvmeQueue {
+  /** Next SQ slot. */
+  sqTail = 0;
+  /** Last tail written to the doorbell. */
+  lastSqTail = 0;
+  /** SQ head as last reported by the controller. */
+  sqHead = 0;
+  /** Next CQ slot to look at. */
+  cqHead = 0;
+  /** Expected phase. */
+  cqPhase: 0 | 1 = 1;
+  /** Commands submitted and not completed. */
+  inflight = 0;
+  /** NVMEQ_ENABLED */
+  enabled = true;
+
+  /** A queue pair in coherent memory. */
+  constructor(
+    readonly qid: number,
+    readonly depth: number,
+    readonly sq: CoherentBuffer,
+    readonly cq: CoherentBuffer,
+    readonly vector: number,
+  ) {}
+
+  /** SQ tail doorbell offset (DSTRD 0). */
+  get sqDb(): number {
+    return NVME_REG.DBS + this.qid * 2 * 4;
+  }
+
+  /** CQ head doorbell offset. */
+  get cqDb(): number {
+    return NVME_REG.DBS + (this.qid * 2 + 1) * 4;
+  }
+}
+
+/** One namespace: identity and its request queue. */
+export interface NvmeNamespace {
+  /** Host view. */
+  info: NvmeNsInfo;
+  /** Logical block size in bytes. */
+  lbaSize: number;
+  /** Capacity in bytes. */
+  sizeBytes: bigint;
+  /** The block layer queue. */
+  queue: RequestQueue;
+}
+
+function dirOf(rq: Request): DmaDir {
+  return rq.op === "write" ? DmaDirection.TO_DEVICE : DmaDirection.FROM_DEVICE;
+}
+
+/** struct nvme_dev: one controller and its driver state. */
+export class NvmeDev implements BlkMqOps, Disposable {
+  readonly #kernel: Kernel;
+  readonly #ctrl: NvmeControllerPort;
+  readonly #dma: DmaApi;
+  readonly #opts: Required<Omit<NvmePciOptions, "bugs">> & { bugs: NvmeV1Bugs };
+  #adminq: NvmeQueue | undefined;
+  readonly #adminDone = new Map<number, { status: number; result: number }>();
+  #adminCid = 0;
+  /** I/O queues by qid - 1. */
+  readonly queues: NvmeQueue[] = [];
+  /** Namespaces found at probe. */
+  readonly namespaces: NvmeNamespace[] = [];
+  /** The blk-mq tag set (after probe). */
+  tagSet: BlkMqTagSet | undefined;
+  /** MDTS from Identify Controller. */
+  mdts = 0;
+  /** Whether the controller supports SGLs. */
+  sglSupported = false;
+  /** Whether the controller reports a volatile write cache. */
+  vwc = false;
+  /** max_hw_sectors */
+  maxHwSectors = 0;
+  /** Called for every command written to an SQ. */
+  onSubmit: ((ev: NvmeSubmitEvent) => void) | undefined;
+  /** Completions whose command id matched no request (nvme_find_rq "invalid id"). */
+  invalidCompletions = 0;
+  /** Commands retried (nvme_retry_req). */
+  retriedCommands = 0;
+  #smallPool: DmaPool | undefined;
+  #pagePool: DmaPool | undefined;
+  #coherent: CoherentBuffer[] = [];
+  readonly #mappings = new Set<NvmeDmaMapping>();
+  #dmaNs = 0;
+
+  /** nvme_probe() state; call {@link NvmeDev.probe} to bring the controller up. */
+  constructor(kernel: Kernel, ctrl: NvmeControllerPort, dma: DmaApi, opts: NvmePciOptions = {}) {
+    this.#kernel = kernel;
+    this.#ctrl = ctrl;
+    this.#dma = dma;
+    const qd = opts.queueDepth ?? IO_QUEUE_DEPTH_DEFAULT - 1;
+    if (!Number.isInteger(qd) || qd < 1 || qd > 65535) {
+      throw new RangeError(`nvme: queueDepth ${qd} (1..65535)`);
+    }
+    const nq = opts.nrIoQueues ?? 1;
+    if (!Number.isInteger(nq) || nq < 1 || nq > 1024) {
+      throw new RangeError(`nvme: nrIoQueues ${nq}`);
+    }
+    const thr = opts.sglThreshold ?? SGL_THRESHOLD_DEFAULT;
+    if (!Number.isInteger(thr) || thr < 0) throw new RangeError(`nvme: sglThreshold ${thr}`);
+    const mr = opts.maxRetries ?? NVME_MAX_RETRIES;
+    if (!Number.isInteger(mr) || mr < 0 || mr > 255) throw new RangeError(`nvme: maxRetries ${mr}`);
+    this.#opts = {
+      queueDepth: qd,
+      nrIoQueues: nq,
+      sglThreshold: thr,
+      dmaMapSupported: opts.dmaMapSupported ?? true,
+      maxRetries: mr,
+      bugs: opts.bugs ?? {},
+    };
+    if (!this.#opts.dmaMapSupported) {
+      // A driver without the proposal has no dma_map in its blk_mq_ops.
+      (this as { dmaMap?: unknown }).dmaMap = undefined;
+      (this as { dmaUnmap?: unknown }).dmaUnmap = undefined;
+    }
+  }
+
+  /** The DMA API this driver maps through. */
+  get dma(): DmaApi {
+    return this.#dma;
+  }
+
+  /** Premapped buffers alive. */
+  get liveMappings(): number {
+    return this.#mappings.size;
+  }
+
+  // ------------------------------------------------------------- probe
+
+  /** nvme_reset_work(): enable, identify, create I/O queues, scan namespaces. 0 or -errno. */
+  probe(): number {
+    let r = this.#configureAdminQueue();
+    if (r) return r;
+    const id = this.#allocCoherent(4096);
+    if (!id) return -Errno.ENOMEM;
+    // nvme_init_identify(): Identify Controller.
+    let c = this.#adminSync({
+      opcode: NVME_ADMIN.IDENTIFY,
+      commandId: 0,
+      prp1: id.dma,
+      cdw10: NVME_ID_CNS.CTRL,
+    });
+    if (typeof c === "number") return c;
+    if (c.status) return -Errno.EIO;
+    this.mdts = id.cpu[77];
+    this.sglSupported =
+      (new DataView(id.cpu.buffer, id.cpu.byteOffset).getUint32(536, true) & 3) !== 0;
+    this.vwc = (id.cpu[525] & 1) !== 0;
+    const nn = new DataView(id.cpu.buffer, id.cpu.byteOffset).getUint32(516, true);
+    // max_hw_sectors: min(NVME_MAX_KB_SZ, dma_opt_mapping_size, MDTS).
+    let maxHw = Math.min(NVME_MAX_KB_SZ << 1, Math.floor(this.#dma.maxMappingSize() / 512));
+    if (this.mdts) maxHw = Math.min(maxHw, 1 << (this.mdts + NVME_CTRL_PAGE_SHIFT - SECTOR_SHIFT));
+    this.maxHwSectors = maxHw;
+    // nvme_setup_io_queues(): Set Features, Number of Queues.
+    const want = this.#opts.nrIoQueues - 1;
+    c = this.#adminSync({
+      opcode: NVME_ADMIN.SET_FEATURES,
+      commandId: 0,
+      cdw10: NVME_FEAT.NUM_QUEUES,
+      cdw11: (want | (want << 16)) >>> 0,
+    });
+    if (typeof c === "number") return c;
+    if (c.status) return -Errno.EIO;
+    const nrIo = Math.min(this.#opts.nrIoQueues, (c.result & 0xffff) + 1, (c.result >>> 16) + 1);
+    const cap = this.#ctrl.readReg64(NVME_REG.CAP);
+    const mqes = Number(cap & 0xffffn) + 1;
+    const qDepth = Math.min(mqes, this.#opts.queueDepth + 1);
+    for (let qid = 1; qid <= nrIo; qid++) {
+      r = this.#createQueue(qid, qDepth);
+      if (r) return r;
+    }
+    this.#smallPool = this.#dma.createPool(
+      "prp list 256",
+      NVME_SMALL_POOL_SIZE,
+      NVME_SMALL_POOL_SIZE,
+      0,
+    );
+    this.#pagePool = this.#dma.createPool(
+      "prp list page",
+      NVME_CTRL_PAGE_SIZE,
+      NVME_CTRL_PAGE_SIZE,
+      0,
+    );
+    this.tagSet = new BlkMqTagSet(this.#kernel, this, nrIo, qDepth - 1);
+    this.tagSet.hctxs.forEach((h, i) => (h.driverData = this.queues[i]));
+    // nvme_scan_ns_list(): CNS 02h, then Identify Namespace for each.
+    c = this.#adminSync({
+      opcode: NVME_ADMIN.IDENTIFY,
+      commandId: 0,
+      prp1: id.dma,
+      nsid: 0,
+      cdw10: NVME_ID_CNS.NS_ACTIVE_LIST,
+    });
+    if (typeof c === "number") return c;
+    const dv = new DataView(id.cpu.buffer, id.cpu.byteOffset);
+    const nsids: number[] = [];
+    for (let i = 0; i < 1024 && nsids.length < nn; i++) {
+      const n = dv.getUint32(i * 4, true);
+      if (n === 0) break;
+      nsids.push(n);
+    }
+    for (const nsid of nsids) {
+      c = this.#adminSync({
+        opcode: NVME_ADMIN.IDENTIFY,
+        commandId: 0,
+        prp1: id.dma,
+        nsid,
+        cdw10: NVME_ID_CNS.NS,
+      });
+      if (typeof c === "number") return c;
+      if (c.status) continue;
+      const nsze = dv.getBigUint64(0, true);
+      const flbas = id.cpu[26] & 0xf;
+      const lbads = (dv.getUint32(128 + 4 * flbas, true) >>> 16) & 0xff;
+      if (lbads < 9 || lbads > 12) continue; // the block layer takes 512..4096
+      this.#addNamespace({ nsid, lbaShift: lbads, nlb: nsze });
+    }
+    this.#freeCoherent(id);
+    return 0;
+  }
+
+  /** nvme_update_disk_info() / nvme_set_queue_limits(): the namespace's queue. */
+  #addNamespace(info: NvmeNsInfo): void {
+    const lbs = 1 << info.lbaShift;
+    const maxHw = this.maxHwSectors;
+    const maxSegs = Math.min(
+      NVME_MAX_SEGS,
+      Math.floor(maxHw / (NVME_CTRL_PAGE_SIZE >> SECTOR_SHIFT)) + 1,
+    );
+    const limits: QueueLimits = {
+      logicalBlockSize: lbs,
+      physicalBlockSize: lbs,
+      maxHwSectors: maxHw,
+      maxSectors: Math.min(maxHw, BLK_DEF_MAX_SECTORS_CAP),
+      maxSegments: maxSegs,
+      maxSegmentSize: 0xffff_ffff,
+      segBoundaryMask: 0xffff_ffffn,
+      virtBoundaryMask: NVME_CTRL_PAGE_SIZE - 1,
+      dmaAlignment: 3,
+    };
+    const ns: NvmeNamespace = {
+      info,
+      lbaSize: lbs,
+      sizeBytes: info.nlb * BigInt(lbs),
+      queue: undefined as unknown as RequestQueue,
+    };
+    ns.queue = new RequestQueue(this.#kernel, this.tagSet!, limits, ns);
+    ns.queue.writeCache = this.vwc;
+    this.namespaces.push(ns);
+  }
+
+  /** nvme_pci_configure_admin_queue() */
+  #configureAdminQueue(): number {
+    const ctrl = this.#ctrl;
+    const cap = ctrl.readReg64(NVME_REG.CAP);
+    if (((cap >> 32n) & 0xfn) !== 0n) return -Errno.ENODEV; // the driver here uses DSTRD 0
+    // nvme_disable_ctrl()
+    if (ctrl.readReg32(NVME_REG.CC) & 1) {
+      ctrl.writeReg32(NVME_REG.CC, 0);
+      if (!this.#waitReady(false)) return -Errno.ENODEV;
+    }
+    const sq = this.#allocCoherent(NVME_AQ_DEPTH * NVME_SQE_SIZE);
+    const cq = this.#allocCoherent(NVME_AQ_DEPTH * NVME_CQE_SIZE);
+    if (!sq || !cq) return -Errno.ENOMEM;
+    this.#adminq = new NvmeQueue(0, NVME_AQ_DEPTH, sq, cq, 0);
+    const aqa = ((NVME_AQ_DEPTH - 1) << 16) | (NVME_AQ_DEPTH - 1);
+    ctrl.writeReg32(NVME_REG.AQA, aqa);
+    ctrl.writeReg64(NVME_REG.ASQ, sq.dma);
+    ctrl.writeReg64(NVME_REG.ACQ, cq.dma);
+    // nvme_enable_ctrl(): NVM command set, 4 KiB pages, round robin, 64/16-byte entries.
+    const ccv = (0 << 4) | ((NVME_CTRL_PAGE_SHIFT - 12) << 7) | (6 << 16) | (4 << 20) | 1;
+    ctrl.writeReg32(NVME_REG.CC, ccv);
+    if (!this.#waitReady(true)) return -Errno.ENODEV;
+    ctrl.setIrqHandler(0, () => this.#nvmeIrq(this.#adminq!));
+    return 0;
+  }
+
+  /** nvme_wait_ready(): CSTS.RDY reaches `ready`; CSTS.CFS fails. */
+  #waitReady(ready: boolean): boolean {
+    for (let i = 0; i < 100; i++) {
+      const csts = this.#ctrl.readReg32(NVME_REG.CSTS);
+      if (csts & 2) return false;
+      if (((csts & 1) !== 0) === ready) return true;
+      this.#ctrl.poll();
+    }
+    return false;
+  }
+
+  /** nvme_create_queue(): CQ then SQ, in coherent memory, MSI-X vector = qid. */
+  #createQueue(qid: number, depth: number): number {
+    const sq = this.#allocCoherent(depth * NVME_SQE_SIZE);
+    const cq = this.#allocCoherent(depth * NVME_CQE_SIZE);
+    if (!sq || !cq) return -Errno.ENOMEM;
+    const q = new NvmeQueue(qid, depth, sq, cq, qid);
+    this.#ctrl.setIrqHandler(qid, () => this.#nvmeIrq(q));
+    let c = this.#adminSync({
+      opcode: NVME_ADMIN.CREATE_CQ,
+      commandId: 0,
+      prp1: cq.dma,
+      cdw10: (qid | ((depth - 1) << 16)) >>> 0,
+      cdw11: (NVME_QUEUE_PHYS_CONTIG | NVME_CQ_IRQ_ENABLED | (q.vector << 16)) >>> 0,
+    });
+    if (typeof c === "number") return c;
+    if (c.status) return -Errno.EIO;
+    c = this.#adminSync({
+      opcode: NVME_ADMIN.CREATE_SQ,
+      commandId: 0,
+      prp1: sq.dma,
+      cdw10: (qid | ((depth - 1) << 16)) >>> 0,
+      cdw11: (NVME_QUEUE_PHYS_CONTIG | (qid << 16)) >>> 0,
+    });
+    if (typeof c === "number") return c;
+    if (c.status) return -Errno.EIO;
+    this.queues.push(q);
+    return 0;
+  }
+
+  /** __nvme_submit_sync_cmd() on the admin queue: {status, result} or -errno. */
+  #adminSync(init: NvmeCommandInit): { status: number; result: number } | number {
+    const q = this.#adminq;
+    if (!q) return -Errno.ENODEV;
+    const cid = this.#adminCid = (this.#adminCid + 1) & 0xfff;
+    this.#sqCopyCmd(q, encodeNvmeCommand({ ...init, commandId: cid }));
+    this.#writeSqDb(q, true);
+    this.onSubmit?.({
+      qid: 0,
+      cmd: decodeNvmeCommand(encodeNvmeCommand({ ...init, commandId: cid })),
+      listBlocks: [],
+      path: "none",
+    });
+    for (let i = 0; i < ADMIN_TIMEOUT_POLLS; i++) {
+      const done = this.#adminDone.get(cid);
+      if (done) {
+        this.#adminDone.delete(cid);
+        return done;
+      }
+      if (this.#ctrl.poll() === 0 && this.#ctrl.inFlight === 0 && !this.#adminDone.has(cid)) {
+        return -Errno.ETIMEDOUT;
+      }
+    }
+    return -Errno.ETIMEDOUT;
+  }
+
+  #allocCoherent(size: number): CoherentBuffer | null {
+    const b = this.#dma.allocCoherent(size);
+    if (b) this.#coherent.push(b);
+    return b;
+  }
+
+  #freeCoherent(b: CoherentBuffer): void {
+    const i = this.#coherent.indexOf(b);
+    if (i >= 0) this.#coherent.splice(i, 1);
+    this.#dma.freeCoherent(b);
+  }
+
+  // --------------------------------------------------------- submission
+
+  /** nvme_sq_copy_cmd() */
+  #sqCopyCmd(q: NvmeQueue, sqe: Uint8Array): void {
+    const next = (q.sqTail + 1) % q.depth;
+    if (next === q.sqHead && q.inflight >= q.depth - 1) {
+      throw new Error(`nvme: SQ ${q.qid} overflow (tags exceed queue depth)`);
+    }
+    q.sq.cpu.set(sqe, q.sqTail * NVME_SQE_SIZE);
+    q.sqTail = next;
+    q.inflight++;
+    this.#kernel.stats.add("nvmeCommands");
+  }
+
+  /** nvme_write_sq_db(): ring unless more follow and the SQ is not about to wrap. */
+  #writeSqDb(q: NvmeQueue, writeSq: boolean): void {
+    if (!writeSq) {
+      const next = (q.sqTail + 1) % q.depth;
+      if (next !== q.lastSqTail) return;
+    }
+    if (q.sqTail === q.lastSqTail) return;
+    this.#ctrl.writeReg32(q.sqDb, q.sqTail);
+    q.lastSqTail = q.sqTail;
+  }
+
+  /** init_request: the iod. */
+  initRequest(_rq: Request): NvmeIod {
+    return {
+      genctr: 0,
+      nrAllocations: -1,
+      list: [],
+      smallPool: false,
+      firstDma: 0n,
+      dmaLen: 0,
+      sgt: undefined,
+      nents: 0,
+      useSgl: false,
+      premap: undefined,
+      syncs: [],
+      status: 0,
+      retries: 0,
+      v1Remaining: 0,
+      path: "none",
+    };
+  }
+
+  /** nvme_queue_rq() */
+  queueRq(hctx: BlkMqHwCtx, rq: Request, last: boolean): BlkStatusT {
+    const q = hctx.driverData as NvmeQueue;
+    if (!q.enabled) return BlkStatus.IOERR;
+    const st = this.#kernel.stats;
+    const t0 = st.begin();
+    const dma0 = this.#dmaNs;
+    const iod = rq.pdu as NvmeIod;
+    const cmd: NvmeCommandInit = { opcode: 0, commandId: 0 };
+    const ret = this.#prepRq(rq, iod, cmd);
+    if (ret !== BlkStatus.OK) {
+      this.#endStage(t0, dma0);
+      return ret;
+    }
+    iod.genctr = (iod.genctr + 1) & 0xf;
+    cmd.commandId = ((iod.genctr << 12) | rq.tag) & 0xffff;
+    const sqe = encodeNvmeCommand(cmd);
+    this.#sqCopyCmd(q, sqe);
+    this.#writeSqDb(q, last);
+    this.#endStage(t0, dma0);
+    this.onSubmit?.({
+      qid: q.qid,
+      cmd: decodeNvmeCommand(sqe),
+      rq,
+      listBlocks: iod.list.slice(),
+      path: iod.path,
+    });
+    return BlkStatus.OK;
+  }
+
+  #endStage(t0: number, dma0: number): void {
+    const st = this.#kernel.stats;
+    if (!st.timing) return;
+    const total = (performance.now() - t0) * 1e6;
+    st.stageNs.nvme_prep += total - (this.#dmaNs - dma0);
+  }
+
+  /** Time a DMA API call in the dma_map stage. */
+  #timedDma<T>(f: () => T): T {
+    const st = this.#kernel.stats;
+    if (!st.timing) return f();
+    const t0 = performance.now();
+    try {
+      return f();
+    } finally {
+      const ns = (performance.now() - t0) * 1e6;
+      st.stageNs.dma_map += ns;
+      this.#dmaNs += ns;
+    }
+  }
+
+  /** nvme_commit_rqs() */
+  commitRqs(hctx: BlkMqHwCtx): void {
+    this.#writeSqDb(hctx.driverData as NvmeQueue, true);
+  }
+
+  /** nvme_prep_rq(): command setup and data mapping. */
+  #prepRq(rq: Request, iod: NvmeIod, cmd: NvmeCommandInit): BlkStatusT {
+    iod.nrAllocations = -1;
+    iod.list = [];
+    iod.smallPool = false;
+    iod.firstDma = 0n;
+    iod.dmaLen = 0;
+    iod.sgt = undefined;
+    iod.nents = 0;
+    iod.useSgl = false;
+    iod.premap = undefined;
+    iod.syncs = [];
+    iod.status = 0;
+    iod.path = "none";
+    const ns = rq.q.queuedata as NvmeNamespace;
+    const rw = nvmeSetupCmd(ns.info, rq);
+    if (typeof rw === "number") return rw;
+    Object.assign(cmd, rw);
+    if (rq.isDmaTagged) return this.#premapped(rq, iod, cmd);
+    if (rq.nrPhysSegments > 0) return this.#mapData(rq, iod, cmd);
+    return BlkStatus.OK;
+  }
+
+  /** nvme_map_data() */
+  #mapData(rq: Request, iod: NvmeIod, cmd: NvmeCommandInit): BlkStatusT {
+    const q = rq.hctx.driverData as NvmeQueue;
+    if (rq.nrPhysSegments === 1) {
+      const bv = bioSegments(rq.bios[0]).next().value!;
+      if ((bv.offset & (NVME_CTRL_PAGE_SIZE - 1)) + bv.len <= NVME_CTRL_PAGE_SIZE * 2) {
+        return this.#setupPrpSimple(rq, iod, cmd, bv);
+      }
+    }
+    const sgl = blkRqMapSg(rq.q.limits, rq.bios);
+    if (sgl.length === 0) return BlkStatus.IOERR;
+    const nents = this.#timedDma(() => this.#dma.mapSg(sgl, dirOf(rq)));
+    if (nents === 0) return BlkStatus.RESOURCE;
+    iod.sgt = sgl;
+    iod.nents = nents;
+    let ret: BlkStatusT;
+    if (this.#useSgls(q, rq, nents)) ret = this.#setupSgls(iod, cmd, sgl, nents);
+    else ret = this.#setupPrps(rq, iod, cmd, sgl, nents);
+    if (ret !== BlkStatus.OK) this.#unmapData(rq, iod);
+    return ret;
+  }
+
+  /** nvme_pci_use_sgls() */
+  #useSgls(q: NvmeQueue, rq: Request, nseg: number): boolean {
+    const avg = Math.ceil(rq.dataLen / nseg);
+    if (!this.sglSupported || q.qid === 0) return false;
+    if (!this.#opts.sglThreshold || avg < this.#opts.sglThreshold) return false;
+    return true;
+  }
+
+  /** nvme_setup_prp_simple() */
+  #setupPrpSimple(
+    rq: Request,
+    iod: NvmeIod,
+    cmd: NvmeCommandInit,
+    bv: { page: BioVec["page"]; offset: number; len: number },
+  ): BlkStatusT {
+    const firstPrpLen = NVME_CTRL_PAGE_SIZE - (bv.offset & (NVME_CTRL_PAGE_SIZE - 1));
+    const addr = this.#timedDma(() => this.#dma.mapPage(bv.page, bv.offset, bv.len, dirOf(rq)));
+    if (addr === DMA_MAPPING_ERROR) return BlkStatus.RESOURCE;
+    iod.firstDma = addr;
+    iod.dmaLen = bv.len;
+    iod.path = "prp-simple";
+    cmd.prp1 = addr;
+    cmd.prp2 = bv.len > firstPrpLen ? addr + BigInt(firstPrpLen) : 0n;
+    return BlkStatus.OK;
+  }
+
+  #poolAlloc(small: boolean): DmaPoolBlock | null {
+    const b = (small ? this.#smallPool! : this.#pagePool!).alloc();
+    if (b) this.#kernel.stats.add("prpPoolAllocs");
+    return b;
+  }
+
+  #poolFree(small: boolean, b: DmaPoolBlock): void {
+    (small ? this.#smallPool! : this.#pagePool!).free(b);
+    this.#kernel.stats.add("prpPoolFrees");
+  }
+
+  /**
+   * The PRP-list builder shared by nvme_pci_setup_prps() and the premapped
+   * copy path: `nprps` entries from `next()`, in small-pool or chained
+   * page-pool blocks. Returns the list's bus address or null (pool empty).
+   */
+  #buildPrpList(iod: NvmeIod, nprps: number, next: () => bigint): bigint | null {
+    const small = nprps <= NVME_SMALL_POOL_SIZE / 8;
+    iod.smallPool = small;
+    iod.nrAllocations = small ? 0 : 1;
+    let blk = this.#poolAlloc(small);
+    if (!blk) {
+      iod.nrAllocations = -1;
+      return null;
+    }
+    iod.list = [blk];
+    let dv = new DataView(blk.cpu.buffer, blk.cpu.byteOffset, blk.cpu.length);
+    let i = 0;
+    for (let n = 0; n < nprps; n++) {
+      if (i === PRPS_PER_PAGE) {
+        const old = dv;
+        const nb = this.#poolAlloc(false);
+        if (!nb) return null; // caller frees what is in iod.list
+        iod.list.push(nb);
+        iod.nrAllocations++;
+        dv = new DataView(nb.cpu.buffer, nb.cpu.byteOffset, nb.cpu.length);
+        dv.setBigUint64(0, old.getBigUint64((i - 1) * 8, true), true);
+        old.setBigUint64((i - 1) * 8, nb.dma, true);
+        blk = nb;
+        i = 1;
+      }
+      dv.setBigUint64(i * 8, next(), true);
+      i++;
+    }
+    this.#kernel.stats.add("prpEntries", nprps);
+    return iod.list[0].dma;
+  }
+
+  /** nvme_pci_setup_prps() */
+  #setupPrps(
+    rq: Request,
+    iod: NvmeIod,
+    cmd: NvmeCommandInit,
+    sgl: Scatterlist[],
+    nents: number,
+  ): BlkStatusT {
+    iod.path = "prp";
+    let length = rq.dataLen;
+    let si = 0;
+    let dmaLen = sgl[0].dmaLength;
+    let dmaAddr = sgl[0].dmaAddress;
+    const offset = Number(dmaAddr & BigInt(NVME_CTRL_PAGE_SIZE - 1));
+    cmd.prp1 = sgl[0].dmaAddress;
+    length -= NVME_CTRL_PAGE_SIZE - offset;
+    if (length <= 0) {
+      cmd.prp2 = 0n;
+      return BlkStatus.OK;
+    }
+    dmaLen -= NVME_CTRL_PAGE_SIZE - offset;
+    if (dmaLen > 0) {
+      dmaAddr += BigInt(NVME_CTRL_PAGE_SIZE - offset);
+    } else {
+      si++;
+      dmaAddr = sgl[si].dmaAddress;
+      dmaLen = sgl[si].dmaLength;
+    }
+    if (length <= NVME_CTRL_PAGE_SIZE) {
+      cmd.prp2 = dmaAddr;
+      return BlkStatus.OK;
+    }
+    const nprps = Math.ceil(length / NVME_CTRL_PAGE_SIZE);
+    let bad = false;
+    const list = this.#buildPrpList(iod, nprps, () => {
+      const v = dmaAddr;
+      dmaLen -= NVME_CTRL_PAGE_SIZE;
+      dmaAddr += BigInt(NVME_CTRL_PAGE_SIZE);
+      length -= NVME_CTRL_PAGE_SIZE;
+      if (length > 0 && dmaLen <= 0) {
+        if (dmaLen < 0 || si + 1 >= nents) bad = true; // bad_sgl
+        else {
+          si++;
+          dmaAddr = sgl[si].dmaAddress;
+          dmaLen = sgl[si].dmaLength;
+        }
+      }
+      return v;
+    });
+    if (list === null) return BlkStatus.RESOURCE;
+    if (bad) {
+      // "Invalid SGL for payload": a segment the PRP format cannot describe.
+      return BlkStatus.IOERR;
+    }
+    cmd.prp2 = list;
+    iod.firstDma = list;
+    return BlkStatus.OK;
+  }
+
+  /** nvme_pci_setup_sgls() */
+  #setupSgls(iod: NvmeIod, cmd: NvmeCommandInit, sgl: Scatterlist[], nents: number): BlkStatusT {
+    iod.path = "sgl";
+    iod.useSgl = true;
+    const data = (s: Scatterlist): SglDescriptor => ({
+      addr: s.dmaAddress,
+      length: s.dmaLength,
+      type: NVME_SGL_TYPE.DATA_BLOCK,
+    });
+    if (nents === 1) {
+      cmd.sgl = data(sgl[0]);
+      this.#kernel.stats.add("sglDescriptors", 1);
+      return BlkStatus.OK;
+    }
+    const small = nents <= NVME_SMALL_POOL_SIZE / NVME_SGL_DESC_SIZE;
+    if (nents > NVME_CTRL_PAGE_SIZE / NVME_SGL_DESC_SIZE) return BlkStatus.IOERR;
+    const blk = this.#poolAlloc(small);
+    if (!blk) return BlkStatus.RESOURCE;
+    iod.smallPool = small;
+    iod.nrAllocations = small ? 0 : 1;
+    iod.list = [blk];
+    iod.firstDma = blk.dma;
+    cmd.sgl = {
+      addr: blk.dma,
+      length: nents * NVME_SGL_DESC_SIZE,
+      type: NVME_SGL_TYPE.LAST_SEGMENT,
+    };
+    for (let i = 0; i < nents; i++) {
+      encodeSglDescriptor(data(sgl[i]), blk.cpu, i * NVME_SGL_DESC_SIZE);
+    }
+    this.#kernel.stats.add("sglDescriptors", nents + 1);
+    return BlkStatus.OK;
+  }
+
+  /** nvme_unmap_data() (and, for premapped requests, the proposal's cleanup). */
+  #unmapData(rq: Request, iod: NvmeIod): void {
+    const dir = dirOf(rq);
+    if (iod.premap) {
+      const m = iod.premap;
+      for (const s of iod.syncs) {
+        this.#timedDma(() => this.#dma.syncSingleForCpu(s.addr, s.len, DmaDirection.BIDIRECTIONAL));
+      }
+      iod.syncs = [];
+      this.#freeList(iod);
+      iod.premap = undefined;
+      m.inflight--;
+      if (m.inflight < 0) throw new Error(`premap ${m.tagId}: inflight underflow`);
+      if (m.dying && m.inflight === 0) this.#freeMapping(m);
+      return;
+    }
+    if (iod.dmaLen) {
+      const a = iod.firstDma;
+      const n = iod.dmaLen;
+      this.#timedDma(() => this.#dma.unmapPage(a, n, dir));
+      iod.dmaLen = 0;
+      return;
+    }
+    if (iod.sgt) {
+      const sgt = iod.sgt;
+      this.#timedDma(() => this.#dma.unmapSg(sgt, sgt.length, dir));
+      iod.sgt = undefined;
+    }
+    this.#freeList(iod);
+  }
+
+  #freeList(iod: NvmeIod): void {
+    if (iod.nrAllocations < 0 && iod.list.length === 0) return;
+    iod.list.forEach((b, i) => this.#poolFree(iod.smallPool && i === 0, b));
+    iod.list = [];
+    iod.nrAllocations = -1;
+  }
+
+  // ------------------------------------------------------- the proposal
+
+  /**
+   * nvme_pci_dma_map() (the proposal): map every page of a virtually
+   * contiguous registered buffer once and build the flat PRP array. A tag,
+   * or -EINVAL (not contiguous, empty), -ENOMEM (mapping or allocation).
+   */
+  dmaMap(_q: RequestQueue, bvecs: readonly BioVec[]): DmaTag | number {
+    const t0 = performance.now();
+    try {
+      return this.#dmaMap(bvecs);
+    } finally {
+      if (this.#kernel.stats.timing) {
+        this.#kernel.stats.stageNs.dma_map += (performance.now() - t0) * 1e6;
+      }
+    }
+  }
+
+  #dmaMap(bvecs: readonly BioVec[]): DmaTag | number {
+    const n = bvecs.length;
+    if (n === 0) return -Errno.EINVAL;
+    let length = 0;
+    for (let i = 0; i < n; i++) {
+      const bv = bvecs[i];
+      if (bv.len <= 0 || bv.offset < 0 || bv.offset + bv.len > PAGE_SIZE) return -Errno.EINVAL;
+      // Only the first bvec may start inside its page; all but the last end on a page boundary.
+      if (i > 0 && bv.offset !== 0) return -Errno.EINVAL;
+      if (i < n - 1 && bv.offset + bv.len !== PAGE_SIZE) return -Errno.EINVAL;
+      length += bv.len;
+    }
+    const bugs = this.#opts.bugs;
+    // Controller pages per host page: 1 << (PAGE_SHIFT - NVME_CTRL_PAGE_SHIFT). The v1 bug
+    // used PAGE_SIZE; as with x86's shl, JavaScript masks the count to 5 bits (1 << 20).
+    const nvmePages = bugs.v1PageShift
+      ? 1 << (PAGE_SIZE - NVME_CTRL_PAGE_SHIFT)
+      : 1 << (PAGE_SHIFT - NVME_CTRL_PAGE_SHIFT);
+    // The array is sized for the pages actually mapped. With the bug the fill loop writes
+    // nvme_pages entries for the first bvec, so every slot of a buffer under 4 GiB gets
+    // first page + i * 4 KiB: the same entries the unbounded loop would compute.
+    const nrEntries = n << (PAGE_SHIFT - NVME_CTRL_PAGE_SHIFT);
+    if (nrEntries * 8 > NVME_PREMAP_MAX_ARRAY_BYTES) return -Errno.ENOMEM;
+    const prps = this.#dma.allocCoherent(nrEntries * 8);
+    if (!prps) return -Errno.ENOMEM;
+    const dv = new DataView(prps.cpu.buffer, prps.cpu.byteOffset, nrEntries * 8);
+    const maps: { dma: bigint; len: number }[] = [];
+    let needSync = false;
+    let k = 0;
+    for (const bv of bvecs) {
+      const addr = this.#dma.mapPage(bv.page, bv.offset, bv.len, DmaDirection.BIDIRECTIONAL);
+      const bad = addr === DMA_MAPPING_ERROR ||
+        ((addr - BigInt(bv.offset)) & BigInt(NVME_CTRL_PAGE_SIZE - 1)) !== 0n;
+      if (bad) {
+        if (addr !== DMA_MAPPING_ERROR) {
+          this.#dma.unmapPage(addr, bv.len, DmaDirection.BIDIRECTIONAL);
+        }
+        for (const m of maps.reverse()) {
+          this.#dma.unmapPage(m.dma, m.len, DmaDirection.BIDIRECTIONAL);
+        }
+        this.#dma.freeCoherent(prps);
+        return -Errno.ENOMEM;
+      }
+      maps.push({ dma: addr, len: bv.len });
+      if (this.#dma.needSync(addr)) needSync = true;
+      const base = addr - BigInt(bv.offset);
+      for (let j = 0; j < nvmePages && k < nrEntries; j++) {
+        dv.setBigUint64(8 * k++, base + BigInt(j * NVME_CTRL_PAGE_SIZE), true);
+      }
+    }
+    const m = new NvmeDmaMapping(this, length, bvecs[0].offset, prps, nrEntries, maps, needSync);
+    this.#mappings.add(m);
+    return m;
+  }
+
+  /** nvme_pci_dma_unmap() (the proposal): unmap the pages and free the array (after in-flight I/O). */
+  dmaUnmap(_q: RequestQueue, tag: DmaTag): void {
+    if (!(tag instanceof NvmeDmaMapping) || tag.dev !== this) {
+      throw new Error(`nvme dma_unmap: tag ${tag.tagId} is not this device's`);
+    }
+    if (tag.dying || tag.freed) throw new Error(`nvme dma_unmap: tag ${tag.tagId} unmapped twice`);
+    tag.dying = true;
+    if (tag.inflight === 0) this.#freeMapping(tag);
+  }
+
+  #freeMapping(m: NvmeDmaMapping): void {
+    const t0 = performance.now();
+    for (const p of m.maps) this.#dma.unmapPage(p.dma, p.len, DmaDirection.BIDIRECTIONAL);
+    this.#dma.freeCoherent(m.prps);
+    m.freed = true;
+    this.#mappings.delete(m);
+    if (this.#kernel.stats.timing) {
+      this.#kernel.stats.stageNs.dma_map += (performance.now() - t0) * 1e6;
+    }
+  }
+
+  /** The proposal's nvme_premapped(): PRPs for a dma-tag request from the flat array. */
+  #premapped(rq: Request, iod: NvmeIod, cmd: NvmeCommandInit): BlkStatusT {
+    const bio = rq.bios[0];
+    const m = bio.dmaTag;
+    if (!(m instanceof NvmeDmaMapping) || m.dev !== this || m.freed || m.dying) {
+      return BlkStatus.IOERR;
+    }
+    if (rq.bios.length !== 1) throw new Error("premapped request with merged bios");
+    const len = rq.dataLen;
+    if (bio.dmaOffset < 0 || bio.dmaOffset + len > m.length) return BlkStatus.INVAL;
+    iod.path = "premapped";
+    const off = bio.dmaOffset + m.firstOffset;
+    const index = off >>> NVME_CTRL_PAGE_SHIFT;
+    const inPage = off & (NVME_CTRL_PAGE_SIZE - 1);
+    const ctrlPages = Math.ceil((inPage + len) / NVME_CTRL_PAGE_SIZE);
+    if (index + ctrlPages > m.nrEntries) return BlkStatus.INVAL;
+    if (inPage & rq.q.limits.dmaAlignment) return BlkStatus.INVAL;
+    cmd.prp1 = m.entry(index) + BigInt(inPage);
+    const length = len - (NVME_CTRL_PAGE_SIZE - inPage);
+    if (length <= 0) {
+      cmd.prp2 = 0n;
+    } else if (length <= NVME_CTRL_PAGE_SIZE) {
+      cmd.prp2 = m.entry(index + 1);
+    } else {
+      const nprps = Math.ceil(length / NVME_CTRL_PAGE_SIZE);
+      const start = (index + 1) * 8;
+      if ((start & (NVME_CTRL_PAGE_SIZE - 1)) + nprps * 8 <= NVME_CTRL_PAGE_SIZE) {
+        // The entries sit in one page of the flat array: point straight at them.
+        cmd.prp2 = m.prps.dma + BigInt(start);
+      } else {
+        let k = index + 1;
+        let list: bigint | null;
+        if (this.#opts.bugs.v1UninitRemaining) {
+          // v1: the loop bound is read before it is set (stale from this request's last use).
+          const remaining = iod.v1Remaining;
+          let copied = 0;
+          list = this.#buildPrpList(
+            iod,
+            nprps,
+            () => (copied++ < remaining && k < m.nrEntries ? m.entry(k++) : 0n),
+          );
+          iod.v1Remaining = nprps;
+        } else {
+          list = this.#buildPrpList(iod, nprps, () => m.entry(k++));
+        }
+        if (list === null) {
+          this.#freeList(iod);
+          return BlkStatus.RESOURCE;
+        }
+        cmd.prp2 = list;
+        iod.firstDma = list;
+      }
+    }
+    m.inflight++;
+    iod.premap = m;
+    if (m.needSync) {
+      // Bounce buffering: sync exactly the bytes this I/O touches, page by page.
+      let left = len;
+      let o = inPage;
+      for (let i = index; left > 0; i++) {
+        const n = Math.min(NVME_CTRL_PAGE_SIZE - o, left);
+        const addr = m.entry(i) + BigInt(o);
+        if (rq.op === "write") {
+          this.#timedDma(() => this.#dma.syncSingleForDevice(addr, n, DmaDirection.BIDIRECTIONAL));
+        } else {
+          iod.syncs.push({ addr, len: n });
+        }
+        left -= n;
+        o = 0;
+      }
+    }
+    return BlkStatus.OK;
+  }
+
+  // --------------------------------------------------------- completion
+
+  /** nvme_irq() -> nvme_poll_cq(): reap every new CQE, then ring the CQ head doorbell. */
+  #nvmeIrq(q: NvmeQueue): void {
+    const st = this.#kernel.stats;
+    const t0 = st.begin();
+    let found = 0;
+    for (let guard = 0; guard < q.depth; guard++) {
+      const cqe = decodeCqe(q.cq.cpu, q.cqHead * NVME_CQE_SIZE);
+      if (cqe.phase !== q.cqPhase) break;
+      found++;
+      q.cqHead++;
+      if (q.cqHead === q.depth) {
+        q.cqHead = 0;
+        q.cqPhase = q.cqPhase === 1 ? 0 : 1;
+      }
+      q.sqHead = cqe.sqHead;
+      q.inflight--;
+      if (q.inflight < 0) throw new Error(`nvme: queue ${q.qid} inflight underflow`);
+      this.#handleCqe(q, cqe.commandId, cqe.status, cqe.result);
+    }
+    if (found) this.#ctrl.writeReg32(q.cqDb, q.cqHead);
+    st.end("completion", t0);
+  }
+
+  /** nvme_handle_cqe() */
+  #handleCqe(q: NvmeQueue, commandId: number, status: number, result: number): void {
+    if (q.qid === 0) {
+      this.#adminDone.set(commandId, { status, result });
+      return;
+    }
+    const tag = commandId & 0xfff;
+    const hctx = this.tagSet!.hctxs[q.qid - 1];
+    const rq = hctx.rqs[tag];
+    const iod = rq?.pdu as NvmeIod | undefined;
+    if (!rq || !rq.inUse || !iod || iod.genctr !== commandId >>> 12) {
+      this.invalidCompletions++;
+      return;
+    }
+    iod.status = status;
+    this.#completeRq(rq, iod);
+  }
+
+  /** nvme_pci_complete_rq() -> nvme_complete_rq() */
+  #completeRq(rq: Request, iod: NvmeIod): void {
+    this.#unmapData(rq, iod);
+    if (nvmeDecideDisposition(iod.status, iod.retries, this.#opts.maxRetries) === "retry") {
+      // nvme_retry_req() -> blk_mq_requeue_request()
+      iod.retries++;
+      this.retriedCommands++;
+      blkMqRequeueRequest(rq);
+      return;
+    }
+    iod.retries = 0;
+    blkMqEndRequest(rq, nvmeErrorStatus(iod.status));
+  }
+
+  // ------------------------------------------------------------ teardown
+
+  /** nvme_remove(): disable the controller, free queues, pools and premappings. */
+  [Symbol.dispose](): void {
+    for (const q of this.queues) q.enabled = false;
+    for (const m of [...this.#mappings]) {
+      m.inflight = 0;
+      this.#freeMapping(m);
+    }
+    if (this.#ctrl.readReg32(NVME_REG.CC) & 1) this.#ctrl.writeReg32(NVME_REG.CC, 0);
+    for (const b of this.#coherent.splice(0)) this.#dma.freeCoherent(b);
+    const pools = [this.#smallPool, this.#pagePool];
+    this.#smallPool = this.#pagePool = undefined;
+    for (const p of pools) {
+      if (p && p.inUse === 0) (p as unknown as Partial<Disposable>)[Symbol.dispose]?.();
+    }
+  }
+}

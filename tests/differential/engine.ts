@@ -1,0 +1,345 @@
+/**
+ * Differential engine: run one sequence of io_uring operations on the `sim`
+ * backend and on the live kernel (`real`), and report the first step where
+ * they disagree: a register result, a submit result, the set of CQEs of a
+ * batch, the bytes of a buffer after a batch, or a file's final contents.
+ *
+ * Operations name files and buffers by small indexes, so the same sequence
+ * means the same thing on both backends although descriptors and addresses
+ * differ.
+ *
+ * @module
+ */
+
+import { openTestbed } from "../../mod.ts";
+import { describeResult } from "../../sim/uapi/errno.ts";
+import { IORING_OP, IOSQE, O, type SqeFields } from "../../sim/uapi/io_uring.ts";
+import { encodeIovecs, type Ring, type UserBuffer } from "../../sim/uapi/ring_api.ts";
+import type { Testbed } from "../../sim/uapi/testbed.ts";
+import { LiveRing } from "../../ffi/liburing.ts";
+
+/** Size of each test buffer. */
+export const BUF_BYTES = 64 * 1024;
+/** Number of test buffers per testbed. */
+export const NR_BUFS = 4;
+/** Number of scratch files. */
+export const NR_FILES = 3;
+
+/** A reference to a file for an SQE: a descriptor (by file index) or a fixed slot. */
+export type FileRef = { fd: number } | { slot: number } | { rawFd: number };
+
+/** A buffer range: buffer index, offset, length. */
+export interface BufRange {
+  /** Which of the NR_BUFS buffers. */
+  buf: number;
+  /** Byte offset into it. */
+  off: number;
+  /** Length. */
+  len: number;
+}
+
+/** One step of a sequence. */
+export type Step =
+  | { t: "open"; file: number; flags: number }
+  | { t: "close"; file: number }
+  | { t: "fill"; buf: number; seed: number }
+  | { t: "regFiles"; files: (number | -1)[] }
+  | { t: "regFilesSparse"; nr: number }
+  | { t: "updFiles"; offset: number; files: (number | -1)[] }
+  | { t: "unregFiles" }
+  | { t: "regBufs"; bufs: BufRange[] }
+  | { t: "updBufs"; offset: number; bufs: (BufRange | null)[] }
+  | { t: "unregBufs" }
+  | {
+    t: "sqe";
+    op: "nop" | "read" | "write" | "readv" | "writev" | "readFixed" | "writeFixed" | "fsync";
+    file?: FileRef;
+    range?: BufRange;
+    iov?: BufRange[];
+    pos?: number;
+    bufIndex?: number;
+    flags?: number;
+    /** Raw overrides applied after the op's fields (misuse: reserved fields, bad opcode). */
+    raw?: Partial<SqeFields>;
+  }
+  | { t: "submit"; wait: number }
+  | { t: "reapAll" }
+  /** Submit until the SQ is empty, wait (bounded) for every queued request, reap. */
+  | { t: "drain" };
+
+/** What one step produced, in comparable form. */
+export type Observation = string;
+
+/** One backend's state while running a sequence. */
+class Runner implements Disposable {
+  readonly tb: Testbed;
+  readonly ring: Ring;
+  readonly bufs: UserBuffer[] = [];
+  readonly fds: number[] = new Array(NR_FILES).fill(-1);
+  readonly paths: string[] = [];
+  #ud = 0n;
+  /** user_data -> step index, to name CQEs independently of order. */
+  readonly pending = new Map<bigint, number>();
+  readonly #iovs: UserBuffer[] = [];
+  /** CQE results seen: "ok" or the errno, with counts. */
+  readonly histogram: Map<string, number>;
+
+  constructor(backend: "sim" | "real", entries: number, histogram = new Map<string, number>()) {
+    this.histogram = histogram;
+    this.tb = openTestbed({ backend, seed: 7 });
+    this.ring = this.tb.ring({ entries });
+    for (let i = 0; i < NR_BUFS; i++) this.bufs.push(this.tb.allocBuffer(BUF_BYTES));
+    for (let i = 0; i < NR_FILES; i++) this.paths.push(this.tb.tempPath(`diff-${i}.dat`));
+  }
+
+  addr(r: BufRange): bigint {
+    return this.bufs[r.buf].addr + BigInt(r.off);
+  }
+
+  fdOf(ref: FileRef): { fd: number; fixed: boolean } {
+    if ("slot" in ref) return { fd: ref.slot, fixed: true };
+    if ("rawFd" in ref) return { fd: ref.rawFd, fixed: false };
+    return { fd: this.fds[ref.fd], fixed: false };
+  }
+
+  fileFd(i: number): number {
+    return i === -1 ? -1 : this.fds[i];
+  }
+
+  run(step: Step, index: number): Observation {
+    switch (step.t) {
+      case "open": {
+        if (this.fds[step.file] >= 0) this.tb.close(this.fds[step.file]);
+        const fd = this.tb.open(this.paths[step.file], step.flags, 0o644);
+        this.fds[step.file] = fd;
+        return fd >= 0 ? "fd" : describeResult(fd);
+      }
+      case "close": {
+        const r = this.tb.close(this.fds[step.file]);
+        this.fds[step.file] = -1;
+        return describeResult(r);
+      }
+      case "fill": {
+        let x = step.seed >>> 0 || 1;
+        const b = this.bufs[step.buf].bytes;
+        for (let i = 0; i < b.length; i++) {
+          x ^= x << 13;
+          x ^= x >>> 17;
+          x ^= x << 5;
+          b[i] = x;
+        }
+        return "filled";
+      }
+      case "regFiles":
+        return describeResult(this.ring.registerFiles(step.files.map((f) => this.fileFd(f))).res);
+      case "regFilesSparse":
+        return describeResult(this.ring.registerFilesSparse(step.nr).res);
+      case "updFiles":
+        return describeResult(
+          this.ring.updateFiles(step.offset, step.files.map((f) => this.fileFd(f))).res,
+        );
+      case "unregFiles":
+        return describeResult(this.ring.unregisterFiles().res);
+      case "regBufs":
+        return describeResult(
+          this.ring.registerBuffers(step.bufs.map((r) => ({ addr: this.addr(r), len: r.len }))).res,
+        );
+      case "updBufs":
+        return describeResult(
+          this.ring.updateBuffers(
+            step.offset,
+            step.bufs.map((r) =>
+              r === null ? { addr: 0n, len: 0 } : { addr: this.addr(r), len: r.len }
+            ),
+          ).res,
+        );
+      case "unregBufs":
+        return describeResult(this.ring.unregisterBuffers().res);
+      case "sqe":
+        return this.#sqe(step, index);
+      case "submit": {
+        const r = this.ring.submit(step.wait);
+        return describeResult(r.res);
+      }
+      case "reapAll":
+        return this.reapAll();
+      case "drain":
+        return this.drain();
+    }
+  }
+
+  /** Submit everything, wait for all outstanding CQEs without ever blocking forever. */
+  drain(): Observation {
+    const subs: string[] = [];
+    for (let i = 0; i < 8; i++) {
+      const r = this.ring.submit(0).res;
+      subs.push(describeResult(r));
+      if (r <= 0) break;
+    }
+    const want = this.pending.size;
+    const items: string[] = [];
+    for (let round = 0; round < 4 && this.pending.size > 0; round++) {
+      const raw = this.ring.raw;
+      if (raw instanceof LiveRing) raw.waitCqes(this.pending.size, 2e9);
+      else raw.submit(this.pending.size);
+      items.push(...this.reapItems());
+    }
+    items.sort();
+    const cqes = items.join(" ");
+    return `submit[${subs.join(",")}] want ${want} cqes ${cqes}`;
+  }
+
+  #sqe(step: Extract<Step, { t: "sqe" }>, index: number): Observation {
+    const ud = ++this.#ud;
+    this.pending.set(ud, index);
+    const f: SqeFields = { opcode: IORING_OP.NOP, userData: ud, flags: step.flags ?? 0 };
+    if (step.file) {
+      const { fd, fixed } = this.fdOf(step.file);
+      f.fd = fd;
+      if (fixed) f.flags = (f.flags ?? 0) | IOSQE.FIXED_FILE;
+    }
+    const r = step.range;
+    switch (step.op) {
+      case "nop":
+        break;
+      case "read":
+      case "write":
+        f.opcode = step.op === "read" ? IORING_OP.READ : IORING_OP.WRITE;
+        f.addr = this.addr(r!);
+        f.len = r!.len;
+        f.off = BigInt(step.pos ?? 0);
+        break;
+      case "readFixed":
+      case "writeFixed":
+        f.opcode = step.op === "readFixed" ? IORING_OP.READ_FIXED : IORING_OP.WRITE_FIXED;
+        f.addr = this.addr(r!);
+        f.len = r!.len;
+        f.off = BigInt(step.pos ?? 0);
+        f.bufIndex = step.bufIndex ?? 0;
+        break;
+      case "readv":
+      case "writev": {
+        f.opcode = step.op === "readv" ? IORING_OP.READV : IORING_OP.WRITEV;
+        const iov = step.iov!;
+        const enc = encodeIovecs(iov.map((x) => ({ addr: this.addr(x), len: x.len })));
+        const mem = this.tb.allocBuffer(Math.max(16, enc.length));
+        mem.bytes.set(enc);
+        this.#iovs.push(mem);
+        f.addr = mem.addr;
+        f.len = iov.length;
+        f.off = BigInt(step.pos ?? 0);
+        break;
+      }
+      case "fsync":
+        f.opcode = IORING_OP.FSYNC;
+        break;
+    }
+    Object.assign(f, step.raw ?? {});
+    return this.ring.prep(f) ? "queued" : "sq-full";
+  }
+
+  /** Reap every CQE; describe each by the step that queued it. */
+  reapItems(): string[] {
+    return this.ring.reap().map((c) => {
+      const at = this.pending.get(c.userData);
+      this.pending.delete(c.userData);
+      const key = c.res >= 0 ? "ok" : describeResult(c.res);
+      this.histogram.set(key, (this.histogram.get(key) ?? 0) + 1);
+      return `#${at ?? `?${c.userData}`}=${describeResult(c.res)}`;
+    });
+  }
+
+  /** Reap every CQE; describe them sorted by the step that queued them. */
+  reapAll(): Observation {
+    return this.reapItems().sort().join(" ");
+  }
+
+  /** Free iovec arrays once their requests completed. */
+  dropIovecs(): void {
+    for (const m of this.#iovs) m[Symbol.dispose]();
+    this.#iovs.length = 0;
+  }
+
+  bufferDigest(): string {
+    return this.bufs.map((b) => digest(b.bytes)).join(",");
+  }
+
+  fileDigest(i: number): string {
+    try {
+      const d = this.tb.readFile(this.paths[i]);
+      return `${d.length}:${digest(d)}`;
+    } catch {
+      return "absent";
+    }
+  }
+
+  [Symbol.dispose](): void {
+    this.dropIovecs();
+    this.ring[Symbol.dispose]();
+    for (const fd of this.fds) if (fd >= 0) this.tb.close(fd);
+    this.tb[Symbol.dispose]();
+  }
+}
+
+/** FNV-1a over the bytes, as hex. */
+export function digest(b: Uint8Array): string {
+  let h = 0x811c9dc5;
+  for (let i = 0; i < b.length; i++) h = Math.imul(h ^ b[i], 0x01000193);
+  return (h >>> 0).toString(16);
+}
+
+/** The first disagreement, if any. */
+export interface Mismatch {
+  /** Index of the step. */
+  step: number;
+  /** What was compared. */
+  what: string;
+  /** The sim's observation. */
+  sim: string;
+  /** The live kernel's observation. */
+  real: string;
+}
+
+/**
+ * Run `steps` on both backends; returns the first mismatch or null
+ * (`histogram`, if given, collects the sim's CQE results by errno). After
+ * every submit with a wait, CQEs are reaped and buffers compared; at the end,
+ * the files' contents.
+ */
+export function runDifferential(
+  steps: readonly Step[],
+  entries = 64,
+  histogram?: Map<string, number>,
+): Mismatch | null {
+  using sim = new Runner("sim", entries, histogram);
+  using real = new Runner("real", entries);
+  for (let i = 0; i < steps.length; i++) {
+    const s = steps[i];
+    const a = sim.run(s, i);
+    const b = real.run(s, i);
+    if (a !== b) return { step: i, what: s.t, sim: a, real: b };
+    if (s.t === "submit" || s.t === "reapAll" || s.t === "drain") {
+      const ca = s.t === "submit" ? sim.reapAll() : "";
+      const cb = s.t === "submit" ? real.reapAll() : "";
+      if (ca !== cb) return { step: i, what: "cqes", sim: ca, real: cb };
+      if (sim.pending.size === 0) sim.dropIovecs();
+      if (real.pending.size === 0) real.dropIovecs();
+      const ba = sim.bufferDigest();
+      const bb = real.bufferDigest();
+      if (ba !== bb) return { step: i, what: "buffers", sim: ba, real: bb };
+    }
+  }
+  for (let f = 0; f < NR_FILES; f++) {
+    const a = sim.fileDigest(f);
+    const b = real.fileDigest(f);
+    if (a !== b) return { step: steps.length, what: `file ${f}`, sim: a, real: b };
+  }
+  return null;
+}
+
+/** Open flags used by sequences. */
+export const FLAGS = {
+  rwCreate: O.RDWR | O.CREAT,
+  rwCreateDirect: O.RDWR | O.CREAT | O.DIRECT,
+  rdonly: O.RDONLY,
+} as const;
