@@ -38,7 +38,8 @@ function fmt(v: number | null): string {
   if (v === null || Number.isNaN(v)) return "-";
   if (Math.abs(v) >= 100) return Math.round(v).toLocaleString("en-US");
   if (Number.isInteger(v)) return String(v);
-  return v.toFixed(2);
+  // Per-I/O averages: keep enough digits that 1.004 (a pool page allocated once) is not "1.00".
+  return v.toFixed(3).replace(/0+$/, "");
 }
 
 function sizeLabel(bs: number): string {

@@ -209,11 +209,11 @@ export const IORING_REGISTER = {
 } as const;
 
 /** `IORING_REGISTER_MAP_BUFFERS` (38): map registered buffers for DMA on a fixed file. */
-export const IORING_REGISTER_MAP_BUFFERS = IORING_REGISTER.REGISTER_MAP_BUFFERS;
+export const IORING_REGISTER_MAP_BUFFERS: number = IORING_REGISTER.REGISTER_MAP_BUFFERS;
 /** `IORING_REGISTER_UNMAP_BUFFERS` (39): undo {@link IORING_REGISTER_MAP_BUFFERS}. */
-export const IORING_REGISTER_UNMAP_BUFFERS = IORING_REGISTER.REGISTER_UNMAP_BUFFERS;
+export const IORING_REGISTER_UNMAP_BUFFERS: number = IORING_REGISTER.REGISTER_UNMAP_BUFFERS;
 /** One past the last register opcode the sim accepts. */
-export const IORING_REGISTER_LAST = IORING_REGISTER_UNMAP_BUFFERS + 1;
+export const IORING_REGISTER_LAST: number = IORING_REGISTER_UNMAP_BUFFERS + 1;
 
 /** open(2) flags used by the testbed (x86_64 values). */
 export const O = {
