@@ -14,22 +14,29 @@ import { ErrnoError } from "./uapi/errno.ts";
 import { IORING_SETUP, PARAMS } from "./uapi/io_uring.ts";
 import { Ring, type UserBuffer } from "./uapi/ring_api.ts";
 import type { RingOptions, Testbed, TestbedOptions } from "./uapi/testbed.ts";
+import type { Stats } from "./stats.ts";
 
 /** Open a testbed on the simulated host. */
-export function openSimTestbed(opts: TestbedOptions = {}): Testbed {
+export function openSimTestbed(opts: TestbedOptions = {}): SimTestbed {
   return new SimTestbed(opts);
 }
 
-class SimTestbed implements Testbed {
+/** The sim testbed; `kernel` and `host` are there for inspection (examples, tests). */
+export class SimTestbed implements Testbed {
+  /** Always "sim". */
   readonly backend = "sim" as const;
+  /** The seed. */
   readonly seed: number;
+  /** The simulated kernel (memory, counters, devices). */
   readonly kernel: Kernel;
+  /** The NVMe controller, its driver and DMA setup. */
   readonly host: NvmeHost;
   readonly #rings = new Set<Ring>();
   readonly #buffers = new Set<bigint>();
   readonly #temps = new Set<string>();
   #closed = false;
 
+  /** Build a simulated host from the options. */
   constructor(opts: TestbedOptions) {
     this.seed = opts.seed ?? 1;
     this.kernel = new Kernel({
@@ -44,14 +51,17 @@ class SimTestbed implements Testbed {
     });
   }
 
-  get stats() {
+  /** Per-I/O counters of the simulated host. */
+  get stats(): Stats {
     return this.kernel.stats;
   }
 
+  /** The first namespace's block device, "/dev/nvme0n1". */
   get nvmeDevice(): string {
     return this.host.namespaces[0].path;
   }
 
+  /** An anonymous mapping of `len` bytes in the simulated address space. */
   allocBuffer(len: number): UserBuffer {
     this.#live();
     if (!Number.isInteger(len) || len <= 0 || len > 1 << 30) {
@@ -75,16 +85,19 @@ class SimTestbed implements Testbed {
     };
   }
 
+  /** open(2) in the simulated process. */
   open(path: string, flags: number, _mode = 0o644): number {
     this.#live();
     return doSysOpen(this.kernel, path, flags);
   }
 
+  /** close(2) in the simulated process. */
   close(fd: number): number {
     this.#live();
     return sysClose(this.kernel, fd);
   }
 
+  /** A scratch regular file path (/tmp/NAME in the simulated namespace). */
   tempPath(name: string): string {
     if (name.includes("/")) throw new RangeError(`tempPath: '${name}' must be a plain name`);
     const p = `/tmp/${name}`;
@@ -92,12 +105,14 @@ class SimTestbed implements Testbed {
     return p;
   }
 
+  /** The contents of a simulated regular file. */
   readFile(path: string): Uint8Array {
     const inode = lookupInode(this.kernel, path);
     if (!inode) throw new ErrnoError(-2, `readFile ${path}`);
     return inode.contents().slice();
   }
 
+  /** A new io_uring mirror ring; throws ErrnoError if setup fails. */
   ring(opts: RingOptions): Ring {
     this.#live();
     const params = new Uint8Array(PARAMS.SIZE);
@@ -124,6 +139,7 @@ class SimTestbed implements Testbed {
     if (this.#closed) throw new Error("testbed used after dispose");
   }
 
+  /** Tear down rings, files, the NVMe host and buffers. */
   [Symbol.dispose](): void {
     if (this.#closed) return;
     for (const r of [...this.#rings]) r[Symbol.dispose]();

@@ -12,12 +12,12 @@ import { BUF_BYTES, FLAGS, runDifferential, type Step } from "./engine.ts";
 const why = realBackendUnavailable();
 if (why) console.log(`SKIP differential corpus: real backend unavailable: ${why}`);
 
-function diffTest(name: string, steps: Step[]): void {
+function diffTest(name: string, steps: Step[], entries = 64): void {
   Deno.test({
     name: `differential: ${name}`,
     ignore: why !== null,
     fn() {
-      const m = runDifferential(steps);
+      const m = runDifferential(steps, entries);
       assert.equal(m, null, m ? `step ${m.step} (${m.what}): sim=${m.sim} real=${m.real}` : "");
     },
   });
@@ -293,3 +293,27 @@ diffTest("read-only file rejects writes; read of a closed descriptor", [
   wait(2),
   { t: "close", file: 0 },
 ]);
+
+diffTest(
+  "CQ overflow: flag, counter, no drop, order kept (4-entry SQ, 8-entry CQ)",
+  [
+    ...Array.from({ length: 3 }, (): Step[] => [
+      { t: "sqe", op: "nop" },
+      { t: "sqe", op: "nop" },
+      { t: "sqe", op: "nop" },
+      { t: "sqe", op: "nop" },
+      { t: "enter" },
+    ]).flat(),
+    { t: "ringState" },
+    { t: "reapOrdered", max: 3 },
+    { t: "ringState" },
+    { t: "enter" },
+    { t: "ringState" },
+    { t: "reapOrdered", max: 64 },
+    { t: "ringState" },
+    { t: "submit", wait: 0 },
+    { t: "ringState" },
+    { t: "reapOrdered", max: 64 },
+  ],
+  4,
+);

@@ -17,6 +17,7 @@ import { IORING_OP, IOSQE, O, type SqeFields } from "../../sim/uapi/io_uring.ts"
 import { encodeIovecs, type Ring, type UserBuffer } from "../../sim/uapi/ring_api.ts";
 import type { Testbed } from "../../sim/uapi/testbed.ts";
 import { LiveRing } from "../../ffi/liburing.ts";
+import { IO_RINGS, SimRing } from "../../sim/io_uring/io_uring.ts";
 
 /** Size of each test buffer. */
 export const BUF_BYTES = 64 * 1024;
@@ -65,7 +66,13 @@ export type Step =
   | { t: "submit"; wait: number }
   | { t: "reapAll" }
   /** Submit until the SQ is empty, wait (bounded) for every queued request, reap. */
-  | { t: "drain" };
+  | { t: "drain" }
+  /** Read the ring's shared flags word and CQ overflow counter (what liburing reads). */
+  | { t: "ringState" }
+  /** io_uring_enter(to_submit, min_complete 0) without reaping (CQEs stay in the ring). */
+  | { t: "enter" }
+  /** Reap at most `max` CQEs, in CQ order (no sorting). */
+  | { t: "reapOrdered"; max: number };
 
 /** What one step produced, in comparable form. */
 export type Observation = string;
@@ -165,6 +172,25 @@ class Runner implements Disposable {
         return this.reapAll();
       case "drain":
         return this.drain();
+      case "ringState": {
+        const raw = this.ring.raw;
+        if (raw instanceof LiveRing) return `sq_flags=${raw.sqFlags} cq_overflow=${raw.cqOverflow}`;
+        if (raw instanceof SimRing) {
+          const v = new DataView(raw.ringBytes.buffer, raw.ringBytes.byteOffset);
+          return `sq_flags=${v.getUint32(IO_RINGS.sqFlags, true)} cq_overflow=${
+            v.getUint32(IO_RINGS.cqOverflow, true)
+          }`;
+        }
+        throw new Error("ringState: unknown ring");
+      }
+      case "enter":
+        return describeResult(this.ring.submit(0).res);
+      case "reapOrdered":
+        return this.ring.reap(step.max).map((c) => {
+          const at = this.pending.get(c.userData);
+          this.pending.delete(c.userData);
+          return `#${at}=${describeResult(c.res)}`;
+        }).join(" ");
     }
   }
 
@@ -281,6 +307,15 @@ class Runner implements Disposable {
   }
 }
 
+/** DIFF_TRACE=1 prints every step's observation on both backends. */
+const TRACE = (() => {
+  try {
+    return Deno.env.get("DIFF_TRACE") === "1";
+  } catch {
+    return false;
+  }
+})();
+
 /** FNV-1a over the bytes, as hex. */
 export function digest(b: Uint8Array): string {
   let h = 0x811c9dc5;
@@ -317,6 +352,7 @@ export function runDifferential(
     const s = steps[i];
     const a = sim.run(s, i);
     const b = real.run(s, i);
+    if (TRACE) console.log(`${i} ${JSON.stringify(s)}\n   sim:  ${a}\n   real: ${b}`);
     if (a !== b) return { step: i, what: s.t, sim: a, real: b };
     if (s.t === "submit" || s.t === "reapAll" || s.t === "drain") {
       const ca = s.t === "submit" ? sim.reapAll() : "";
