@@ -9,7 +9,7 @@
  */
 
 import { openTestbed } from "../mod.ts";
-import { parseRunArgs, type RunOptions, USAGE, UsageError } from "./cli.ts";
+import { parseOrUsage, type RunOptions } from "./cli.ts";
 import { runWorkload, WorkloadError, type WorkloadRecord } from "./workload.ts";
 import { barChartSvg, perIoTable, summaryTable } from "./report.ts";
 
@@ -25,17 +25,8 @@ const DEFAULTS: RunOptions = {
 };
 
 function main(args: string[]): number {
-  let o: RunOptions;
-  try {
-    o = parseRunArgs(args, DEFAULTS);
-  } catch (e) {
-    if (e instanceof UsageError) {
-      if (e.message !== "help") console.error(`bench: ${e.message}`);
-      console.error(`usage: deno task bench -- [flags]\n${USAGE}`);
-      return e.message === "help" ? 0 : 2;
-    }
-    throw e;
-  }
+  const o = parseOrUsage("bench", args, DEFAULTS);
+  if (typeof o === "number") return o;
   const records: WorkloadRecord[] = [];
   const notRun: string[] = [];
   const iommus = o.backend === "real" ? [o.iommu[0]] : o.iommu;

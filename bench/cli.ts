@@ -131,3 +131,22 @@ export const USAGE = `flags (fio's words where fio has one):
   --ios=N                    measured I/Os per configuration
   --seed=N                   seed for offsets and data
   --json=FILE  --svg=FILE    write the records / a chart`;
+
+/**
+ * Parse argv for a command, or print the usage and return the exit code:
+ * 0 for --help, 2 (with the message naming the flag) for a mistake.
+ */
+export function parseOrUsage(
+  command: string,
+  args: string[],
+  defaults: RunOptions,
+): RunOptions | number {
+  try {
+    return parseRunArgs(args, defaults);
+  } catch (e) {
+    if (!(e instanceof UsageError)) throw e;
+    if (e.message !== "help") console.error(`${command}: ${e.message}`);
+    console.error(`usage: deno task ${command} -- [flags]\n${USAGE}`);
+    return e.message === "help" ? 0 : 2;
+  }
+}

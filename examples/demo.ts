@@ -11,7 +11,7 @@
  */
 
 import { openTestbed } from "../mod.ts";
-import { parseRunArgs, type RunOptions, USAGE, UsageError } from "../bench/cli.ts";
+import { parseOrUsage, type RunOptions } from "../bench/cli.ts";
 import { runWorkload, WorkloadError, type WorkloadRecord } from "../bench/workload.ts";
 import { perIoTable, summaryTable } from "../bench/report.ts";
 
@@ -54,17 +54,8 @@ function fmt(v: number): string {
 }
 
 function main(args: string[]): number {
-  let o: RunOptions;
-  try {
-    o = parseRunArgs(args, DEFAULTS);
-  } catch (e) {
-    if (e instanceof UsageError) {
-      if (e.message !== "help") console.error(`demo: ${e.message}`);
-      console.error(`usage: deno task demo [-- flags]\n${USAGE}`);
-      return e.message === "help" ? 0 : 2;
-    }
-    throw e;
-  }
+  const o = parseOrUsage("demo", args, DEFAULTS);
+  if (typeof o === "number") return o;
   let failed = false;
   for (const iommu of o.iommu) {
     using tb = openTestbed({ backend: o.backend, seed: o.seed, iommu });

@@ -55,7 +55,14 @@ import {
   type SqeFields,
   writeSqe,
 } from "../sim/uapi/io_uring.ts";
-import { type CallResult, type RawRing, result, Ring } from "../sim/uapi/ring_api.ts";
+import {
+  type CallResult,
+  decodeProbe,
+  encodeIovecs,
+  type RawRing,
+  result,
+  Ring,
+} from "../sim/uapi/ring_api.ts";
 import { allocBuffer } from "./libc.ts";
 
 /** Byte offsets in liburing 2.3's `struct io_uring` (x86_64), checked against offsetof(). */
@@ -689,7 +696,8 @@ export class LiveRing implements RawRing {
   /** io_uring_register_buffers(): one iovec per buffer. */
   registerBuffers(bufs: readonly { addr: bigint; len: number }[]): CallResult {
     this.#live();
-    const iov = encodeIovecArray(bufs);
+    // Like a C caller, pass a real pointer even for an empty array.
+    const iov = bufs.length ? encodeIovecs(bufs) : new Uint8Array(IOVEC.SIZE);
     return result(this.#sym.io_uring_register_buffers(this.ringPtr, ptr(iov), bufs.length));
   }
 
@@ -705,7 +713,8 @@ export class LiveRing implements RawRing {
    */
   updateBuffers(offset: number, bufs: readonly { addr: bigint; len: number }[]): CallResult {
     this.#live();
-    const iov = encodeIovecArray(bufs);
+    // Like a C caller, pass a real pointer even for an empty array.
+    const iov = bufs.length ? encodeIovecs(bufs) : new Uint8Array(IOVEC.SIZE);
     return result(
       this.#sym.io_uring_register_buffers_update_tag(
         this.ringPtr,
@@ -731,15 +740,7 @@ export class LiveRing implements RawRing {
     this.#live();
     const b = new Uint8Array(probeBytes(PROBE_MAX_OPS));
     const r = this.#sym.io_uring_register_probe(this.ringPtr, ptr(b), PROBE_MAX_OPS);
-    if (r < 0) return result(r);
-    const ops = new Set<number>();
-    const opsLen = b[PROBE.opsLen];
-    for (let i = 0; i < opsLen; i++) {
-      const at = PROBE.SIZE + i * PROBE.OP_SIZE;
-      const flags = b[at + PROBE.opFlags] | (b[at + PROBE.opFlags + 1] << 8);
-      if (flags & 1) ops.add(b[at + PROBE.opOp]);
-    }
-    return { ops, lastOp: b[PROBE.lastOp] };
+    return r < 0 ? result(r) : decodeProbe(b);
   }
 
   /** io_uring_queue_exit(): unmap the rings and close the fd. Idempotent. */
@@ -748,15 +749,4 @@ export class LiveRing implements RawRing {
     this.#closed = true;
     this.#sym.io_uring_queue_exit(this.ringPtr);
   }
-}
-
-/** Encode struct iovec[] for a register call. */
-function encodeIovecArray(bufs: readonly { addr: bigint; len: number }[]): Uint8Array {
-  const b = new Uint8Array(Math.max(1, bufs.length) * IOVEC.SIZE);
-  const v = new DataView(b.buffer);
-  bufs.forEach((x, i) => {
-    v.setBigUint64(i * IOVEC.SIZE + IOVEC.base, BigInt.asUintN(64, x.addr), true);
-    v.setBigUint64(i * IOVEC.SIZE + IOVEC.len, BigInt(x.len), true);
-  });
-  return b;
 }

@@ -14,7 +14,12 @@
 
 import { ErrnoError } from "../sim/uapi/errno.ts";
 import type { Ring, UserBuffer } from "../sim/uapi/ring_api.ts";
-import type { RingOptions, Testbed, TestbedOptions } from "../sim/uapi/testbed.ts";
+import {
+  Handouts,
+  type RingOptions,
+  type Testbed,
+  type TestbedOptions,
+} from "../sim/uapi/testbed.ts";
 import { allocBuffer, Libc } from "./libc.ts";
 import { LiveRing, liveRingUnavailable } from "./liburing.ts";
 
@@ -37,25 +42,14 @@ class RealTestbed implements Testbed {
   readonly nvmeDevice = undefined;
   readonly #libc = Libc.open();
   readonly #dir = Deno.makeTempDirSync({ prefix: "premap-real-" });
-  readonly #buffers = new Set<Disposable>();
+  readonly #buffers = new Handouts();
   readonly #fds = new Set<number>();
-  readonly #rings = new Set<Ring>();
+  readonly #rings = new Handouts();
   #closed = false;
 
   allocBuffer(len: number): UserBuffer {
     this.#live();
-    const b = allocBuffer(len);
-    this.#buffers.add(b);
-    const buffers = this.#buffers;
-    return {
-      addr: b.addr,
-      get bytes() {
-        return b.bytes;
-      },
-      [Symbol.dispose]() {
-        if (buffers.delete(b)) b[Symbol.dispose]();
-      },
-    };
+    return this.#buffers.adopt(allocBuffer(len));
   }
 
   open(path: string, flags: number, mode = 0o644): number {
@@ -85,14 +79,7 @@ class RealTestbed implements Testbed {
     this.#live();
     const r = LiveRing.create(opts.entries, { flags: opts.flags, cqEntries: opts.cqEntries });
     if (!("ring" in r)) throw new ErrnoError(r.res, "io_uring_setup");
-    const ring = r.ring.toRing();
-    this.#rings.add(ring);
-    const rings = this.#rings;
-    const dispose = ring[Symbol.dispose].bind(ring);
-    ring[Symbol.dispose] = () => {
-      if (rings.delete(ring)) dispose();
-    };
-    return ring;
+    return this.#rings.adopt(r.ring.toRing());
   }
 
   #live(): void {
@@ -101,11 +88,10 @@ class RealTestbed implements Testbed {
 
   [Symbol.dispose](): void {
     if (this.#closed) return;
-    for (const r of [...this.#rings]) r[Symbol.dispose]();
+    this.#rings.disposeAll();
     for (const fd of this.#fds) this.#libc.close(fd);
     this.#fds.clear();
-    for (const b of [...this.#buffers]) b[Symbol.dispose]();
-    this.#buffers.clear();
+    this.#buffers.disposeAll();
     this.#closed = true;
     this.#libc[Symbol.dispose]();
     Deno.removeSync(this.#dir, { recursive: true });

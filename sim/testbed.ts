@@ -13,7 +13,7 @@ import { doSysOpen, lookupInode, sysClose, sysUnlink } from "./fs/namei.ts";
 import { ErrnoError } from "./uapi/errno.ts";
 import { IORING_SETUP, PARAMS } from "./uapi/io_uring.ts";
 import { Ring, type UserBuffer } from "./uapi/ring_api.ts";
-import type { RingOptions, Testbed, TestbedOptions } from "./uapi/testbed.ts";
+import { Handouts, type RingOptions, type Testbed, type TestbedOptions } from "./uapi/testbed.ts";
 import type { Stats } from "./stats.ts";
 
 /** Open a testbed on the simulated host. */
@@ -31,8 +31,8 @@ export class SimTestbed implements Testbed {
   readonly kernel: Kernel;
   /** The NVMe controller, its driver and DMA setup. */
   readonly host: NvmeHost;
-  readonly #rings = new Set<Ring>();
-  readonly #buffers = new Set<bigint>();
+  readonly #rings = new Handouts();
+  readonly #buffers = new Handouts();
   readonly #temps = new Set<string>();
   #closed = false;
 
@@ -68,21 +68,18 @@ export class SimTestbed implements Testbed {
       throw new RangeError(`allocBuffer: len ${len} outside [1, 1 GiB]`);
     }
     const vma = this.kernel.mm.mmap(len);
-    this.#buffers.add(vma.start);
-    const buffers = this.#buffers;
     const mm = this.kernel.mm;
     let bytes = vma.bytes.subarray(0, len);
-    return {
+    return this.#buffers.adopt({
       addr: vma.start,
       get bytes() {
         return bytes;
       },
       [Symbol.dispose]() {
-        if (!buffers.delete(vma.start)) return;
         bytes = new Uint8Array(0);
         mm.munmap(vma.start);
       },
-    };
+    });
   }
 
   /** open(2) in the simulated process. */
@@ -125,14 +122,7 @@ export class SimTestbed implements Testbed {
     v.setUint32(PARAMS.flags, flags, true);
     const r = SimRing.setup(this.kernel, opts.entries, params);
     if (typeof r === "number") throw new ErrnoError(r, "io_uring_setup");
-    const ring = new Ring(r, (len) => this.allocBuffer(len));
-    this.#rings.add(ring);
-    const rings = this.#rings;
-    const dispose = ring[Symbol.dispose].bind(ring);
-    ring[Symbol.dispose] = () => {
-      if (rings.delete(ring)) dispose();
-    };
-    return ring;
+    return this.#rings.adopt(new Ring(r, (len) => this.allocBuffer(len)));
   }
 
   #live(): void {
@@ -142,13 +132,10 @@ export class SimTestbed implements Testbed {
   /** Tear down rings, files, the NVMe host and buffers. */
   [Symbol.dispose](): void {
     if (this.#closed) return;
-    for (const r of [...this.#rings]) r[Symbol.dispose]();
+    this.#rings.disposeAll();
     for (const p of this.#temps) sysUnlink(this.kernel, p);
     this.host[Symbol.dispose]();
-    for (const a of [...this.#buffers]) {
-      this.#buffers.delete(a);
-      this.kernel.mm.munmap(a);
-    }
+    this.#buffers.disposeAll();
     this.#closed = true;
   }
 }

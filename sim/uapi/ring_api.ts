@@ -19,6 +19,7 @@ import {
   encodeRsrcRegister,
   encodeRsrcUpdate2,
   encodeSqe,
+  IO_URING_OP_SUPPORTED,
   IORING_FSYNC_DATASYNC,
   IORING_MSG,
   IORING_OP,
@@ -309,15 +310,7 @@ export class Ring implements Disposable {
     const nOps = 256;
     const b = new Uint8Array(PROBE.SIZE + nOps * PROBE.OP_SIZE);
     const r = this.raw.register(IORING_REGISTER.REGISTER_PROBE, b, nOps);
-    if (r < 0) return result(r);
-    const ops = new Set<number>();
-    const opsLen = b[PROBE.opsLen];
-    for (let i = 0; i < opsLen; i++) {
-      const at = PROBE.SIZE + i * PROBE.OP_SIZE;
-      const flags = b[at + PROBE.opFlags] | (b[at + PROBE.opFlags + 1] << 8);
-      if (flags & 1) ops.add(b[at + PROBE.opOp]);
-    }
-    return { ops, lastOp: b[PROBE.lastOp] };
+    return r < 0 ? result(r) : decodeProbe(b);
   }
 
   /** Tear the ring down. */
@@ -326,12 +319,24 @@ export class Ring implements Disposable {
   }
 }
 
+/** Decode a struct io_uring_probe filled by the kernel: supported opcodes and last_op. */
+export function decodeProbe(b: Uint8Array): { ops: Set<number>; lastOp: number } {
+  const ops = new Set<number>();
+  const opsLen = b[PROBE.opsLen];
+  for (let i = 0; i < opsLen; i++) {
+    const at = PROBE.SIZE + i * PROBE.OP_SIZE;
+    const flags = b[at + PROBE.opFlags] | (b[at + PROBE.opFlags + 1] << 8);
+    if (flags & IO_URING_OP_SUPPORTED) ops.add(b[at + PROBE.opOp]);
+  }
+  return { ops, lastOp: b[PROBE.lastOp] };
+}
+
 /** Encode an array of struct iovec. */
 export function encodeIovecs(bufs: readonly { addr: bigint; len: number }[]): Uint8Array {
   const b = new Uint8Array(IOVEC.SIZE * bufs.length);
   const v = new DataView(b.buffer);
   bufs.forEach((x, i) => {
-    v.setBigUint64(i * IOVEC.SIZE + IOVEC.base, x.addr, true);
+    v.setBigUint64(i * IOVEC.SIZE + IOVEC.base, BigInt.asUintN(64, x.addr), true);
     v.setBigUint64(i * IOVEC.SIZE + IOVEC.len, BigInt(x.len), true);
   });
   return b;

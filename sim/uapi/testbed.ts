@@ -71,3 +71,29 @@ export interface Testbed extends Disposable {
   /** A new ring. Throws an ErrnoError if setup fails (use `ringRaw` to see the errno). */
   ring(opts: RingOptions): Ring;
 }
+
+/**
+ * What a testbed handed out and must release on dispose if the user did not:
+ * `adopt` makes a resource's own dispose remove it from the set (and run
+ * once); `disposeAll` releases the rest, newest first.
+ */
+export class Handouts {
+  readonly #items = new Set<Disposable>();
+
+  /** Track `x`; its `[Symbol.dispose]` now runs at most once and untracks it. */
+  adopt<T extends Disposable>(x: T): T {
+    const items = this.#items;
+    const dispose = x[Symbol.dispose].bind(x);
+    const wrapped = () => {
+      if (items.delete(x)) dispose();
+    };
+    Object.defineProperty(x, Symbol.dispose, { value: wrapped, configurable: true });
+    items.add(x);
+    return x;
+  }
+
+  /** Dispose everything still tracked, in reverse order of adoption. */
+  disposeAll(): void {
+    for (const x of [...this.#items].reverse()) x[Symbol.dispose]();
+  }
+}
