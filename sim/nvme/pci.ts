@@ -916,7 +916,8 @@ export class NvmeDev implements BlkMqOps, Disposable {
   /**
    * nvme_pci_dma_map() (the proposal): map every page of a virtually
    * contiguous registered buffer once and build the flat PRP array. A tag,
-   * or -EINVAL (not contiguous, empty), -ENOMEM (mapping or allocation).
+   * or -EINVAL (not contiguous, empty), -EIO (a page failed to map), -ENOMEM
+   * (allocation).
    */
   dmaMap(_q: RequestQueue, bvecs: readonly BioVec[]): DmaTag | number {
     const t0 = performance.now();
@@ -932,15 +933,6 @@ export class NvmeDev implements BlkMqOps, Disposable {
   #dmaMap(bvecs: readonly BioVec[]): DmaTag | number {
     const n = bvecs.length;
     if (n === 0) return -Errno.EINVAL;
-    let length = 0;
-    for (let i = 0; i < n; i++) {
-      const bv = bvecs[i];
-      if (bv.len <= 0 || bv.offset < 0 || bv.offset + bv.len > PAGE_SIZE) return -Errno.EINVAL;
-      // Only the first bvec may start inside its page; all but the last end on a page boundary.
-      if (i > 0 && bv.offset !== 0) return -Errno.EINVAL;
-      if (i < n - 1 && bv.offset + bv.len !== PAGE_SIZE) return -Errno.EINVAL;
-      length += bv.len;
-    }
     const bugs = this.#opts.bugs;
     // Controller pages per host page: 1 << (PAGE_SHIFT - NVME_CTRL_PAGE_SHIFT). The v1 bug
     // used PAGE_SIZE; as with x86's shl, JavaScript masks the count to 5 bits (1 << 20).
@@ -952,27 +944,40 @@ export class NvmeDev implements BlkMqOps, Disposable {
     // first page + i * 4 KiB: the same entries the unbounded loop would compute.
     const nrEntries = n << (PAGE_SHIFT - NVME_CTRL_PAGE_SHIFT);
     if (nrEntries * 8 > NVME_PREMAP_MAX_ARRAY_BYTES) return -Errno.ENOMEM;
+    // As in the patch: the array first, then each bvec checked and mapped in turn; a
+    // failure unmaps, in reverse, what this call mapped and frees the array.
     const prps = this.#dma.allocCoherent(nrEntries * 8);
     if (!prps) return -Errno.ENOMEM;
     const dv = new DataView(prps.cpu.buffer, prps.cpu.byteOffset, nrEntries * 8);
     const maps: { dma: bigint; len: number }[] = [];
+    const unwind = (err: number): number => {
+      for (const m of maps.reverse()) {
+        this.#dma.unmapPage(m.dma, m.len, DmaDirection.BIDIRECTIONAL);
+      }
+      this.#dma.freeCoherent(prps);
+      return err;
+    };
     let needSync = false;
+    let length = 0;
     let k = 0;
-    for (const bv of bvecs) {
+    for (let i = 0; i < n; i++) {
+      const bv = bvecs[i];
+      if (bv.len <= 0 || bv.offset < 0 || bv.offset + bv.len > PAGE_SIZE) {
+        return unwind(-Errno.EINVAL);
+      }
+      // Only the first bvec may start inside its page; all but the last end on a page boundary.
+      if (i > 0 && bv.offset !== 0) return unwind(-Errno.EINVAL);
+      if (i < n - 1 && bv.offset + bv.len !== PAGE_SIZE) return unwind(-Errno.EINVAL);
       const addr = this.#dma.mapPage(bv.page, bv.offset, bv.len, DmaDirection.BIDIRECTIONAL);
-      const bad = addr === DMA_MAPPING_ERROR ||
-        ((addr - BigInt(bv.offset)) & BigInt(NVME_CTRL_PAGE_SIZE - 1)) !== 0n;
-      if (bad) {
-        if (addr !== DMA_MAPPING_ERROR) {
-          this.#dma.unmapPage(addr, bv.len, DmaDirection.BIDIRECTIONAL);
-        }
-        for (const m of maps.reverse()) {
-          this.#dma.unmapPage(m.dma, m.len, DmaDirection.BIDIRECTIONAL);
-        }
-        this.#dma.freeCoherent(prps);
-        return -Errno.ENOMEM;
+      // dma_mapping_error(): the patch returns -EIO.
+      if (addr === DMA_MAPPING_ERROR) return unwind(-Errno.EIO);
+      if (((addr - BigInt(bv.offset)) & BigInt(NVME_CTRL_PAGE_SIZE - 1)) !== 0n) {
+        // A bus address the flat array cannot describe (no min_align_mask): not in the patch.
+        this.#dma.unmapPage(addr, bv.len, DmaDirection.BIDIRECTIONAL);
+        return unwind(-Errno.ENOMEM);
       }
       maps.push({ dma: addr, len: bv.len });
+      length += bv.len;
       if (this.#dma.needSync(addr)) needSync = true;
       const base = addr - BigInt(bv.offset);
       for (let j = 0; j < nvmePages && k < nrEntries; j++) {

@@ -204,3 +204,35 @@ Deno.test("LBA beyond the namespace never reaches the device; fsync without a wr
   assert.equal(rig.file.fOp.fsync!(rig.file, false, (r) => (done = r)), 0);
   assert.equal(done, -1);
 });
+
+Deno.test("plug: a dma-tag bio never merges, with a bvec bio or another dma-tag bio", () => {
+  const rig = makeRig(39, { namespaces: [{ lbaSize: 512, sizeBytes: 4n << 20n }] });
+  const c = cmds(rig);
+  const buf = rig.kernel.mm.mmap(65536);
+  const tag = rig.file.fOp.dmaMap!(rig.file, pinBvecs(rig, buf.start, 65536)) as DmaTag;
+  const results: number[] = [];
+  const submit = (it: Parameters<typeof rw>[1], pos: bigint) => {
+    const r = rig.file.fOp.writeIter!(
+      { file: rig.file, pos, flags: IOCB.DIRECT, complete: (x) => results.push(x) },
+      it,
+    );
+    assert.equal(r, -Errno.EIOCBQUEUED);
+  };
+  const b = rig.kernel.stats.snapshot();
+  const plug = blkStartPlug(rig.kernel);
+  submit(iovIterUbuf("write", buf.start, 8192), 0n); // sectors 0..15
+  submit(iovIterDmaTag("write", tag, 8192, 8192), 8192n); // 16..31: adjacent, not merged
+  submit(iovIterDmaTag("write", tag, 16384, 8192), 16384n); // 32..47: adjacent, not merged
+  submit(iovIterUbuf("write", buf.start + 24576n, 8192), 24576n); // 48..63: not merged
+  blkFinishPlug(rig.kernel, plug);
+  rig.kernel.runUntil(() => results.length === 4);
+  assert.deepEqual(results, [8192, 8192, 8192, 8192]);
+  const d = Stats.diff(b, rig.kernel.stats.snapshot()).counters;
+  assert.equal(d.bioMerges, 0);
+  assert.equal(d.requests, 4);
+  assert.deepEqual(c.map((x) => [x.cdw10, x.cdw12 & 0xffff]), [[0, 15], [16, 15], [32, 15], [
+    48,
+    15,
+  ]]);
+  assert.deepEqual(rig.host.controller.mediaRead(1, 0, 32768), buf.bytes.subarray(0, 32768));
+});

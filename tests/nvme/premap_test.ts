@@ -6,11 +6,14 @@
 import assert from "node:assert/strict";
 import { makeRig, pinBvecs, type Rig, rw } from "../block/helpers.ts";
 import { iovIterBvec, iovIterDmaTag, iovIterUbuf } from "../../sim/block/iov_iter.ts";
-import { NvmeDmaMapping, type NvmeSubmitEvent } from "../../sim/nvme/pci.ts";
+import { NvmeDev, NvmeDmaMapping, type NvmeSubmitEvent } from "../../sim/nvme/pci.ts";
 import { Errno } from "../../sim/uapi/errno.ts";
 import { Stats } from "../../sim/stats.ts";
 import type { BioVec } from "../../sim/block/bvec.ts";
 import type { AttachNvmeOptions } from "../../sim/host.ts";
+import { Kernel } from "../../sim/kernel.ts";
+import { createDma } from "../../sim/dma/mapping.ts";
+import { NvmeController } from "../../sim/device/controller.ts";
 
 function capture(rig: Rig): NvmeSubmitEvent[] {
   const evs: NvmeSubmitEvent[] = [];
@@ -245,4 +248,91 @@ Deno.test("premap: unmap while I/O is in flight frees after completion", () => {
   assert.equal(res, 8192);
   assert.equal(tag.freed, true);
   assert.equal(rig.host.driver.liveMappings, 0);
+});
+
+Deno.test("dma_map: bvecs are checked as they are mapped; -EINVAL unmaps what this call mapped", () => {
+  const rig = makeRig(23, { iommu: "strict" });
+  const vma = rig.kernel.mm.mmap(4 * 4096);
+  const bv = pinBvecs(rig, vma.start, 4 * 4096);
+  const map = (b: BioVec[]) => {
+    const before = rig.kernel.stats.snapshot();
+    const r = rig.file.fOp.dmaMap!(rig.file, b);
+    const d = Stats.diff(before, rig.kernel.stats.snapshot()).counters;
+    return { r, maps: d.dmaMapPageCalls, unmaps: d.dmaUnmapPageCalls };
+  };
+  // The third bvec starts at an offset: the first two were mapped, then unmapped.
+  assert.deepEqual(map([bv[0], bv[1], { ...bv[2], offset: 512, len: 3584 }, bv[3]]), {
+    r: -Errno.EINVAL,
+    maps: 2,
+    unmaps: 2,
+  });
+  // The second bvec ends short of its page: found before it is mapped.
+  assert.deepEqual(map([bv[0], { ...bv[1], len: 2048 }, bv[2]]), {
+    r: -Errno.EINVAL,
+    maps: 1,
+    unmaps: 1,
+  });
+  // The first bvec does not reach its page end: nothing mapped.
+  assert.deepEqual(map([{ ...bv[0], offset: 512, len: 1024 }, bv[1]]), {
+    r: -Errno.EINVAL,
+    maps: 0,
+    unmaps: 0,
+  });
+  assert.equal(rig.host.driver.liveMappings, 0);
+  assert.equal(rig.kernel.stats.counters.iommuFaults, 0);
+});
+
+Deno.test("dma_map: a page that fails to map is -EIO (the patch's errno), the rest unwound", () => {
+  const kernel = new Kernel({ seed: 24, timing: false });
+  // 128 swiotlb slots of 2 KiB (one IO_TLB_SEGSIZE segment): room for 64 bounced pages.
+  using dma = createDma(kernel, { mode: "bounce", swiotlbSlots: 128 });
+  const ctrl = new NvmeController(dma.port, { seed: 24 }, kernel.stats);
+  kernel.addPoller(ctrl);
+  using drv = new NvmeDev(kernel, ctrl, dma.api);
+  assert.equal(drv.probe(), 0);
+  const q = drv.namespaces[0].queue;
+  const vma = kernel.mm.mmap(70 * 4096);
+  const pin = kernel.mm.pinUserPages(vma.start, 70 * 4096);
+  assert.ok(typeof pin !== "number");
+  const bvecs: BioVec[] = pin.pages.map((page) => ({ page, offset: 0, len: 4096 }));
+  const before = kernel.stats.snapshot();
+  const r = drv.dmaMap(q, bvecs);
+  assert.equal(typeof r === "number" ? r : "tag", -Errno.EIO);
+  const d = Stats.diff(before, kernel.stats.snapshot()).counters;
+  assert.equal(d.dmaMapPageCalls, 65);
+  assert.equal(d.dmaUnmapPageCalls, 64);
+  assert.equal(drv.liveMappings, 0);
+  // Every slot came back: 64 pages map now.
+  const tag = drv.dmaMap(q, bvecs.slice(0, 64));
+  assert.ok(tag instanceof NvmeDmaMapping);
+  assert.equal(tag.needSync, true);
+  drv.dmaUnmap(q, tag);
+  kernel.removePoller(ctrl);
+});
+
+Deno.test("premap under swiotlb: each I/O syncs exactly the bytes it touches, page by page", () => {
+  const { rig, vma, tag } = premapRig(25, 65536, 512, { iommu: "bounce" });
+  assert.equal(tag.needSync, true);
+  const user = vma.bytes.subarray(512, 512 + 65536);
+  rig.kernel.rng.fill(user);
+  const want = user.slice(4608, 4608 + 8192);
+  const cost = (f: () => void) => {
+    const b = rig.kernel.stats.snapshot();
+    f();
+    return Stats.diff(b, rig.kernel.stats.snapshot()).counters;
+  };
+  // Buffer offset 4608 + first offset 512 = 5120: index 1, in-page 1024; 8 KiB touches
+  // 3072 bytes of entry 1, all of entry 2, 1024 bytes of entry 3.
+  const w = cost(() => assert.equal(rw(rig, iovIterDmaTag("write", tag, 4608, 8192), 0n), 8192));
+  assert.equal(w.dmaSyncs, 3);
+  assert.equal(w.bounceBytes, 8192);
+  assert.equal(w.dmaMapPageCalls, 0);
+  user.fill(0);
+  const r = cost(() => assert.equal(rw(rig, iovIterDmaTag("read", tag, 4608, 8192), 0n), 8192));
+  assert.equal(r.dmaSyncs, 3);
+  assert.equal(r.bounceBytes, 8192);
+  assert.deepEqual(user.subarray(4608, 4608 + 8192), want);
+  // Bytes outside the I/O were not copied back over.
+  assert.ok(user.subarray(0, 4608).every((b) => b === 0));
+  assert.ok(user.subarray(4608 + 8192).every((b) => b === 0));
 });
