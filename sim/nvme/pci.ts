@@ -91,7 +91,17 @@ const ADMIN_TIMEOUT_POLLS = 10_000;
 
 /** Reproductions of the published v1 bugs, for tests that show a checking device catches them. */
 export interface NvmeV1Bugs {
-  /** Pages per host page computed with PAGE_SIZE where PAGE_SHIFT belongs. */
+  /**
+   * Pages per host page computed with PAGE_SIZE where PAGE_SHIFT belongs:
+   * `1 << (PAGE_SIZE - NVME_CTRL_PAGE_SHIFT)` in place of
+   * `1 << (PAGE_SHIFT - NVME_CTRL_PAGE_SHIFT)`, as DESIGN.md describes it.
+   * The line as posted in v1 was `1 << (PAGE_SIZE - NVME_CTRL_PAGE_SIZE)`,
+   * which is 1, and so correct, on 4 KiB-page hosts such as this simulated
+   * one; it goes wrong only where PAGE_SIZE exceeds 4 KiB (the 0-day robot
+   * flagged the shift on such a build). Larger host pages are not modelled,
+   * so this option substitutes PAGE_SIZE for PAGE_SHIFT alone, which is wrong
+   * on 4 KiB pages too and lets the checking device show the consequence.
+   */
   v1PageShift?: boolean;
   /** The PRP-copy loop reads its remaining-entries counter before setting it. */
   v1UninitRemaining?: boolean;
