@@ -1,8 +1,11 @@
 /**
  * The simulated host: one physical memory, one process address space, one
  * set of counters, one seeded random source, the capability switch, the
- * device nodes a path can open, and the devices to poll for progress.
- * Every layer gets what it needs from here explicitly; there are no globals.
+ * device nodes a path can open, the devices to poll for progress, the one
+ * process's fd table, filesystem namespace and block plug, and the id
+ * allocator that numbers bios and dma tags. Every layer gets what it needs
+ * from here explicitly; there are no globals, so two kernels built from the
+ * same seed and driven the same way produce the same ids and counters.
  *
  * @module
  */
@@ -12,6 +15,9 @@ import { UserMm } from "./memory/mm.ts";
 import { Rng } from "./random.ts";
 import { Stats } from "./stats.ts";
 import type { File } from "./fs/file.ts";
+import { FdTable } from "./fs/fdtable.ts";
+import { Namespace } from "./fs/namei.ts";
+import type { BlkPlug } from "./block/blk-mq.ts";
 
 /** Something that completes work asynchronously (a controller, a flush queue). */
 export interface Poller {
@@ -48,7 +54,14 @@ export class Kernel {
   capSysAdmin: boolean;
   /** Device nodes by path (e.g. "/dev/nvme0n1"). */
   readonly devices: Map<string, DeviceOpener> = new Map();
+  /** `current->files`: the fd table of the host's one process (see `filesOf`). */
+  readonly files: FdTable = new FdTable();
+  /** The in-memory filesystem's names (see `namespaceOf`). */
+  readonly namespace: Namespace = new Namespace();
+  /** `current->plug`: the submitting task's open block plug, if any (see `blkStartPlug`). */
+  plug: BlkPlug | undefined;
   readonly #pollers = new Set<Poller>();
+  readonly #nextIds = new Map<string, number>();
 
   /** Build a kernel context from a seed. */
   constructor(opts: KernelOptions = {}) {
@@ -58,6 +71,17 @@ export class Kernel {
     this.phys = new PhysMem({ seed });
     this.mm = new UserMm(this.phys, this.stats);
     this.capSysAdmin = opts.capSysAdmin ?? true;
+  }
+
+  /**
+   * The next id of `kind` ("bio", "dma-tag", ...) on this host: 1, 2, 3 ...
+   * per kind, so ids depend only on what this kernel did.
+   */
+  nextId(kind: string): number {
+    const id = this.#nextIds.get(kind) ?? 1;
+    if (id >= Number.MAX_SAFE_INTEGER) throw new Error(`Kernel.nextId: ${kind} ids exhausted`);
+    this.#nextIds.set(kind, id + 1);
+    return id;
   }
 
   /** Register a device that completes work asynchronously. */

@@ -44,12 +44,10 @@ export interface BioSegment {
   len: number;
 }
 
-let nextBioId = 1;
-
 /** struct bio */
 export class Bio {
-  /** Unique id for diagnostics. */
-  readonly id = nextBioId++;
+  /** Id for diagnostics, unique on its host (`kernel.nextId("bio")`). */
+  readonly id: number;
   /** bi_opf's operation. */
   readonly op: ReqOp;
   /** bi_iter */
@@ -76,7 +74,8 @@ export class Bio {
   remaining = 1;
 
   /** bio_alloc() */
-  constructor(op: ReqOp, sector: bigint) {
+  constructor(id: number, op: ReqOp, sector: bigint) {
+    this.id = id;
     this.op = op;
     this.iter = { sector, size: 0, idx: 0, bvecDone: 0 };
   }
@@ -100,7 +99,7 @@ export class Bio {
 /** bio_alloc(): count it. */
 export function bioAlloc(kernel: Kernel, op: ReqOp, sector: bigint): Bio {
   kernel.stats.add("bios");
-  return new Bio(op, sector);
+  return new Bio(kernel.nextId("bio"), op, sector);
 }
 
 /** bio_for_each_segment(): the page-sized pieces of a bvec bio within its iterator. */

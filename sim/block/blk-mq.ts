@@ -163,24 +163,22 @@ export class BlkPlug {
   readonly mqList: Request[] = [];
 }
 
-const plugs = new WeakMap<Kernel, BlkPlug>();
-
-/** current->plug for the (single) submitting task of `kernel`. */
+/** current->plug for the (single) submitting task of `kernel` ({@link Kernel.plug}). */
 export function currentPlug(kernel: Kernel): BlkPlug | undefined {
-  return plugs.get(kernel);
+  return kernel.plug;
 }
 
 /** blk_start_plug(): nested plugs are folded into the outer one, as in the kernel. */
 export function blkStartPlug(kernel: Kernel): BlkPlug {
   const p = new BlkPlug();
-  if (!plugs.has(kernel)) plugs.set(kernel, p);
+  if (kernel.plug === undefined) kernel.plug = p;
   return p;
 }
 
 /** blk_finish_plug(): issue everything plugged. */
 export function blkFinishPlug(kernel: Kernel, plug: BlkPlug): void {
-  if (plugs.get(kernel) !== plug) return; // an inner plug: the outer one finishes
-  plugs.delete(kernel);
+  if (kernel.plug !== plug) return; // an inner plug: the outer one finishes
+  kernel.plug = undefined;
   blkMqFlushPlugList(plug);
 }
 

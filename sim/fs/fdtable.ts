@@ -4,7 +4,8 @@
  * (RLIMIT_NOFILE).
  *
  * The simulated host runs one process, so each {@link Kernel} has one table,
- * reached through {@link filesOf} the way kernel code reaches `current->files`.
+ * held in `kernel.files` and reached through {@link filesOf} the way kernel
+ * code reaches `current->files`.
  *
  * @module
  */
@@ -70,14 +71,7 @@ export class FdTable implements Disposable {
   }
 }
 
-const tables = new WeakMap<Kernel, FdTable>();
-
-/** `current->files`: the fd table of the simulated host's one process. */
+/** `current->files`: the fd table of the simulated host's one process ({@link Kernel.files}). */
 export function filesOf(kernel: Kernel): FdTable {
-  let t = tables.get(kernel);
-  if (!t) {
-    t = new FdTable();
-    tables.set(kernel, t);
-  }
-  return t;
+  return kernel.files;
 }

@@ -87,6 +87,8 @@ export interface File {
   pos: bigint;
   /** f_count: references (fd table entries, fixed file slots, in-flight requests). */
   refcount: number;
+  /** private_data: what the file's owner keeps with it (a ring file's context). */
+  readonly privateData?: unknown;
 }
 
 /** fget-style reference. */

@@ -29,16 +29,9 @@ export class Namespace {
   readonly inodes = new Map<string, ShmemInode>();
 }
 
-const namespaces = new WeakMap<Kernel, Namespace>();
-
-/** The host's filesystem namespace (like `current->fs`'s root). */
+/** The host's filesystem namespace (like `current->fs`'s root; {@link Kernel.namespace}). */
 export function namespaceOf(kernel: Kernel): Namespace {
-  let ns = namespaces.get(kernel);
-  if (!ns) {
-    ns = new Namespace();
-    namespaces.set(kernel, ns);
-  }
-  return ns;
+  return kernel.namespace;
 }
 
 /** getname() checks: -ENOENT for "", -ENAMETOOLONG for an over-long path or component. */

@@ -139,9 +139,6 @@ export interface NvmeSubmitEvent {
 
 /** The proposal's mapping: a premapped buffer's flat PRP array (the dma tag). */
 export class NvmeDmaMapping implements DmaTag {
-  static #next = 1;
-  /** Tag id. */
-  readonly tagId = NvmeDmaMapping.#next++;
   /** Driver name. */
   readonly driver = "nvme";
   /** I/Os using it now. */
@@ -153,6 +150,8 @@ export class NvmeDmaMapping implements DmaTag {
 
   /** Built by {@link NvmeDev.dmaMap}. */
   constructor(
+    /** Tag id, unique on its host (`kernel.nextId("dma-tag")`). */
+    readonly tagId: number,
     readonly dev: NvmeDev,
     /** Bytes mapped. */
     readonly length: number,
@@ -994,7 +993,17 @@ export class NvmeDev implements BlkMqOps, Disposable {
         dv.setBigUint64(8 * k++, base + BigInt(j * NVME_CTRL_PAGE_SIZE), true);
       }
     }
-    const m = new NvmeDmaMapping(this, length, bvecs[0].offset, prps, nrEntries, maps, needSync);
+    const id = this.#kernel.nextId("dma-tag");
+    const m = new NvmeDmaMapping(
+      id,
+      this,
+      length,
+      bvecs[0].offset,
+      prps,
+      nrEntries,
+      maps,
+      needSync,
+    );
     this.#mappings.add(m);
     return m;
   }
