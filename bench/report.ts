@@ -24,6 +24,8 @@ export const PER_IO_ROWS: readonly { label: string; get: (r: WorkloadRecord) => 
       get: (r) => r.perIo ? r.perIo.iommuPteWrites + r.perIo.iommuPteClears : null,
     },
     { label: "IOTLB invalidations", get: (r) => r.perIo?.iotlbInvalidations ?? null },
+    { label: "IOTLB global flushes", get: (r) => r.perIo?.iotlbFlushes ?? null },
+    { label: "bytes bounced (swiotlb)", get: (r) => r.perIo?.bounceBytes ?? null },
     { label: "PRP entries written", get: (r) => r.perIo?.prpEntries ?? null },
     { label: "SGL descriptors", get: (r) => r.perIo?.sglDescriptors ?? null },
     { label: "PRP pool allocations", get: (r) => r.perIo?.prpPoolAllocs ?? null },
