@@ -5,13 +5,18 @@
  *   deno task bench -- --backend=sim --path=none,bvec,dma --bs=4k,16k,64k --qd=1,16 \
  *       --rw=randread --iommu=strict --ios=2000 --json=out.json --svg=out.svg
  *
+ * With `--backend=real --fio`, fio runs the same work for `none` and `bvec`
+ * beside our ring (records with `backend: "fio"`) and a `deno/fio IOPS` line
+ * per configuration is printed.
+ *
  * @module
  */
 
 import { openTestbed } from "../mod.ts";
 import { parseOrUsage, type RunOptions } from "./cli.ts";
 import { runWorkload, WorkloadError, type WorkloadRecord } from "./workload.ts";
-import { barChartSvg, perIoTable, summaryTable } from "./report.ts";
+import { barChartSvg, iopsRatioLines, perIoTable, summaryTable } from "./report.ts";
+import { fioUnavailable, runFio } from "./fio.ts";
 
 const DEFAULTS: RunOptions = {
   backend: "sim",
@@ -24,11 +29,41 @@ const DEFAULTS: RunOptions = {
   seed: 1,
 };
 
-function main(args: string[]): number {
+/** Region every job touches: the workload's default, which fio is given too. */
+const REGION_BYTES = 64 << 20;
+/** fio's own bound on one job (its --runtime), seconds. */
+const FIO_RUNTIME_SEC = 60;
+
+async function main(args: string[]): Promise<number> {
   const o = parseOrUsage("bench", args, DEFAULTS);
   if (typeof o === "number") return o;
   const records: WorkloadRecord[] = [];
   const notRun: string[] = [];
+  let fioDir: string | undefined;
+  if (o.fio) {
+    const why = await fioUnavailable();
+    if (why === null) fioDir = await Deno.makeTempDir({ prefix: "premap-fio-" });
+    else console.log(`fio: ${why}; running without it`);
+  }
+  try {
+    await runAll(o, records, notRun, fioDir);
+  } finally {
+    if (fioDir) await Deno.remove(fioDir, { recursive: true });
+  }
+  const iommus = o.backend === "real" ? [o.iommu[0]] : o.iommu;
+  console.log(summaryTable(records));
+  for (const line of iopsRatioLines(records)) console.log(line);
+  report(o, records, notRun, iommus);
+  return records.every((r) => r.verified) ? 0 : 1;
+}
+
+/** Run every configuration (and fio beside `none`/`bvec` when `fioDir` is set). */
+async function runAll(
+  o: RunOptions,
+  records: WorkloadRecord[],
+  notRun: string[],
+  fioDir: string | undefined,
+): Promise<void> {
   const iommus = o.backend === "real" ? [o.iommu[0]] : o.iommu;
   for (const iommu of iommus) {
     using tb = openTestbed({ backend: o.backend, seed: o.seed, iommu });
@@ -37,19 +72,46 @@ function main(args: string[]): number {
         for (const bs of o.bs) {
           for (const path of o.paths) {
             try {
-              const r = runWorkload(tb, { path, bs, qd, rw, ios: o.ios, seed: o.seed }, iommu);
+              const cfg = { path, bs, qd, rw, ios: o.ios, seed: o.seed, regionBytes: REGION_BYTES };
+              const r = runWorkload(tb, cfg, iommu);
               if (tb.backend === "real") r.iommu = "n/a";
               records.push(r);
             } catch (e) {
               if (!(e instanceof WorkloadError)) throw e;
               notRun.push(`${iommu} ${rw} bs=${bs} qd=${qd} ${path}: ${e.message}`);
             }
+            if (fioDir === undefined || path === "dma") continue;
+            try {
+              records.push(
+                await runFio({
+                  path,
+                  bs,
+                  qd,
+                  rw,
+                  ios: o.ios,
+                  regionBytes: REGION_BYTES,
+                  filename: `${fioDir}/fio-${path}-${rw}-${bs}-${qd}.dat`,
+                  runtimeSec: FIO_RUNTIME_SEC,
+                }),
+              );
+            } catch (e) {
+              if (!(e instanceof WorkloadError)) throw e;
+              notRun.push(`fio ${rw} bs=${bs} qd=${qd} ${path}: ${e.message}`);
+            }
           }
         }
       }
     }
   }
-  console.log(summaryTable(records));
+}
+
+/** Per-I/O tables (sim), the not-run list, and the JSON and SVG files. */
+function report(
+  o: RunOptions,
+  records: WorkloadRecord[],
+  notRun: string[],
+  iommus: string[],
+): void {
   if (o.backend === "sim") {
     for (const iommu of iommus) {
       for (const qd of o.qd) {
@@ -68,14 +130,15 @@ function main(args: string[]): number {
     console.log(`wrote ${o.json}`);
   }
   if (o.svg) {
-    const first = records.filter((r) => r.qd === o.qd[0] && r.iommu === records[0]?.iommu);
+    const first = records.filter((r) =>
+      r.backend !== "fio" && r.qd === o.qd[0] && r.iommu === records[0]?.iommu
+    );
     const metric = o.backend === "sim"
       ? { label: "host CPU ns per I/O (sim)", get: (r: WorkloadRecord) => r.cpuNsPerIo }
       : { label: "submission latency mean, ns", get: (r: WorkloadRecord) => r.slat.mean };
     Deno.writeTextFileSync(o.svg, barChartSvg(first, metric));
     console.log(`wrote ${o.svg}`);
   }
-  return records.every((r) => r.verified) ? 0 : 1;
 }
 
-if (import.meta.main) Deno.exit(main(Deno.args));
+if (import.meta.main) Deno.exit(await main(Deno.args));

@@ -73,6 +73,8 @@ export interface RunOptions {
   json?: string;
   /** SVG output path. */
   svg?: string;
+  /** Also run fio as the live-kernel reference (bench, `--backend=real` only). */
+  fio?: boolean;
 }
 
 /** Parse argv into {@link RunOptions}, with `defaults` for what is not given. */
@@ -95,6 +97,7 @@ export function parseRunArgs(args: string[], defaults: RunOptions): RunOptions {
         seed: { type: "string" },
         json: { type: "string" },
         svg: { type: "string" },
+        fio: { type: "boolean" },
         help: { type: "boolean", short: "h" },
       },
     }));
@@ -117,6 +120,14 @@ export function parseRunArgs(args: string[], defaults: RunOptions): RunOptions {
   if (values.seed !== undefined) o.seed = parsePositive("seed", values.seed, 0xffffffff);
   if (values.json !== undefined) o.json = values.json;
   if (values.svg !== undefined) o.svg = values.svg;
+  if (values.fio) {
+    if (o.backend !== "real") {
+      throw new UsageError(
+        `--fio: fio is the live-kernel reference and needs --backend=real (got --backend=${o.backend})`,
+      );
+    }
+    o.fio = true;
+  }
   return o;
 }
 
@@ -130,7 +141,9 @@ export const USAGE = `flags (fio's words where fio has one):
   --iommu=off|passthrough|lazy|strict|bounce   DMA configuration of the simulated host
   --ios=N                    measured I/Os per configuration
   --seed=N                   seed for offsets and data
-  --json=FILE  --svg=FILE    write the records / a chart`;
+  --json=FILE  --svg=FILE    write the records / a chart
+  --fio                      bench with --backend=real: also run fio (io_uring, O_DIRECT file,
+                             fixedbufs=0 for none, 1 for bvec) and print deno/fio IOPS`;
 
 /**
  * Parse argv for a command, or print the usage and return the exit code:
@@ -142,7 +155,9 @@ export function parseOrUsage(
   defaults: RunOptions,
 ): RunOptions | number {
   try {
-    return parseRunArgs(args, defaults);
+    const o = parseRunArgs(args, defaults);
+    if (o.fio && command !== "bench") throw new UsageError(`--fio: only the bench runs fio`);
+    return o;
   } catch (e) {
     if (!(e instanceof UsageError)) throw e;
     if (e.message !== "help") console.error(`${command}: ${e.message}`);

@@ -116,6 +116,33 @@ export function summaryTable(records: readonly WorkloadRecord[]): string {
 }
 
 /**
+ * One line per configuration that has both a `num` and a `den` record (same
+ * rw, bs, qd and path): `num/den IOPS` and both IOPS, e.g. our ring on the
+ * live kernel (`backend: "real"`, shown as "deno") against fio.
+ */
+export function iopsRatioLines(
+  records: readonly WorkloadRecord[],
+  num = "real",
+  den = "fio",
+  label = "deno/fio IOPS",
+): string[] {
+  const out: string[] = [];
+  for (const a of records) {
+    if (a.backend !== num) continue;
+    const b = records.find((r) =>
+      r.backend === den && r.rw === a.rw && r.bs === a.bs && r.qd === a.qd && r.path === a.path
+    );
+    if (!b || !(b.iops > 0)) continue;
+    out.push(
+      `${label} ${a.rw} bs=${sizeLabel(a.bs)} qd=${a.qd} ${a.path}: ${
+        (a.iops / b.iops).toFixed(2)
+      } (${fmt(a.iops)} / ${fmt(b.iops)})`,
+    );
+  }
+  return out;
+}
+
+/**
  * An SVG bar chart of one metric per (bs, path), grouped by block size.
  * Plain SVG, no dependencies.
  */

@@ -59,7 +59,7 @@ export interface LatencyNs {
 
 /** One JSON record per configuration (the design's benchmark record). */
 export interface WorkloadRecord {
-  /** "sim" or "real". */
+  /** "sim", "real", or "fio" for the live-kernel reference rows of bench/fio.ts. */
   backend: string;
   /** Buffer path. */
   path: IoPath;
