@@ -72,7 +72,16 @@ async function runAll(
         for (const bs of o.bs) {
           for (const path of o.paths) {
             try {
-              const cfg = { path, bs, qd, rw, ios: o.ios, seed: o.seed, regionBytes: REGION_BYTES };
+              const cfg = {
+                path,
+                bs,
+                qd,
+                rw,
+                ios: o.ios,
+                seed: o.seed,
+                regionBytes: REGION_BYTES,
+                verify: o.verify,
+              };
               const r = runWorkload(tb, cfg, iommu);
               if (tb.backend === "real") r.iommu = "n/a";
               records.push(r);

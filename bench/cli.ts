@@ -75,6 +75,8 @@ export interface RunOptions {
   svg?: string;
   /** Also run fio as the live-kernel reference (bench, `--backend=real` only). */
   fio?: boolean;
+  /** Check every byte read (default true); `--verify=0` checks lengths only, as fio does. */
+  verify?: boolean;
 }
 
 /** Parse argv into {@link RunOptions}, with `defaults` for what is not given. */
@@ -98,6 +100,7 @@ export function parseRunArgs(args: string[], defaults: RunOptions): RunOptions {
         json: { type: "string" },
         svg: { type: "string" },
         fio: { type: "boolean" },
+        verify: { type: "string" },
         help: { type: "boolean", short: "h" },
       },
     }));
@@ -120,6 +123,12 @@ export function parseRunArgs(args: string[], defaults: RunOptions): RunOptions {
   if (values.seed !== undefined) o.seed = parsePositive("seed", values.seed, 0xffffffff);
   if (values.json !== undefined) o.json = values.json;
   if (values.svg !== undefined) o.svg = values.svg;
+  if (values.verify !== undefined) {
+    if (values.verify !== "0" && values.verify !== "1") {
+      throw new UsageError(`--verify: '${values.verify}' is not 0 or 1`);
+    }
+    o.verify = values.verify === "1";
+  }
   if (values.fio) {
     if (o.backend !== "real") {
       throw new UsageError(
@@ -141,6 +150,7 @@ export const USAGE = `flags (fio's words where fio has one):
   --iommu=off|passthrough|lazy|strict|bounce   DMA configuration of the simulated host
   --ios=N                    measured I/Os per configuration
   --seed=N                   seed for offsets and data
+  --verify=0|1               check every byte read (1, default) or only lengths (0, like fio)
   --json=FILE  --svg=FILE    write the records / a chart
   --fio                      bench with --backend=real: also run fio (io_uring, O_DIRECT file,
                              fixedbufs=0 for none, 1 for bvec) and print deno/fio IOPS`;

@@ -70,7 +70,13 @@ function main(args: string[]): number {
         for (const bs of o.bs) {
           for (const path of o.paths) {
             try {
-              records.push(runWorkload(tb, { path, bs, qd, rw, ios: o.ios, seed: o.seed }, iommu));
+              records.push(
+                runWorkload(
+                  tb,
+                  { path, bs, qd, rw, ios: o.ios, seed: o.seed, verify: o.verify },
+                  iommu,
+                ),
+              );
             } catch (e) {
               if (!(e instanceof WorkloadError)) throw e;
               console.log(`  ${rw} ${bs / 1024}k ${path}: not run: ${e.message}`);

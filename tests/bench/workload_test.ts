@@ -87,6 +87,14 @@ Deno.test("workload: a driver without dma_map refuses MAP_BUFFERS with -EINVAL",
   );
 });
 
+Deno.test("workload: verify off checks lengths only and says so in the record", () => {
+  using tb = openTestbed({ backend: "sim", seed: 4 });
+  const on = runWorkload(tb, { ...base, path: "bvec", bs: 4096, rw: "randread" });
+  const off = runWorkload(tb, { ...base, path: "bvec", bs: 4096, rw: "randread", verify: false });
+  assert.deepEqual([on.verified, on.dataChecked], [true, true]);
+  assert.deepEqual([off.verified, off.dataChecked], [true, false]);
+});
+
 Deno.test("workload: region too small for the queue depth is an error", () => {
   using tb = openTestbed({ backend: "sim" });
   assert.throws(
@@ -144,6 +152,8 @@ Deno.test("cli: fio-style flags parse, and each mistake names its flag", () => {
   assert.deepEqual(o.iommu, ["lazy"]);
   assert.equal(o.ios, 7);
   assert.equal(parseSize("bs", "1m"), 1 << 20);
+  assert.equal(parseRunArgs(["--verify=0"], DEFAULTS).verify, false);
+  assert.equal(parseRunArgs([], DEFAULTS).verify, undefined);
   const bad: [string[], RegExp][] = [
     [["--bs=3k"], /--bs/],
     [["--qd=0"], /--qd/],
@@ -153,6 +163,7 @@ Deno.test("cli: fio-style flags parse, and each mistake names its flag", () => {
     [["--ios=abc"], /--ios/],
     [["--nope"], /nope/],
     [["--rw=read"], /--rw: 'read'/],
+    [["--verify=yes"], /--verify: 'yes'/],
   ];
   for (const [args, re] of bad) {
     assert.throws(
