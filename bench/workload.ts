@@ -20,7 +20,7 @@ import { Stats, type StatsSnapshot } from "../sim/stats.ts";
 import { O } from "../sim/uapi/io_uring.ts";
 import { IOSQE, type Ring, type UserBuffer } from "../sim/uapi/ring_api.ts";
 import type { Testbed } from "../sim/uapi/testbed.ts";
-import { describeResult } from "../sim/uapi/errno.ts";
+import { describeResult, Errno } from "../sim/uapi/errno.ts";
 
 /** The three buffer paths. */
 export type IoPath = "none" | "bvec" | "dma";
@@ -315,7 +315,9 @@ function drive(
     if (!r.ok) throw new WorkloadError(`io_uring_enter: ${describeResult(r.res)}`);
     for (let i = 0; i < queued; i++) slat.push(((t1 - t0) * 1e6) / queued);
     for (const s of job.slots) if (s.busy && s.submittedAt === 0) s.submittedAt = t0;
-    const w = job.ring.submit(1);
+    let w = job.ring.submit(1);
+    // A signal (a profiler's, a debugger's) interrupts the wait: retry, as applications do.
+    while (w.res === -Errno.EINTR) w = job.ring.submit(1);
     if (!w.ok) throw new WorkloadError(`io_uring_enter(wait): ${describeResult(w.res)}`);
     const now = performance.now();
     for (const c of job.ring.reap()) {

@@ -12,7 +12,7 @@
  * @module
  */
 
-import { errnoName } from "./errno.ts";
+import { Errno, errnoName } from "./errno.ts";
 import {
   type Cqe,
   encodeMapBuffers,
@@ -225,15 +225,15 @@ export class Ring implements Disposable {
     }));
   }
 
-  /** Submit, wait for `n` completions, and reap them. */
+  /** Submit, wait for `n` completions, and reap them (a wait interrupted by a signal is retried). */
   submitAndReap(n: number): Completion[] {
-    const s = this.submit(n);
+    const s = this.#enter(n);
     if (!s.ok) throw new Error(`io_uring_enter: ${s.res} (${s.errno})`);
     const out: Completion[] = [];
     while (out.length < n) {
       const got = this.reap(n - out.length);
       if (got.length === 0) {
-        const again = this.submit(n - out.length);
+        const again = this.#enter(n - out.length);
         if (!again.ok) throw new Error(`io_uring_enter: ${again.res} (${again.errno})`);
         const more = this.reap(n - out.length);
         if (more.length === 0) throw new Error(`waited for ${n} CQEs, got ${out.length}`);
@@ -241,6 +241,12 @@ export class Ring implements Disposable {
       } else out.push(...got);
     }
     return out;
+  }
+
+  #enter(waitNr: number): CallResult {
+    let r = this.submit(waitNr);
+    while (r.res === -Errno.EINTR) r = this.submit(waitNr);
+    return r;
   }
 
   /** IORING_REGISTER_FILES: `fds` may contain -1 for sparse slots. */
