@@ -54,6 +54,10 @@ async function main(args: string[]): Promise<number> {
   console.log(summaryTable(records));
   for (const line of iopsRatioLines(records)) console.log(line);
   report(o, records, notRun, iommus);
+  if (records.length === 0) {
+    console.log("bench: no configuration ran (see the 'not run' lines)");
+    return 1;
+  }
   return records.every((r) => r.verified) ? 0 : 1;
 }
 
@@ -139,14 +143,18 @@ function report(
     console.log(`wrote ${o.json}`);
   }
   if (o.svg) {
+    // One chart: the first qd, direction and IOMMU mode of the run, named in the title.
+    const [qd, rw, iommu] = [o.qd[0], o.rw[0], records.find((r) => r.backend !== "fio")?.iommu];
     const first = records.filter((r) =>
-      r.backend !== "fio" && r.qd === o.qd[0] && r.iommu === records[0]?.iommu
+      r.backend !== "fio" && r.qd === qd && r.rw === rw && r.iommu === iommu
     );
-    const metric = o.backend === "sim"
-      ? { label: "host CPU ns per I/O (sim)", get: (r: WorkloadRecord) => r.cpuNsPerIo }
-      : { label: "submission latency mean, ns", get: (r: WorkloadRecord) => r.slat.mean };
+    const what = o.backend === "sim" ? "host CPU ns per I/O (sim)" : "submission latency mean, ns";
+    const metric = {
+      label: `${what}: ${rw}, qd=${qd}, iommu=${iommu}, ${o.ios} I/Os per bar`,
+      get: (r: WorkloadRecord) => o.backend === "sim" ? r.cpuNsPerIo : r.slat.mean,
+    };
     Deno.writeTextFileSync(o.svg, barChartSvg(first, metric));
-    console.log(`wrote ${o.svg}`);
+    console.log(`wrote ${o.svg} (${rw}, qd=${qd}, iommu=${iommu})`);
   }
 }
 

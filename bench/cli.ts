@@ -166,7 +166,11 @@ export function parseOrUsage(
 ): RunOptions | number {
   try {
     const o = parseRunArgs(args, defaults);
-    if (o.fio && command !== "bench") throw new UsageError(`--fio: only the bench runs fio`);
+    if (command !== "bench") {
+      if (o.fio) throw new UsageError(`--fio: only the bench runs fio (deno task bench)`);
+      if (o.json !== undefined) throw new UsageError(`--json: only the bench writes JSON`);
+      if (o.svg !== undefined) throw new UsageError(`--svg: only the bench draws a chart`);
+    }
     return o;
   } catch (e) {
     if (!(e instanceof UsageError)) throw e;

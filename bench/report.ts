@@ -8,33 +8,39 @@
 import type { IoPath, WorkloadRecord } from "./workload.ts";
 
 /** Rows of the per-I/O table: a label and how to read it from a record. */
-export const PER_IO_ROWS: readonly { label: string; get: (r: WorkloadRecord) => number | null }[] =
-  [
-    { label: "pages pinned", get: (r) => r.perIo?.pagesPinned ?? null },
-    { label: "bio_vecs built", get: (r) => r.perIo?.bioVecs ?? null },
-    { label: "scatterlist entries", get: (r) => r.perIo?.sgEntries ?? null },
-    { label: "dma_map_sg calls", get: (r) => r.perIo?.dmaMapSgCalls ?? null },
-    {
-      label: "dma map/unmap page",
-      get: (r) => r.perIo ? r.perIo.dmaMapPageCalls + r.perIo.dmaUnmapPageCalls : null,
-    },
-    { label: "IOVA allocations", get: (r) => r.perIo?.iovaAllocs ?? null },
-    {
-      label: "IOMMU PTE writes+clears",
-      get: (r) => r.perIo ? r.perIo.iommuPteWrites + r.perIo.iommuPteClears : null,
-    },
-    { label: "IOTLB invalidations", get: (r) => r.perIo?.iotlbInvalidations ?? null },
-    { label: "IOTLB global flushes", get: (r) => r.perIo?.iotlbFlushes ?? null },
-    { label: "bytes bounced (swiotlb)", get: (r) => r.perIo?.bounceBytes ?? null },
-    { label: "PRP entries written", get: (r) => r.perIo?.prpEntries ?? null },
-    { label: "SGL descriptors", get: (r) => r.perIo?.sglDescriptors ?? null },
-    { label: "PRP pool allocations", get: (r) => r.perIo?.prpPoolAllocs ?? null },
-    { label: "bytes allocated", get: (r) => r.perIo?.bytesAllocated ?? null },
-    { label: "host CPU ns (sim)", get: (r) => r.cpuNsPerIo },
-    { label: "  of which dma_map", get: (r) => r.stageNsPerIo?.dma_map ?? null },
-    { label: "  of which nvme_prep", get: (r) => r.stageNsPerIo?.nvme_prep ?? null },
-    { label: "slat mean ns (wall)", get: (r) => r.slat.mean },
-  ];
+export const PER_IO_ROWS: readonly {
+  label: string;
+  get: (r: WorkloadRecord) => number | null;
+  /** A count of work done (as opposed to a time). */
+  count?: boolean;
+}[] = [
+  { label: "pages pinned", count: true, get: (r) => r.perIo?.pagesPinned ?? null },
+  { label: "bio_vecs built", count: true, get: (r) => r.perIo?.bioVecs ?? null },
+  { label: "scatterlist entries", count: true, get: (r) => r.perIo?.sgEntries ?? null },
+  { label: "dma_map_sg calls", count: true, get: (r) => r.perIo?.dmaMapSgCalls ?? null },
+  {
+    label: "dma map/unmap page",
+    count: true,
+    get: (r) => r.perIo ? r.perIo.dmaMapPageCalls + r.perIo.dmaUnmapPageCalls : null,
+  },
+  { label: "IOVA allocations", count: true, get: (r) => r.perIo?.iovaAllocs ?? null },
+  {
+    label: "IOMMU PTE writes+clears",
+    count: true,
+    get: (r) => r.perIo ? r.perIo.iommuPteWrites + r.perIo.iommuPteClears : null,
+  },
+  { label: "IOTLB invalidations", count: true, get: (r) => r.perIo?.iotlbInvalidations ?? null },
+  { label: "IOTLB global flushes", count: true, get: (r) => r.perIo?.iotlbFlushes ?? null },
+  { label: "bytes bounced (swiotlb)", count: true, get: (r) => r.perIo?.bounceBytes ?? null },
+  { label: "PRP entries written", count: true, get: (r) => r.perIo?.prpEntries ?? null },
+  { label: "SGL descriptors", count: true, get: (r) => r.perIo?.sglDescriptors ?? null },
+  { label: "PRP pool allocations", count: true, get: (r) => r.perIo?.prpPoolAllocs ?? null },
+  { label: "bytes allocated", count: true, get: (r) => r.perIo?.bytesAllocated ?? null },
+  { label: "host CPU ns (sim)", get: (r) => r.cpuNsPerIo },
+  { label: "  of which dma_map", get: (r) => r.stageNsPerIo?.dma_map ?? null },
+  { label: "  of which nvme_prep", get: (r) => r.stageNsPerIo?.nvme_prep ?? null },
+  { label: "slat mean ns (wall)", get: (r) => r.slat.mean },
+];
 
 function fmt(v: number | null): string {
   if (v === null || Number.isNaN(v)) return "-";

@@ -195,8 +195,11 @@ class Job implements Disposable {
     if (cfg.path === "dma") {
       const mb = this.ring.mapBuffers(0, 0, cfg.qd);
       if (!mb.ok) {
+        const why = tb.backend === "real"
+          ? " (answered by the real backend: the live kernel has no such opcode, so it is not sent)"
+          : "";
         throw new WorkloadError(
-          `IORING_REGISTER_MAP_BUFFERS on ${this.target}: ${describeResult(mb.res)}`,
+          `IORING_REGISTER_MAP_BUFFERS on ${this.target}: ${describeResult(mb.res)}${why}`,
         );
       }
     }

@@ -25,15 +25,22 @@ function walk(tb: Testbed, ring: Ring, nvme: string | undefined): void {
   const direct = nvme ? tb.open(nvme, O.RDWR | O.DIRECT) : -1;
   const buffered = tb.open(tb.tempPath("plain.dat"), O.RDWR | O.CREAT, 0o644);
   const regularDirect = tb.open(tb.tempPath("direct.dat"), O.RDWR | O.CREAT | O.DIRECT, 0o644);
+  const slot0 = nvme ? "nvme O_DIRECT" : "-1 (no NVMe on this backend)";
   show(
-    "register files [nvme O_DIRECT, plain file, O_DIRECT file, -1]",
+    `register files [${slot0}, plain file, O_DIRECT file, -1]`,
     ring.registerFiles([direct, buffered, regularDirect, -1]),
   );
+  if (tb.backend === "real") {
+    console.log(
+      "  (real backend: MAP/UNMAP_BUFFERS are answered -EINVAL by the testbed itself, as the live\n" +
+        "   kernel does for an opcode it lacks; they are never sent to the kernel)",
+    );
+  }
   show(
     "register buffers [a, b]",
     ring.registerBuffers([{ addr: a.addr, len: 8192 }, { addr: b.addr, len: 8192 }]),
   );
-  console.log("argument checks, in the kernel's order:");
+  console.log("argument checks, in the order of the proposal:");
   const raw = (opcode: number, arg: Uint8Array, nr: number) => ({
     ...wrap(ring.raw.register(opcode, arg, nr)),
   });

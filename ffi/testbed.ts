@@ -12,7 +12,7 @@
  * @module
  */
 
-import { ErrnoError } from "../sim/uapi/errno.ts";
+import { Errno, ErrnoError } from "../sim/uapi/errno.ts";
 import type { Ring, UserBuffer } from "../sim/uapi/ring_api.ts";
 import {
   Handouts,
@@ -54,6 +54,7 @@ class RealTestbed implements Testbed {
 
   open(path: string, flags: number, mode = 0o644): number {
     this.#live();
+    if (typeof path !== "string") return -Errno.EFAULT; // a NULL pathname
     const fd = this.#libc.open(path, flags, mode);
     if (fd >= 0) this.#fds.add(fd);
     return fd;

@@ -10,7 +10,7 @@ import { Kernel } from "./kernel.ts";
 import { attachNvme, type NvmeHost } from "./host.ts";
 import { SimRing } from "./io_uring/io_uring.ts";
 import { doSysOpen, lookupInode, sysClose, sysUnlink } from "./fs/namei.ts";
-import { ErrnoError } from "./uapi/errno.ts";
+import { Errno, ErrnoError } from "./uapi/errno.ts";
 import { IORING_SETUP, PARAMS } from "./uapi/io_uring.ts";
 import { Ring, type UserBuffer } from "./uapi/ring_api.ts";
 import { Handouts, type RingOptions, type Testbed, type TestbedOptions } from "./uapi/testbed.ts";
@@ -85,6 +85,7 @@ export class SimTestbed implements Testbed {
   /** open(2) in the simulated process. */
   open(path: string, flags: number, _mode = 0o644): number {
     this.#live();
+    if (typeof path !== "string") return -Errno.EFAULT; // a NULL pathname
     return doSysOpen(this.kernel, path, flags);
   }
 

@@ -709,14 +709,21 @@ export class NvmeDev implements BlkMqOps, Disposable {
     iod.sgt = sgl;
     iod.nents = nents;
     let ret: BlkStatusT;
-    if (this.#useSgls(q, rq, nents)) ret = this.#setupSgls(iod, cmd, sgl, nents);
+    if (this.#useSgls(q, rq)) ret = this.#setupSgls(iod, cmd, sgl, nents);
     else ret = this.#setupPrps(rq, iod, cmd, sgl, nents);
     if (ret !== BlkStatus.OK) this.#unmapData(rq, iod);
     return ret;
   }
 
-  /** nvme_pci_use_sgls() */
-  #useSgls(q: NvmeQueue, rq: Request, nseg: number): boolean {
+  /**
+   * nvme_pci_use_sgls(), as in the 2022 driver the proposal was written
+   * against: the average is over blk_rq_nr_phys_segments(), the CPU-side
+   * segments, not over what dma_map_sg() merged them into (that came with
+   * the later dma_map_sgtable conversion).
+   */
+  #useSgls(q: NvmeQueue, rq: Request): boolean {
+    const nseg = rq.nrPhysSegments;
+    if (nseg === 0) return false;
     const avg = Math.ceil(rq.dataLen / nseg);
     if (!this.sglSupported || q.qid === 0) return false;
     if (!this.#opts.sglThreshold || avg < this.#opts.sglThreshold) return false;

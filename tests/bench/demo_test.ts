@@ -24,14 +24,29 @@ Deno.test("demo: sim backend, no permissions, verified, dma flat", () => {
   const { code, out, err } = runDemo(["--ios=32", "--qd=2"]);
   assert.equal(code, 0, err);
   assert.match(out, /backend=sim iommu=strict/);
-  assert.match(out, /randwrite: every completion full-length and every byte read verified: yes/);
-  assert.match(out, /randread: every completion full-length and every byte read verified: yes/);
+  assert.match(
+    out,
+    /randwrite qd=2: every completion full-length and every byte read verified: yes/,
+  );
+  assert.match(
+    out,
+    /randread qd=2: every completion full-length and every byte read verified: yes/,
+  );
   const row = out.split("\n").find((l) => l.startsWith("IOMMU PTE writes+clears"))!;
   // Columns: 4k none bvec dma, 16k none bvec dma, 64k none bvec dma.
   const cells = row.split("|")[1].trim().split(/\s+/).map((x) => Number(x.replace(/,/g, "")));
   assert.deepEqual([cells[2], cells[5], cells[8]], [0, 0, 0]);
   assert.ok(cells[7] > cells[4] && cells[4] > cells[1], `bvec grows: ${row}`);
   assert.match(out, /dma skipped what bvec did/);
+  assert.match(out, /64k: [^;]*PRP entries written 15 -> 0/);
+});
+
+Deno.test("demo: flags only the bench uses are refused by name", () => {
+  for (const [flag, re] of [["--json=/tmp/x.json", /--json/], ["--svg=/tmp/x.svg", /--svg/]]) {
+    const r = runDemo([flag as string]);
+    assert.equal(r.code, 2);
+    assert.match(r.err, re as RegExp);
+  }
 });
 
 Deno.test("demo: an unknown flag or a bad value exits 2 naming it", () => {

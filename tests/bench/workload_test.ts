@@ -63,7 +63,9 @@ Deno.test("workload: dma per-I/O work is flat from 4k to 64k while bvec grows", 
   const b4 = sg("bvec", 4096), b64 = sg("bvec", 65536);
   const d4 = sg("dma", 4096), d64 = sg("dma", 65536);
   assert.ok(b64.iommuPteWrites > b4.iommuPteWrites, "bvec IOMMU work grows with size");
-  assert.equal(b64.iommuPteWrites, 16);
+  // 16 data pages per I/O; a PRP-list pool page mapped once in the run adds 1/64.
+  assert.ok(b64.iommuPteWrites >= 16 && b64.iommuPteWrites <= 16 + 1 / 64, `${b64.iommuPteWrites}`);
+  assert.equal(b64.sgEntries, 16);
   assert.deepEqual(
     [d4.iommuPteWrites, d4.sgEntries, d4.dmaMapPageCalls],
     [d64.iommuPteWrites, d64.sgEntries, d64.dmaMapPageCalls],

@@ -77,3 +77,18 @@ Deno.test("SGL above sgl_threshold: a last-segment descriptor to one data block 
   assert.equal(t[1].path, "premapped");
   assert.equal(nvmeCmdPsdt(t[1].cmd), 0);
 });
+
+Deno.test("SGL choice averages over physical segments, not IOMMU-merged DMA segments", () => {
+  // 64 KiB over 16 scattered pages: 16 physical segments of 4 KiB, below the default 32 KiB
+  // sgl_threshold, so PRPs, even though a strict IOMMU merges them into one DMA segment.
+  const rig = makeRig(43, { iommu: "strict" });
+  const t = trace(rig);
+  const vma = rig.kernel.mm.mmap(16 * 4096);
+  rig.kernel.rng.fill(vma.bytes);
+  const bv = pinBvecs(rig, vma.start, 16 * 4096);
+  assert.equal(rw(rig, iovIterBvec("write", bv, 16 * 4096), 0n), 65536);
+  assert.equal(t[0].path, "prp");
+  assert.equal(nvmeCmdPsdt(t[0].cmd), 0);
+  assert.equal(t[0].list.length, 1); // 15 entries fit one small-pool block
+  assert.deepEqual(rig.host.controller.mediaRead(1, 0, 65536), vma.bytes.subarray(0, 65536));
+});
