@@ -58,6 +58,13 @@ export function generate(seed: number, nOps: number): Step[] {
     }
     opened[f] = true;
   }
+  // Start with every file in a fixed slot and every buffer registered, so most requests reach
+  // real I/O; the control-plane steps below then tear tables down and rebuild them.
+  push({ t: "regFiles", files: Array.from({ length: NR_FILES }, (_, i) => i) });
+  push({
+    t: "regBufs",
+    bufs: Array.from({ length: NR_BUFS }, (_, i) => ({ buf: i, off: 0, len: BUF_BYTES })),
+  });
 
   const aligned = () => rng.chance(0.8);
   const range = (buf: number, direct: boolean): BufRange => {
@@ -72,7 +79,7 @@ export function generate(seed: number, nOps: number): Step[] {
   const fileRef = (): FileRef => {
     const r = rng.float();
     if (r < 0.45) return { fd: rng.int(NR_FILES) };
-    if (r < 0.95) return { slot: rng.int(NR_FILES + 2) };
+    if (r < 0.95) return { slot: rng.chance(0.85) ? rng.int(NR_FILES) : NR_FILES + rng.int(2) };
     return { rawFd: rng.pick([-1, 999]) };
   };
   // The generator does not know whether a slot or fd is O_DIRECT; it mixes aligned and
