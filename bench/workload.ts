@@ -388,3 +388,24 @@ export function runWorkload(tb: Testbed, cfg: WorkloadConfig, iommu = "n/a"): Wo
     ...(job.errors.length ? { firstErrors: job.errors.slice(0, 3) } : {}),
   };
 }
+
+/**
+ * Run each path once, unmeasured, so the JIT has compiled it before the
+ * first measured job (otherwise the first cells of a table run cold).
+ * Paths that cannot run here (e.g. `dma` on the live kernel) are skipped.
+ */
+export function warmUp(
+  tb: Testbed,
+  paths: readonly IoPath[],
+  bs: number,
+  qd: number,
+  seed: number,
+): void {
+  for (const path of paths) {
+    try {
+      runWorkload(tb, { path, bs, qd, rw: "randwrite", ios: 64, seed, regionBytes: 8 << 20 });
+    } catch (e) {
+      if (!(e instanceof WorkloadError)) throw e;
+    }
+  }
+}

@@ -12,10 +12,9 @@
 
 import { openTestbed } from "../mod.ts";
 import { parseOrUsage, type RunOptions } from "../bench/cli.ts";
-import { runWorkload, WorkloadError, type WorkloadRecord } from "../bench/workload.ts";
+import { runWorkload, warmUp, WorkloadError, type WorkloadRecord } from "../bench/workload.ts";
 import { PER_IO_ROWS, perIoTable, summaryTable } from "../bench/report.ts";
 import type { IommuMode } from "../sim/dma/types.ts";
-import type { Testbed } from "../sim/uapi/testbed.ts";
 
 const DEFAULTS: RunOptions = {
   backend: "sim",
@@ -53,17 +52,6 @@ function fmt(v: number): string {
   return Number.isInteger(v) ? String(v) : v.toFixed(3).replace(/0+$/, "");
 }
 
-/** Run each path once, unmeasured, so the JIT has compiled the path before the first cell. */
-function warmUp(tb: Testbed, o: RunOptions): void {
-  for (const path of o.paths) {
-    try {
-      runWorkload(tb, { path, bs: o.bs[0], qd: o.qd[0], rw: "randwrite", ios: 64, seed: o.seed });
-    } catch (e) {
-      if (!(e instanceof WorkloadError)) throw e;
-    }
-  }
-}
-
 function main(args: string[]): number {
   const o = parseOrUsage("demo", args, DEFAULTS);
   if (typeof o === "number") return o;
@@ -81,7 +69,7 @@ function main(args: string[]): number {
         (tb.backend === "sim" ? ` iommu=${iommu}` : " (live kernel io_uring; no IOMMU model)") +
         ` seed=${o.seed} target=${where} ios=${o.ios} per cell`,
     );
-    warmUp(tb, o);
+    warmUp(tb, o.paths, o.bs[0], o.qd[0], o.seed);
     for (const qd of o.qd) {
       for (const rw of o.rw) {
         const records: WorkloadRecord[] = [];
