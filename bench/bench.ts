@@ -71,7 +71,7 @@ async function runAll(
   const iommus = o.backend === "real" ? [o.iommu[0]] : o.iommu;
   for (const iommu of iommus) {
     using tb = openTestbed({ backend: o.backend, seed: o.seed, iommu });
-    warmUp(tb, o.paths, o.bs[0], o.qd[0], o.seed);
+    warmUp(tb, o.paths, o.bs, o.qd[0], o.seed);
     for (const rw of o.rw) {
       for (const qd of o.qd) {
         for (const bs of o.bs) {

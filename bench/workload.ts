@@ -390,22 +390,27 @@ export function runWorkload(tb: Testbed, cfg: WorkloadConfig, iommu = "n/a"): Wo
 }
 
 /**
- * Run each path once, unmeasured, so the JIT has compiled it before the
- * first measured job (otherwise the first cells of a table run cold).
- * Paths that cannot run here (e.g. `dma` on the live kernel) are skipped.
+ * Run every path at every size in both directions, unmeasured, so the JIT
+ * has compiled each before the first measured job (otherwise whichever
+ * table runs first is measured cold). Paths that cannot run here (e.g.
+ * `dma` on the live kernel) are skipped.
  */
 export function warmUp(
   tb: Testbed,
   paths: readonly IoPath[],
-  bs: number,
+  sizes: readonly number[],
   qd: number,
   seed: number,
 ): void {
-  for (const path of paths) {
-    try {
-      runWorkload(tb, { path, bs, qd, rw: "randwrite", ios: 64, seed, regionBytes: 8 << 20 });
-    } catch (e) {
-      if (!(e instanceof WorkloadError)) throw e;
+  for (const rw of ["randwrite", "randread"] as const) {
+    for (const bs of sizes) {
+      for (const path of paths) {
+        try {
+          runWorkload(tb, { path, bs, qd, rw, ios: 200, seed, regionBytes: 16 << 20 });
+        } catch (e) {
+          if (!(e instanceof WorkloadError)) throw e;
+        }
+      }
     }
   }
 }

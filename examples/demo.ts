@@ -69,7 +69,7 @@ function main(args: string[]): number {
         (tb.backend === "sim" ? ` iommu=${iommu}` : " (live kernel io_uring; no IOMMU model)") +
         ` seed=${o.seed} target=${where} ios=${o.ios} per cell`,
     );
-    warmUp(tb, o.paths, o.bs[0], o.qd[0], o.seed);
+    warmUp(tb, o.paths, o.bs, o.qd[0], o.seed);
     for (const qd of o.qd) {
       for (const rw of o.rw) {
         const records: WorkloadRecord[] = [];
