@@ -36,6 +36,8 @@ export interface AttachNvmeOptions {
   mdts?: number;
   /** Controller SGL support (default true). */
   sgls?: boolean;
+  /** Controller reports a volatile write cache, so fsync sends Flush (default false). */
+  volatileWriteCache?: boolean;
   /** Controller CAP.MQES + 1 (default 1024). */
   mqes?: number;
   /** nvme_max_retries (default 5). */
@@ -81,6 +83,7 @@ export function attachNvme(kernel: Kernel, opts: AttachNvmeOptions): NvmeHost {
     namespaces: opts.namespaces,
     mdts: opts.mdts,
     sgls: opts.sgls,
+    volatileWriteCache: opts.volatileWriteCache,
     mqes: opts.mqes,
     maxQueues: Math.max(8, opts.nrIoQueues ?? 1),
     seed: kernel.rng.nextU32(),

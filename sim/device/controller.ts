@@ -91,6 +91,11 @@ export interface ControllerConfig {
   seed: number;
   /** Optional service time model (default: none, zero time). */
   latency?: LatencyModel;
+  /**
+   * Report a volatile write cache in Identify Controller VWC (default false).
+   * Writes still reach the media at once; the bit makes the host send Flush.
+   */
+  volatileWriteCache?: boolean;
 }
 
 /** An asynchronous event (5.2 Asynchronous Event Request, completion dword 0). */
@@ -188,6 +193,7 @@ export class NvmeController implements NvmeControllerPort {
   readonly #mqes: number;
   readonly #mdts: number;
   readonly #sgls: boolean;
+  readonly #vwc: boolean;
   readonly #latency: LatencyModel | undefined;
   readonly #cap: bigint;
   readonly #nVectors: number;
@@ -242,6 +248,7 @@ export class NvmeController implements NvmeControllerPort {
     this.#mqes = cfg.mqes ?? 1024;
     this.#mdts = cfg.mdts ?? 5;
     this.#sgls = cfg.sgls ?? true;
+    this.#vwc = cfg.volatileWriteCache ?? false;
     if (!Number.isInteger(this.#maxQueues) || this.#maxQueues < 1) {
       throw new RangeError(`NvmeController: maxQueues ${this.#maxQueues}`);
     }
@@ -725,6 +732,7 @@ export class NvmeController implements NvmeControllerPort {
           sgls: this.#sgls,
           ver: NVME_VS_1_4,
           aerl: NVME_AERL,
+          vwc: this.#vwc,
         });
         break;
       case NVME_ID_CNS.NS_ACTIVE_LIST:

@@ -75,6 +75,8 @@ export interface IdCtrlInfo {
   ver: number;
   /** AERL: outstanding Asynchronous Event Requests allowed, 0-based. */
   aerl: number;
+  /** VWC bit 0: a volatile write cache is present (Flush then matters). */
+  vwc?: boolean;
 }
 
 function putAscii(b: Uint8Array, off: number, len: number, s: string): void {
@@ -100,6 +102,7 @@ export function buildIdCtrl(info: IdCtrlInfo): Uint8Array {
   b[ID_CTRL.SQES] = (6 << 4) | 6; // required and maximum 64 bytes
   b[ID_CTRL.CQES] = (4 << 4) | 4; // required and maximum 16 bytes
   v.setUint32(ID_CTRL.NN, info.nn, true);
+  b[ID_CTRL.VWC] = info.vwc ? 1 : 0;
   v.setUint32(ID_CTRL.SGLS, info.sgls ? SGLS.SUPPORTED | SGLS.BIT_BUCKET : 0, true);
   const nqn = "nqn.2022-08.dev.premap:nvme-sim";
   for (let i = 0; i < 256; i++) b[ID_CTRL.SUBNQN + i] = i < nqn.length ? nqn.charCodeAt(i) : 0;
