@@ -6,18 +6,10 @@
  */
 
 import assert from "node:assert/strict";
+import { runExample } from "./_run_example.ts";
 
-function runDemo(args: string[]): { code: number; out: string; err: string } {
-  const r = new Deno.Command(Deno.execPath(), {
-    args: ["run", new URL("../../examples/demo.ts", import.meta.url).pathname, ...args],
-    stdout: "piped",
-    stderr: "piped",
-  }).outputSync();
-  return {
-    code: r.code,
-    out: new TextDecoder().decode(r.stdout),
-    err: new TextDecoder().decode(r.stderr),
-  };
+function runDemo(args: string[]) {
+  return runExample("demo.ts", args);
 }
 
 Deno.test("demo: sim backend, no permissions, verified, dma flat", () => {

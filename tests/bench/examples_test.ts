@@ -4,16 +4,9 @@
  */
 
 import assert from "node:assert/strict";
+import { runExample } from "./_run_example.ts";
 
-function run(script: string, args: string[] = []): { code: number; out: string; err: string } {
-  const r = new Deno.Command(Deno.execPath(), {
-    args: ["run", new URL(`../../examples/${script}`, import.meta.url).pathname, ...args],
-    stdout: "piped",
-    stderr: "piped",
-  }).outputSync();
-  const d = new TextDecoder();
-  return { code: r.code, out: d.decode(r.stdout), err: d.decode(r.stderr) };
-}
+const run = runExample;
 
 Deno.test("examples/prp_walk.ts: PRP2 into the flat array, then a pool list across its page", () => {
   const { code, out, err } = run("prp_walk.ts");
