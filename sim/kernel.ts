@@ -27,6 +27,48 @@ export interface Poller {
   readonly inFlight: number;
 }
 
+/**
+ * The host's clock for timeouts (admin commands, controller ready waits).
+ * `sim` runs a virtual clock, so a wait that nothing can satisfy ends at
+ * once at its deadline and runs stay deterministic; `real` reads
+ * CLOCK_MONOTONIC, since its device runs on its own thread.
+ */
+export interface KernelClock {
+  /** Nanoseconds since an arbitrary start. */
+  nowNs(): number;
+  /** True when time moves only when the simulation moves it. */
+  readonly virtual: boolean;
+  /** Move a virtual clock forward to `ns` (no-op if already past it, or on a real clock). */
+  advanceTo(ns: number): void;
+}
+
+/** A clock that moves only when told to (the `sim` backend's). */
+export class VirtualClock implements KernelClock {
+  #now = 0;
+  /** Always true. */
+  readonly virtual = true;
+  /** Current virtual time. */
+  nowNs(): number {
+    return this.#now;
+  }
+  /** Jump forward (a sleeping waiter's timeout firing). */
+  advanceTo(ns: number): void {
+    if (ns > this.#now) this.#now = ns;
+  }
+}
+
+/** CLOCK_MONOTONIC through `performance.now()` (the `real` backend's). */
+export class MonotonicClock implements KernelClock {
+  /** Always false. */
+  readonly virtual = false;
+  /** Monotonic time in ns. */
+  nowNs(): number {
+    return Math.round(performance.now() * 1e6);
+  }
+  /** Real time cannot be moved. */
+  advanceTo(_ns: number): void {}
+}
+
 /** Opens a device node: returns a file or a negative errno. */
 export type DeviceOpener = (path: string, flags: number) => File | number;
 
@@ -38,6 +80,8 @@ export interface KernelOptions {
   capSysAdmin?: boolean;
   /** Whether stage timing is on (default true). */
   timing?: boolean;
+  /** The clock for timeouts (default a {@link VirtualClock}). */
+  clock?: KernelClock;
 }
 
 /** The simulated kernel context shared by the layers of one testbed. */
@@ -50,6 +94,8 @@ export class Kernel {
   readonly stats: Stats;
   /** The root random source; components fork their own. */
   readonly rng: Rng;
+  /** The clock timeouts are measured on. */
+  readonly clock: KernelClock;
   /** capable(CAP_SYS_ADMIN) for the calling process. */
   capSysAdmin: boolean;
   /** Device nodes by path (e.g. "/dev/nvme0n1"). */
@@ -71,6 +117,7 @@ export class Kernel {
     this.phys = new PhysMem({ seed });
     this.mm = new UserMm(this.phys, this.stats);
     this.capSysAdmin = opts.capSysAdmin ?? true;
+    this.clock = opts.clock ?? new VirtualClock();
   }
 
   /**
@@ -111,14 +158,38 @@ export class Kernel {
   /**
    * Poll until `done()` holds. Returns false, rather than spinning forever,
    * when nothing is in flight and `done()` still fails (a wait that the
-   * kernel would sleep in indefinitely).
+   * kernel would sleep in indefinitely). On a real clock a device on its own
+   * thread may complete work between polls, so the wait also ends (false)
+   * after `timeoutNs` (default 60 s).
    */
-  runUntil(done: () => boolean, maxRounds = 1_000_000): boolean {
-    for (let i = 0; i < maxRounds; i++) {
+  runUntil(done: () => boolean, maxRounds = 1_000_000, timeoutNs = 60e9): boolean {
+    const deadline = this.clock.virtual ? Infinity : this.clock.nowNs() + timeoutNs;
+    for (let i = 0; this.clock.virtual ? i < maxRounds : true; i++) {
       if (done()) return true;
       const n = this.poll();
       if (n === 0 && this.inFlight === 0) return done();
+      if (!this.clock.virtual && (i & 63) === 63 && this.clock.nowNs() > deadline) return done();
     }
     throw new Error(`Kernel.runUntil: no completion after ${maxRounds} rounds (livelock)`);
+  }
+
+  /**
+   * wait_event_timeout(): poll the devices until `done()` holds or
+   * `timeoutNs` passes on the kernel's clock. On the virtual clock a wait
+   * with nothing in flight jumps to its deadline at once.
+   */
+  waitEvent(done: () => boolean, timeoutNs: number, maxRounds = 1_000_000): boolean {
+    const deadline = this.clock.nowNs() + timeoutNs;
+    for (let i = 0; i < maxRounds || !this.clock.virtual; i++) {
+      if (done()) return true;
+      const n = this.poll();
+      if (done()) return true;
+      if (this.clock.nowNs() >= deadline) return false;
+      if (n === 0 && this.clock.virtual && this.inFlight === 0) {
+        this.clock.advanceTo(deadline); // asleep until the timeout: nothing can wake it
+        return done();
+      }
+    }
+    throw new Error(`Kernel.waitEvent: no completion after ${maxRounds} rounds (livelock)`);
   }
 }

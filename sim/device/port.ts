@@ -5,6 +5,12 @@
  * in native memory driven through FFI. Queues and data live in host memory
  * and the controller reaches them only through its {@link DeviceDmaPort}.
  *
+ * Nothing simulator-only crosses this seam: no "make progress" call and no
+ * count of commands in flight, since hardware offers neither. The driver
+ * learns of completions from its completion queues and interrupts; the
+ * simulation steps the TypeScript controller behind the seam (a kernel
+ * poller in `sim/host.ts`), and the C controller runs on its own thread.
+ *
  * Register offsets follow the NVMe Base Specification, section 3.1.4
  * (controller properties).
  *
@@ -40,13 +46,4 @@ export interface NvmeControllerPort {
   writeReg64(offset: number, value: bigint): void;
   /** Install the handler for MSI-X vector `vector` (called when the controller posts to a CQ on it). */
   setIrqHandler(vector: number, handler: () => void): void;
-  /**
-   * Let the controller make progress: fetch and execute commands whose
-   * doorbells were rung, post completions, raise interrupts. Returns the
-   * number of commands completed. A controller with its own thread may
-   * return what it completed since the last call.
-   */
-  poll(budget?: number): number;
-  /** Commands fetched but not yet completed. */
-  readonly inFlight: number;
 }

@@ -86,8 +86,10 @@ export const BLK_DEF_MAX_SECTORS_CAP = 2560;
 export const NVME_PREMAP_MAX_ARRAY_BYTES = 64 << 20;
 /** PRP entries in one controller page. */
 const PRPS_PER_PAGE = NVME_CTRL_PAGE_SIZE >> 3;
-/** Polls of the controller a synchronous admin command waits for. */
-const ADMIN_TIMEOUT_POLLS = 10_000;
+/** NVME_ADMIN_TIMEOUT: 60 s (admin_timeout), on the kernel's clock. */
+export const NVME_ADMIN_TIMEOUT_NS = 60e9;
+/** NVME_CAP_TIMEOUT unit: CAP.TO counts 500 ms. */
+const NVME_CAP_TO_UNIT_NS = 500e6;
 
 /** Reproductions of the published v1 bugs, for tests that show a checking device catches them. */
 export interface NvmeV1Bugs {
@@ -490,15 +492,16 @@ export class NvmeDev implements BlkMqOps, Disposable {
     return 0;
   }
 
-  /** nvme_wait_ready(): CSTS.RDY reaches `ready`; CSTS.CFS fails. */
+  /** nvme_wait_ready(): CSTS.RDY reaches `ready` within (CAP.TO + 1) * 500 ms; CSTS.CFS fails. */
   #waitReady(ready: boolean): boolean {
-    for (let i = 0; i < 100; i++) {
+    const to = Number((this.#ctrl.readReg64(NVME_REG.CAP) >> 24n) & 0xffn);
+    let fatal = false;
+    const ok = this.#kernel.waitEvent(() => {
       const csts = this.#ctrl.readReg32(NVME_REG.CSTS);
-      if (csts & 2) return false;
-      if (((csts & 1) !== 0) === ready) return true;
-      this.#ctrl.poll();
-    }
-    return false;
+      if (csts & 2) fatal = true;
+      return fatal || ((csts & 1) !== 0) === ready;
+    }, (to + 1) * NVME_CAP_TO_UNIT_NS);
+    return ok && !fatal;
   }
 
   /** nvme_create_queue(): CQ then SQ, in coherent memory, MSI-X vector = qid. */
@@ -543,17 +546,13 @@ export class NvmeDev implements BlkMqOps, Disposable {
       listBlocks: [],
       path: "none",
     });
-    for (let i = 0; i < ADMIN_TIMEOUT_POLLS; i++) {
-      const done = this.#adminDone.get(cid);
-      if (done) {
-        this.#adminDone.delete(cid);
-        return done;
-      }
-      if (this.#ctrl.poll() === 0 && this.#ctrl.inFlight === 0 && !this.#adminDone.has(cid)) {
-        return -Errno.ETIMEDOUT;
-      }
+    // The completion arrives through the admin queue's interrupt (nvme_irq).
+    if (!this.#kernel.waitEvent(() => this.#adminDone.has(cid), NVME_ADMIN_TIMEOUT_NS)) {
+      return -Errno.ETIMEDOUT;
     }
-    return -Errno.ETIMEDOUT;
+    const done = this.#adminDone.get(cid)!;
+    this.#adminDone.delete(cid);
+    return done;
   }
 
   #allocCoherent(size: number): CoherentBuffer | null {
