@@ -3,9 +3,19 @@
  * pages, 48-bit IOVA (Intel VT-d second-level tables, drivers/iommu/intel/iommu.c
  * pfn_to_dma_pte(), __domain_mapping(), dma_pte_clear_range()).
  *
+ * The table is bytes in kernel page frames, in the one layout both backends
+ * share (and `ffi/native/nvme_emu.h` documents): each table page holds 512
+ * little-endian 64-bit entries; IOVA bits 47:39, 38:30, 29:21 and 20:12 index
+ * levels 4..1; an entry is present when bit 0 (read) or bit 1 (write) is set;
+ * bits 51:12 hold the physical address of the next table page (levels 4..2,
+ * written with both bits set) or of the target page (level 1). On `sim` the
+ * TypeScript IOMMU walks these bytes; on `real` the C device walks the same
+ * bytes through the frame table, so what one translates the other does too.
+ *
  * @module
  */
 
+import type { PhysMem } from "../memory/phys.ts";
 import type { Stats } from "../stats.ts";
 
 /** IOMMU_READ (include/linux/iommu.h): the device may read. */
@@ -22,6 +32,11 @@ const LEVEL_STRIDE = 9;
 const LEVEL_SIZE = 1 << LEVEL_STRIDE;
 /** Highest IOVA page frame number + 1. */
 export const IOMMU_MAX_PFN = 2 ** (IOMMU_ADDR_WIDTH - 12);
+/** DMA_PTE_READ | DMA_PTE_WRITE: the bits that make an entry present. */
+const PTE_PRESENT_MASK = IOMMU_READ | IOMMU_WRITE;
+/** Bits 51:12 of an entry, in units of 2^32 (the high word keeps bits 51:32). */
+const PTE_ADDR_HIGH_MASK = 0x000f_ffff;
+const TWO_20 = 2 ** 20;
 
 /** A leaf entry (struct dma_pte): target frame and permissions. */
 export interface DmaPte {
@@ -31,23 +46,32 @@ export interface DmaPte {
   readonly prot: number;
 }
 
-type Table = (Table | DmaPte | undefined)[];
-
-/** A 4-level I/O page table. */
-export class IoPageTable {
-  readonly #root: Table = new Array(LEVEL_SIZE);
+/** A 4-level I/O page table in kernel frames. */
+export class IoPageTable implements Disposable {
   readonly #stats: Stats;
-  #tablePages = 1;
+  readonly #phys: PhysMem;
+  /** Table pages by pfn (root first), with a view for the host's writes. */
+  readonly #pages = new Map<number, DataView>();
+  /** pfn of the level-4 table page (the context entry's root). */
+  readonly rootPfn: number;
   #present = 0;
+  #disposed = false;
 
-  /** An empty table (one root page). */
-  constructor(stats: Stats) {
+  /** An empty table: one zeroed root page from `phys`. */
+  constructor(stats: Stats, phys: PhysMem) {
     this.#stats = stats;
+    this.#phys = phys;
+    this.rootPfn = this.#allocTablePage();
+  }
+
+  /** Physical address of the root table page (what the device is told). */
+  get rootPa(): bigint {
+    return BigInt(this.rootPfn) << 12n;
   }
 
   /** Table pages allocated (root included). */
   get tablePages(): number {
-    return this.#tablePages;
+    return this.#pages.size;
   }
 
   /** Leaf entries present. */
@@ -58,21 +82,24 @@ export class IoPageTable {
   /** pfn_to_dma_pte() + set: write one leaf; -1 if the IOVA is out of range or already mapped. */
   setPte(iovaPfn: number, pte: DmaPte): number {
     checkPfn(iovaPfn);
-    let t = this.#root;
+    if ((pte.prot & PTE_PRESENT_MASK) === 0) throw new RangeError("io_pgtable: PTE without R/W");
+    let table = this.rootPfn;
     for (let level = IOMMU_LEVELS; level > 1; level--) {
-      const i = levelIndex(iovaPfn, level);
-      let next = t[i] as Table | undefined;
+      const v = this.#view(table);
+      const off = levelIndex(iovaPfn, level) * 8;
+      let next = readEntry(v, off);
       if (next === undefined) {
-        next = new Array(LEVEL_SIZE);
-        t[i] = next;
-        this.#tablePages++;
+        const pfn = this.#allocTablePage();
+        writeEntry(v, off, pfn, PTE_PRESENT_MASK);
         this.#stats.add("bytesAllocated", 4096);
+        next = { pfn, prot: PTE_PRESENT_MASK };
       }
-      t = next;
+      table = next.pfn;
     }
-    const i = levelIndex(iovaPfn, 1);
-    if (t[i] !== undefined) return -1;
-    t[i] = pte;
+    const v = this.#view(table);
+    const off = levelIndex(iovaPfn, 1) * 8;
+    if (readEntry(v, off) !== undefined) return -1;
+    writeEntry(v, off, pte.pfn, pte.prot & PTE_PRESENT_MASK);
     this.#present++;
     this.#stats.add("iommuPteWrites");
     return 0;
@@ -81,30 +108,81 @@ export class IoPageTable {
   /** dma_pte_clear_range() for one page; whether an entry was present. */
   clearPte(iovaPfn: number): boolean {
     checkPfn(iovaPfn);
-    const t = this.#leafTable(iovaPfn);
-    const i = levelIndex(iovaPfn, 1);
-    if (!t || t[i] === undefined) return false;
-    t[i] = undefined;
+    const leaf = this.#leafTable(iovaPfn);
+    if (leaf === undefined) return false;
+    const v = this.#view(leaf);
+    const off = levelIndex(iovaPfn, 1) * 8;
+    if (readEntry(v, off) === undefined) return false;
+    // Present bits go first, so a concurrent walker never sees a half-cleared entry as present.
+    v.setUint32(off, 0, true);
+    v.setUint32(off + 4, 0, true);
     this.#present--;
     if (this.#present < 0) throw new Error("io_pgtable: present count underflow");
     this.#stats.add("iommuPteClears");
     return true;
   }
 
-  /** The hardware walk: the leaf for an IOVA page, if present. */
+  /** The hardware walk, reading table bytes from physical memory: the leaf, if present. */
   walk(iovaPfn: number): DmaPte | undefined {
     if (!Number.isInteger(iovaPfn) || iovaPfn < 0 || iovaPfn >= IOMMU_MAX_PFN) return undefined;
-    const t = this.#leafTable(iovaPfn);
-    return t?.[levelIndex(iovaPfn, 1)] as DmaPte | undefined;
+    let table = this.rootPfn;
+    for (let level = IOMMU_LEVELS; level >= 1; level--) {
+      const page = this.#phys.page(table);
+      if (page === undefined) return undefined; // a table pointer to no memory: a fault
+      const v = new DataView(page.data.buffer, page.data.byteOffset, 4096);
+      const e = readEntry(v, levelIndex(iovaPfn, level) * 8);
+      if (e === undefined) return undefined;
+      if (level === 1) return e;
+      table = e.pfn;
+    }
+    return undefined;
   }
 
-  #leafTable(iovaPfn: number): Table | undefined {
-    let t: Table | undefined = this.#root;
-    for (let level = IOMMU_LEVELS; level > 1 && t; level--) {
-      t = t[levelIndex(iovaPfn, level)] as Table | undefined;
-    }
-    return t;
+  /** domain_exit(): free every table page. The table must be empty of leaves. */
+  [Symbol.dispose](): void {
+    if (this.#disposed) return;
+    this.#disposed = true;
+    for (const pfn of this.#pages.keys()) this.#phys.freeContig(pfn, 1);
+    this.#pages.clear();
   }
+
+  #allocTablePage(): number {
+    const pfn = this.#phys.allocContig(1);
+    const page = this.#phys.page(pfn)!;
+    page.data.fill(0);
+    this.#pages.set(pfn, new DataView(page.data.buffer, page.data.byteOffset, 4096));
+    return pfn;
+  }
+
+  #view(pfn: number): DataView {
+    const v = this.#pages.get(pfn);
+    if (v === undefined) throw new Error(`io_pgtable: pfn ${pfn} is not a table page`);
+    return v;
+  }
+
+  #leafTable(iovaPfn: number): number | undefined {
+    let table = this.rootPfn;
+    for (let level = IOMMU_LEVELS; level > 1; level--) {
+      const e = readEntry(this.#view(table), levelIndex(iovaPfn, level) * 8);
+      if (e === undefined) return undefined;
+      table = e.pfn;
+    }
+    return table;
+  }
+}
+
+/** One entry: its frame and permission bits, or undefined when not present. */
+function readEntry(v: DataView, off: number): DmaPte | undefined {
+  const lo = v.getUint32(off, true);
+  if ((lo & PTE_PRESENT_MASK) === 0) return undefined;
+  const hi = v.getUint32(off + 4, true) & PTE_ADDR_HIGH_MASK;
+  return { pfn: hi * TWO_20 + (lo >>> 12), prot: lo & PTE_PRESENT_MASK };
+}
+
+/** Store an entry: the address word first, then the word with the present bits. */
+function writeEntry(v: DataView, off: number, pfn: number, prot: number): void {
+  v.setUint32(off + 4, Math.floor(pfn / TWO_20) & PTE_ADDR_HIGH_MASK, true);
+  v.setUint32(off, (((pfn % TWO_20) << 12) | prot) >>> 0, true);
 }
 
 function levelIndex(pfn: number, level: number): number {

@@ -11,7 +11,7 @@
  * @module
  */
 
-import { PAGE_MASK_LOW, PAGE_SHIFT, PAGE_SIZE } from "../memory/phys.ts";
+import { PAGE_MASK_LOW, PAGE_SHIFT, PAGE_SIZE, type PhysMem } from "../memory/phys.ts";
 import type { Stats } from "../stats.ts";
 import { Errno } from "../uapi/errno.ts";
 import type { BusTranslator } from "./bus.ts";
@@ -25,6 +25,19 @@ export { IOMMU_READ, IOMMU_WRITE } from "./io_pgtable.ts";
 /** Faults kept for diagnostics (the fault recording registers are bounded too). */
 export const IOMMU_FAULT_LOG = 64;
 
+/**
+ * An IOTLB the host does not own: the one inside a device that walks the
+ * table itself (the real backend's C controller). Invalidations are posted
+ * to it and, as with VT-d's queued invalidation (qi_submit_sync), the host
+ * waits for the acknowledgement.
+ */
+export interface RemoteIotlb {
+  /** Post a page-selective invalidation (`npages` 0: global); returns its sequence number. */
+  post(iovaPfn: number, npages: number): bigint;
+  /** Wait until `seq` is acknowledged; false on timeout. */
+  wait(seq: bigint): boolean;
+}
+
 /** Options for {@link Iommu}. */
 export interface IommuOptions {
   /** Identity domain (iommu.passthrough=1): every bus address is its physical address. */
@@ -34,7 +47,7 @@ export interface IommuOptions {
 }
 
 /** One IOMMU and the domain of the device behind it. */
-export class Iommu implements BusTranslator {
+export class Iommu implements BusTranslator, Disposable {
   /** Whether the domain is the identity domain. */
   readonly identity: boolean;
   /** The DMA domain's page table (unused by an identity domain). */
@@ -44,13 +57,24 @@ export class Iommu implements BusTranslator {
   /** Most recent faults, oldest first, at most {@link IOMMU_FAULT_LOG}. */
   readonly faultLog: DmaFault[] = [];
   readonly #stats: Stats;
+  #remote: RemoteIotlb | undefined;
 
-  /** An IOMMU with an empty domain. */
-  constructor(stats: Stats, opts: IommuOptions) {
+  /** An IOMMU with an empty domain whose table pages come from `phys`. */
+  constructor(stats: Stats, phys: PhysMem, opts: IommuOptions) {
     this.identity = opts.identity;
     this.#stats = stats;
-    this.pgtable = new IoPageTable(stats);
+    this.pgtable = new IoPageTable(stats, phys);
     this.iotlb = new Iotlb(opts.iotlbEntries);
+  }
+
+  /** Attach the device-side IOTLB that every invalidation must also reach (real backend). */
+  setRemoteIotlb(remote: RemoteIotlb | undefined): void {
+    this.#remote = remote;
+  }
+
+  /** Free the domain's table pages. */
+  [Symbol.dispose](): void {
+    this.pgtable[Symbol.dispose]();
   }
 
   /** The device's access to one page: IOTLB first, then the table walk; faults counted. */
@@ -109,14 +133,25 @@ export class Iommu implements BusTranslator {
 
   /** iommu_iotlb_sync(): page-selective invalidation of the range just unmapped. */
   iotlbSync(iova: bigint, size: number): void {
-    this.iotlb.invalidateRange(Number(iova >> BigInt(PAGE_SHIFT)), Math.ceil(size / PAGE_SIZE));
+    const pfn = Number(iova >> BigInt(PAGE_SHIFT));
+    const npages = Math.ceil(size / PAGE_SIZE);
+    this.iotlb.invalidateRange(pfn, npages);
     this.#stats.add("iotlbInvalidations");
+    this.#remoteInvalidate(pfn, npages);
   }
 
   /** iommu_flush_iotlb_all(): global invalidation (the flush queue's flush). */
   flushIotlbAll(): void {
     this.iotlb.flushAll();
     this.#stats.add("iotlbFlushes");
+    this.#remoteInvalidate(0, 0);
+  }
+
+  /** qi_submit_sync(): post and wait for the device's acknowledgement. */
+  #remoteInvalidate(pfn: number, npages: number): void {
+    const r = this.#remote;
+    if (r === undefined) return;
+    if (!r.wait(r.post(pfn, npages))) throw new Error("IOMMU: invalidation not acknowledged");
   }
 
   #fault(addr: bigint, reason: "unmapped" | "permission"): DmaFault {

@@ -104,7 +104,7 @@ export function createDma(kernel: Kernel, opts: DmaOptions): Dma {
       ops = new DirectOps(kernel.phys, limits);
       break;
     case "passthrough":
-      iommu = new Iommu(stats, {
+      iommu = new Iommu(stats, kernel.phys, {
         identity: true,
         iotlbEntries: opts.iotlbEntries ?? IOTLB_DEFAULT_ENTRIES,
       });
@@ -116,7 +116,7 @@ export function createDma(kernel: Kernel, opts: DmaOptions): Dma {
       break;
     case "lazy":
     case "strict":
-      iommu = new Iommu(stats, {
+      iommu = new Iommu(stats, kernel.phys, {
         identity: false,
         iotlbEntries: opts.iotlbEntries ?? IOTLB_DEFAULT_ENTRIES,
       });
@@ -140,6 +140,7 @@ export function createDma(kernel: Kernel, opts: DmaOptions): Dma {
       for (const p of pools) p.release();
       ops[Symbol.dispose]();
       swiotlb?.[Symbol.dispose]();
+      iommu?.[Symbol.dispose]();
     },
   };
 }
