@@ -43,6 +43,12 @@ const SYMBOLS = {
   __errno_location: { parameters: [], result: "pointer", nonblocking: false },
   aligned_alloc: { parameters: ["usize", "usize"], result: "pointer", nonblocking: false },
   free: { parameters: ["pointer"], result: "void", nonblocking: false },
+  mmap: {
+    parameters: ["pointer", "usize", "i32", "i32", "i32", "i64"],
+    result: "pointer",
+    nonblocking: false,
+  },
+  munmap: { parameters: ["pointer", "usize"], result: "i32", nonblocking: false },
 } as const;
 
 type LibcSymbols = Deno.DynamicLibrary<typeof SYMBOLS>["symbols"];
@@ -172,4 +178,51 @@ export function allocBuffer(len: number): NativeBuffer {
       sym.free(ptr);
     },
   };
+}
+
+/** PROT_READ | PROT_WRITE */
+const PROT_RW = 0x1 | 0x2;
+/** MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE */
+const MAP_ANON_NORESERVE = 0x02 | 0x20 | 0x4000;
+
+/** An anonymous private mapping: its pointer and length, released by `munmap`. */
+export interface NativeMapping extends Disposable {
+  /** Start of the mapping. */
+  readonly ptr: Deno.PointerObject;
+  /** Address of the mapping. */
+  readonly addr: bigint;
+  /** Length in bytes. */
+  readonly length: number;
+}
+
+/**
+ * mmap(NULL, len, PROT_READ|PROT_WRITE, MAP_PRIVATE|MAP_ANONYMOUS|MAP_NORESERVE):
+ * address space reserved without committing memory, faulted in on first touch.
+ */
+export function mapAnonymous(length: number): NativeMapping {
+  if (!Number.isSafeInteger(length) || length <= 0 || length % PAGE_SIZE !== 0) {
+    throw new RangeError(`mapAnonymous: length ${length} not a positive page multiple`);
+  }
+  const sym = libcSymbols();
+  const p = sym.mmap(null, BigInt(length), PROT_RW, MAP_ANON_NORESERVE, -1, 0n);
+  const addr = BigInt(Deno.UnsafePointer.value(p));
+  if (p === null || addr === 0xffff_ffff_ffff_ffffn) {
+    throw new Error(`mmap(${length}) failed: errno ${lastErrno(sym)}`);
+  }
+  let unmapped = false;
+  return {
+    ptr: p,
+    addr,
+    length,
+    [Symbol.dispose]() {
+      if (unmapped) return;
+      unmapped = true;
+      sym.munmap(p, BigInt(length));
+    },
+  };
+}
+
+function lastErrno(sym: LibcSymbols): number {
+  const p = sym.__errno_location();
+  return p === null ? 0 : new Deno.UnsafePointerView(p).getInt32();
 }

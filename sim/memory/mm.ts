@@ -76,6 +76,30 @@ export class UserMm {
     return vma;
   }
 
+  /**
+   * mmap(addr, len, ..., MAP_FIXED_NOREPLACE) over existing storage: make
+   * `bytes` (a page multiple, page aligned in the process) the mapping at
+   * `addr`. The real backend uses it to mirror the application's native
+   * buffers into the host stack at their real addresses, so one address
+   * names the same bytes for the live kernel, the host stack and the device.
+   * -EINVAL for a misaligned or empty range, -EEXIST if it overlaps a mapping.
+   */
+  mmapFixed(addr: bigint, bytes: Uint8Array): Vma | number {
+    if (addr % BigInt(PAGE_SIZE) !== 0n || bytes.length === 0 || bytes.length % PAGE_SIZE !== 0) {
+      return -Errno.EINVAL;
+    }
+    const end = addr + BigInt(bytes.length);
+    for (const v of this.#vmas) {
+      if (addr < v.start + BigInt(v.length) && v.start < end) return -Errno.EEXIST;
+    }
+    const npages = bytes.length / PAGE_SIZE;
+    const pages = this.#phys.allocUserFrames(npages, bytes);
+    const vma: Vma = { start: addr, length: bytes.length, pages, bytes };
+    const at = this.#vmas.findIndex((v) => v.start > addr);
+    this.#vmas.splice(at < 0 ? this.#vmas.length : at, 0, vma);
+    return vma;
+  }
+
   /** munmap() of a whole mapping; pinned frames stay allocated until unpinned. */
   munmap(start: bigint): number {
     const i = this.#vmas.findIndex((v) => v.start === start);

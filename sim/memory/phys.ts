@@ -52,6 +52,23 @@ export class PhysFault extends Error {
   }
 }
 
+/**
+ * Where frames' storage lives and who must hear of them. Without one, frames
+ * are JavaScript memory (the `sim` backend). The `real` backend gives native
+ * memory (kernel frames from a quarantining arena, user frames from the
+ * application's native buffers) and registers every frame with the C
+ * device's frame table, so a physical address means the same bytes to the
+ * host stack and to the device.
+ */
+export interface FrameBacking {
+  /** Zeroed storage for `n` physically contiguous kernel frames from `pfn`. */
+  kernelStorage(pfn: number, n: number): Uint8Array;
+  /** Frames [pfn, pfn + n) are allocated with `data` (n pages, contiguous) as storage. */
+  framesMapped(pfn: number, n: number, data: Uint8Array): void;
+  /** Frames [pfn, pfn + n) were freed; a kernel frame's storage may be quarantined. */
+  framesUnmapped(pfn: number, n: number, kernel: boolean): void;
+}
+
 /** Options for {@link PhysMem}. */
 export interface PhysMemOptions {
   /** Seed for frame placement. */
@@ -60,6 +77,8 @@ export interface PhysMemOptions {
   frameSpace?: number;
   /** Upper bound on frames allocated at once (default 2^20 = 4 GiB). */
   maxAllocatedFrames?: number;
+  /** Native storage and frame registration (default: JavaScript memory, no registration). */
+  backing?: FrameBacking;
 }
 
 /** The host's physical memory. */
@@ -71,9 +90,11 @@ export class PhysMem {
   /** Next frame for physically contiguous kernel allocations (low memory, bump then reuse). */
   #nextKernelPfn = 0x100;
   readonly #kernelFreeRuns: number[] = [];
+  readonly #backing: FrameBacking | undefined;
 
   /** Create an empty physical address space. */
   constructor(opts: PhysMemOptions) {
+    this.#backing = opts.backing;
     this.#rng = new Rng(opts.seed ^ 0x5eed_f4a3);
     this.#frameSpace = opts.frameSpace ?? 1 << 24;
     this.#maxAllocated = opts.maxAllocatedFrames ?? 1 << 20;
@@ -109,6 +130,10 @@ export class PhysMem {
       this.#frames.set(pfn, page);
       pages.push(page);
     }
+    if (this.#backing) {
+      if (!backing) throw new Error("PhysMem: user frames need storage the device can reach");
+      for (const p of pages) this.#backing.framesMapped(p.pfn, 1, p.data);
+    }
     return pages;
   }
 
@@ -128,7 +153,10 @@ export class PhysMem {
         throw new RangeError("PhysMem: kernel frame region exhausted");
       }
     }
-    const backing = new Uint8Array(n * PAGE_SIZE);
+    const backing = this.#backing
+      ? this.#backing.kernelStorage(start, n)
+      : new Uint8Array(n * PAGE_SIZE);
+    if (backing.length !== n * PAGE_SIZE) throw new Error("PhysMem: kernel storage size");
     for (let i = 0; i < n; i++) {
       this.#frames.set(start + i, {
         pfn: start + i,
@@ -138,6 +166,7 @@ export class PhysMem {
         owner: "kernel",
       });
     }
+    this.#backing?.framesMapped(start, n, backing);
     return start;
   }
 
@@ -152,6 +181,7 @@ export class PhysMem {
       this.#frames.delete(pfn + i);
       if (n === 1) this.#kernelFreeRuns.push(pfn);
     }
+    this.#backing?.framesUnmapped(pfn, n, true);
   }
 
   /** get_page(): take a reference. */
@@ -170,6 +200,7 @@ export class PhysMem {
     if (p.refcount === 0) {
       if (p.pincount !== 0) throw new Error(`put_page: pfn ${pfn} freed while pinned`);
       this.#frames.delete(pfn);
+      this.#backing?.framesUnmapped(pfn, 1, p.owner === "kernel");
     }
   }
 
