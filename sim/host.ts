@@ -1,14 +1,19 @@
 /**
- * Host wiring: one NVMe controller on the simulated PCIe bus, its DMA setup
- * (IOMMU mode), the nvme-pci driver bound to it, and a block device node
- * `/dev/nvme0nN` per namespace in `kernel.devices`. The controller is a
+ * Host wiring: one NVMe controller on the PCIe bus, its DMA setup (IOMMU
+ * mode), the nvme-pci driver bound to it, and a block device node
+ * `/dev/nvme0nN` per namespace in `kernel.devices`.
+ *
+ * The controller is the TypeScript model by default (`sim`), stepped by a
  * kernel poller: `kernel.poll()` lets it fetch commands and raise
- * interrupts, whose handlers complete requests.
+ * interrupts, whose handlers complete requests. The real backend plugs in
+ * the C controller through {@link AttachNvmeOptions.controller}; its poller
+ * delivers the interrupts the device thread raised (or, inline, steps it).
  *
  * @module
  */
 
 import type { Kernel, Poller } from "./kernel.ts";
+import type { NvmeControllerPort } from "./device/port.ts";
 import { Errno } from "./uapi/errno.ts";
 import { createDma, type Dma } from "./dma/mapping.ts";
 import type { DmaApi, IommuMode } from "./dma/types.ts";
@@ -16,8 +21,21 @@ import { type NamespaceConfig, NvmeController } from "./device/controller.ts";
 import { blkdevOpen, BlockDevice } from "./block/bdev.ts";
 import { NvmeDev, type NvmeNamespace, type NvmeV1Bugs } from "./nvme/pci.ts";
 
+/** A controller the host can attach: its MMIO seam, how the simulation steps it, teardown. */
+export interface AttachedController extends Disposable {
+  /** What the driver sees. */
+  port: NvmeControllerPort;
+  /** Make progress (step a model, or deliver a device thread's interrupts): events handled. */
+  step(): number;
+}
+
+/** Builds a controller on a DMA setup; `outstanding` is the driver's own count of commands. */
+export type ControllerFactory = (dma: Dma, outstanding: () => number) => AttachedController;
+
 /** Options for {@link attachNvme}. */
 export interface AttachNvmeOptions {
+  /** Build the controller (default: the TypeScript model of `sim/device/`). */
+  controller?: ControllerFactory;
   /** DMA configuration between the controller and memory. */
   iommu: IommuMode;
   /** Namespaces (default one 1 GiB namespace of 4096-byte blocks). */
@@ -66,8 +84,10 @@ export interface NvmeHostNamespace {
 export interface NvmeHost extends Disposable {
   /** The driver. */
   driver: NvmeDev;
-  /** The controller model. */
-  controller: NvmeController;
+  /** The TypeScript controller model (sim), or undefined when another controller is attached. */
+  controller: NvmeController | undefined;
+  /** The controller's MMIO seam (either kind). */
+  port: NvmeControllerPort;
   /** The driver's DMA API. */
   dma: DmaApi;
   /** The DMA setup (IOMMU, device port). */
@@ -79,32 +99,29 @@ export interface NvmeHost extends Disposable {
 /** Build DMA, controller and driver, probe, and register the namespaces' device nodes. */
 export function attachNvme(kernel: Kernel, opts: AttachNvmeOptions): NvmeHost {
   const dmaSetup = createDma(kernel, { mode: opts.iommu });
-  const controller = new NvmeController(dmaSetup.port, {
-    namespaces: opts.namespaces,
-    mdts: opts.mdts,
-    sgls: opts.sgls,
-    volatileWriteCache: opts.volatileWriteCache,
-    mqes: opts.mqes,
-    maxQueues: Math.max(8, opts.nrIoQueues ?? 1),
-    seed: kernel.rng.nextU32(),
-  }, kernel.stats);
+  let driverRef: NvmeDev | undefined;
+  const outstanding = () => driverRef?.outstandingCommands ?? 0;
+  let model: NvmeController | undefined;
+  const attached: AttachedController = opts.controller
+    ? opts.controller(dmaSetup, outstanding)
+    : simController(kernel, dmaSetup, opts, (c) => (model = c));
   const stats = kernel.stats;
   const poller: Poller = {
     poll(): number {
-      if (!stats.timing) return controller.poll();
+      if (!stats.timing) return attached.step();
       const t0 = performance.now();
       const c0 = stats.stageNs.completion;
-      const n = controller.poll();
+      const n = attached.step();
       const total = (performance.now() - t0) * 1e6;
       stats.stageNs.device += Math.max(0, total - (stats.stageNs.completion - c0));
       return n;
     },
     get inFlight() {
-      return controller.inFlight;
+      return model ? model.inFlight : outstanding();
     },
   };
   kernel.addPoller(poller);
-  const driver = new NvmeDev(kernel, controller, dmaSetup.api, {
+  const driver = new NvmeDev(kernel, attached.port, dmaSetup.api, {
     queueDepth: opts.queueDepth,
     nrIoQueues: opts.nrIoQueues,
     sglThreshold: opts.sglThreshold,
@@ -112,9 +129,13 @@ export function attachNvme(kernel: Kernel, opts: AttachNvmeOptions): NvmeHost {
     maxRetries: opts.maxRetries,
     bugs: opts.bugs,
   });
+  driverRef = driver;
   const r = driver.probe();
   if (r < 0) {
     kernel.removePoller(poller);
+    driver[Symbol.dispose]();
+    attached[Symbol.dispose]();
+    dmaSetup[Symbol.dispose]();
     throw new Error(`nvme probe failed: ${r} (${Errno.ENODEV === -r ? "ENODEV" : "errno"})`);
   }
   const inst = opts.instance ?? 0;
@@ -129,7 +150,8 @@ export function attachNvme(kernel: Kernel, opts: AttachNvmeOptions): NvmeHost {
   let disposed = false;
   return {
     driver,
-    controller,
+    controller: model,
+    port: attached.port,
     dma: dmaSetup.api,
     dmaSetup,
     namespaces,
@@ -139,7 +161,28 @@ export function attachNvme(kernel: Kernel, opts: AttachNvmeOptions): NvmeHost {
       for (const n of namespaces) kernel.devices.delete(n.path);
       kernel.removePoller(poller);
       driver[Symbol.dispose]();
+      attached[Symbol.dispose]();
       dmaSetup[Symbol.dispose]();
     },
   };
+}
+
+/** The TypeScript controller of `sim/device/`, stepped by `poll()` behind the seam. */
+function simController(
+  kernel: Kernel,
+  dmaSetup: Dma,
+  opts: AttachNvmeOptions,
+  expose: (c: NvmeController) => void,
+): AttachedController {
+  const controller = new NvmeController(dmaSetup.port, {
+    namespaces: opts.namespaces,
+    mdts: opts.mdts,
+    sgls: opts.sgls,
+    volatileWriteCache: opts.volatileWriteCache,
+    mqes: opts.mqes,
+    maxQueues: Math.max(8, opts.nrIoQueues ?? 1),
+    seed: kernel.rng.nextU32(),
+  }, kernel.stats);
+  expose(controller);
+  return { port: controller, step: () => controller.poll(), [Symbol.dispose]() {} };
 }

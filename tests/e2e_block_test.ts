@@ -63,7 +63,7 @@ function run(mode: IommuMode, kind: "ubuf" | "bvec" | "dmatag", seed: number) {
     assert.equal(rw(rig, w, pos), len, `write ${len}@${pos} off ${off}`);
     shadow.set(src.bytes.subarray(off, off + len), Number(pos));
     assert.deepEqual(
-      rig.host.controller.mediaRead(1, Number(pos), len),
+      rig.host.controller!.mediaRead(1, Number(pos), len),
       shadow.subarray(Number(pos), Number(pos) + len),
     );
     const roff = rng.int(Math.floor((BUF - len) / align) + 1) * align;

@@ -300,6 +300,17 @@ export class NvmeDev implements BlkMqOps, Disposable {
   readonly #mappings = new Set<NvmeDmaMapping>();
   #dmaNs = 0;
 
+  /**
+   * Commands the driver has written to its SQs and not yet seen complete
+   * (admin and I/O). The driver knows this from its own queues; it is what a
+   * simulation may wait on, never something read from the device.
+   */
+  get outstandingCommands(): number {
+    let n = this.#adminq?.inflight ?? 0;
+    for (const q of this.queues) n += q.inflight;
+    return n;
+  }
+
   /** nvme_probe() state; call {@link NvmeDev.probe} to bring the controller up. */
   constructor(kernel: Kernel, ctrl: NvmeControllerPort, dma: DmaApi, opts: NvmePciOptions = {}) {
     this.#kernel = kernel;

@@ -123,7 +123,7 @@ Deno.test("plug: adjacent bios merge into one request, the batch rings the doorb
   const c = cmds(rig);
   const buf = rig.kernel.mm.mmap(65536);
   let doorbells = 0;
-  const ctrl = rig.host.controller;
+  const ctrl = rig.host.controller!;
   const orig = ctrl.writeReg32.bind(ctrl);
   ctrl.writeReg32 = (off: number, v: number) => {
     if (off === 0x1008) doorbells++; // SQ 1 tail doorbell
@@ -152,7 +152,7 @@ Deno.test("plug: adjacent bios merge into one request, the batch rings the doorb
   assert.equal(d.requests, 2);
   assert.deepEqual(c.map((x) => [x.cdw10, x.cdw12 & 0xffff]), [[0, 31], [1024, 7]]);
   assert.deepEqual(
-    rig.host.controller.mediaRead(1, 0, 16384),
+    rig.host.controller!.mediaRead(1, 0, 16384),
     buf.bytes.subarray(0, 16384),
   );
 });
@@ -180,7 +180,7 @@ Deno.test("tags: with queue depth 2, further bios wait and are issued as request
   rig.kernel.runUntil(() => results.length === 8);
   assert.deepEqual(results, Array(8).fill(4096));
   assert.equal(q.tagWaiters, 0);
-  assert.deepEqual(rig.host.controller.mediaRead(1, 0, 8 * 4096), buf.bytes);
+  assert.deepEqual(rig.host.controller!.mediaRead(1, 0, 8 * 4096), buf.bytes);
   // REQ_NOWAIT with no tag: -EAGAIN instead of waiting.
   const res2: number[] = [];
   for (let i = 0; i < 3; i++) {
@@ -234,5 +234,5 @@ Deno.test("plug: a dma-tag bio never merges, with a bvec bio or another dma-tag 
     48,
     15,
   ]]);
-  assert.deepEqual(rig.host.controller.mediaRead(1, 0, 32768), buf.bytes.subarray(0, 32768));
+  assert.deepEqual(rig.host.controller!.mediaRead(1, 0, 32768), buf.bytes.subarray(0, 32768));
 });

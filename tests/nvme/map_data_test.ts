@@ -67,7 +67,7 @@ Deno.test("SGL above sgl_threshold: a last-segment descriptor to one data block 
     assert.equal(d.addr, BigInt(bv[i].page.pfn) << 12n);
     assert.equal(d.length, 4096);
   }
-  assert.deepEqual(rig.host.controller.mediaRead(1, 0, 16384), vma.bytes.subarray(0, 16384));
+  assert.deepEqual(rig.host.controller!.mediaRead(1, 0, 16384), vma.bytes.subarray(0, 16384));
   // The premapped path never uses SGLs.
   const tag = rig.file.fOp.dmaMap!(rig.file, bv) as NvmeDmaMapping;
   assert.equal(
@@ -90,5 +90,5 @@ Deno.test("SGL choice averages over physical segments, not IOMMU-merged DMA segm
   assert.equal(t[0].path, "prp");
   assert.equal(nvmeCmdPsdt(t[0].cmd), 0);
   assert.equal(t[0].list.length, 1); // 15 entries fit one small-pool block
-  assert.deepEqual(rig.host.controller.mediaRead(1, 0, 65536), vma.bytes.subarray(0, 65536));
+  assert.deepEqual(rig.host.controller!.mediaRead(1, 0, 65536), vma.bytes.subarray(0, 65536));
 });
