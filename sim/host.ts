@@ -99,8 +99,8 @@ export interface NvmeHost extends Disposable {
 /** Build DMA, controller and driver, probe, and register the namespaces' device nodes. */
 export function attachNvme(kernel: Kernel, opts: AttachNvmeOptions): NvmeHost {
   const dmaSetup = createDma(kernel, { mode: opts.iommu });
-  let driverRef: NvmeDev | undefined;
-  const outstanding = () => driverRef?.outstandingCommands ?? 0;
+  const ref: { driver?: NvmeDev } = {};
+  const outstanding = () => ref.driver?.outstandingCommands ?? 0;
   let model: NvmeController | undefined;
   const attached: AttachedController = opts.controller
     ? opts.controller(dmaSetup, outstanding)
@@ -129,7 +129,7 @@ export function attachNvme(kernel: Kernel, opts: AttachNvmeOptions): NvmeHost {
     maxRetries: opts.maxRetries,
     bugs: opts.bugs,
   });
-  driverRef = driver;
+  ref.driver = driver;
   const r = driver.probe();
   if (r < 0) {
     kernel.removePoller(poller);
