@@ -10,7 +10,7 @@
  * @module
  */
 
-import { PhysMem } from "./memory/phys.ts";
+import { type FrameBacking, PhysMem } from "./memory/phys.ts";
 import { UserMm } from "./memory/mm.ts";
 import { Rng } from "./random.ts";
 import { Stats } from "./stats.ts";
@@ -82,6 +82,8 @@ export interface KernelOptions {
   timing?: boolean;
   /** The clock for timeouts (default a {@link VirtualClock}). */
   clock?: KernelClock;
+  /** Where page frames live (default JavaScript memory; the real backend's is native). */
+  frameBacking?: FrameBacking;
 }
 
 /** The simulated kernel context shared by the layers of one testbed. */
@@ -114,7 +116,7 @@ export class Kernel {
     const seed = opts.seed ?? 1;
     this.rng = new Rng(seed);
     this.stats = new Stats({ timing: opts.timing ?? true });
-    this.phys = new PhysMem({ seed });
+    this.phys = new PhysMem({ seed, backing: opts.frameBacking });
     this.mm = new UserMm(this.phys, this.stats);
     this.capSysAdmin = opts.capSysAdmin ?? true;
     this.clock = opts.clock ?? new VirtualClock();

@@ -231,6 +231,7 @@ export const O = {
   LARGEFILE: 0o100000,
   DIRECTORY: 0o200000,
   CLOEXEC: 0o2000000,
+  PATH: 0o10000000,
 } as const;
 
 /** Byte layout of struct io_uring_sqe (64 bytes). */
