@@ -1,60 +1,219 @@
 /**
  * The `real` backend's testbed: the live kernel io_uring (through
  * `ffi/liburing.ts`), files opened with libc in a private temporary
- * directory, and page-aligned native buffers. Everything it hands out is
- * released when the testbed is disposed.
+ * directory, page-aligned native buffers, and, when the C controller is
+ * built (`ffi/native/build/libnvme_emu.so`), an emulated NVMe namespace at
+ * {@link Testbed.nvmeDevice} behind the TypeScript host stack.
  *
- * The emulated NVMe controller of the real backend is not part of this
- * backend yet, so {@link Testbed.nvmeDevice} is undefined here and the
- * proposal's register opcodes answer -EINVAL, as the live kernel does for
- * opcodes it lacks.
+ * The host stack here is the one `sim` runs, on a kernel whose page frames
+ * are native memory (`ffi/frames.ts`) registered with the C device's frame
+ * table, whose clock is CLOCK_MONOTONIC, and whose controller is the C one.
+ * Every buffer the testbed hands out is mirrored into that kernel at its real
+ * address. Opening the namespace returns a descriptor the kernel reserves
+ * (an `O_PATH` descriptor of the testbed's directory), so its number never
+ * collides with a real file and an SQE that somehow reached the kernel on it
+ * fails with -EBADF; the ring wrapper (`ffi/ring_wrapper.ts`) routes the
+ * namespace's SQEs into the host stack.
  *
  * @module
  */
 
 import { Errno, ErrnoError } from "../sim/uapi/errno.ts";
-import type { Ring, UserBuffer } from "../sim/uapi/ring_api.ts";
+import { Ring, type UserBuffer } from "../sim/uapi/ring_api.ts";
 import {
   Handouts,
   type RingOptions,
   type Testbed,
   type TestbedOptions,
 } from "../sim/uapi/testbed.ts";
+import { IORING_SETUP, O, PARAMS } from "../sim/uapi/io_uring.ts";
+import { Kernel, MonotonicClock } from "../sim/kernel.ts";
+import { attachNvme, type NvmeHost } from "../sim/host.ts";
+import { SimRing } from "../sim/io_uring/io_uring.ts";
+import { doSysOpen, sysClose } from "../sim/fs/namei.ts";
+import type { IommuMode } from "../sim/dma/types.ts";
+import type { Stats } from "../sim/stats.ts";
 import { allocBuffer, Libc } from "./libc.ts";
 import { LiveRing, liveRingUnavailable } from "./liburing.ts";
+import { CoherentArena, NativeFrames } from "./frames.ts";
+import { NvmeEmu, type NvmeEmuIommuMode, nvmeEmuUnavailable } from "./nvme_emu.ts";
+import { IRQ_USER_DATA_BASE, RingWrapper } from "./ring_wrapper.ts";
 
 /** Why the real backend cannot run here, or null when it can. */
 export function realBackendUnavailable(): string | null {
   return liveRingUnavailable();
 }
 
+/** Why the real backend has no emulated NVMe namespace here, or null when it has one. */
+export function realNvmeUnavailable(): string | null {
+  return liveRingUnavailable() ?? nvmeEmuUnavailable();
+}
+
 /** Open a testbed on the live kernel. Throws with the reason when it cannot run here. */
-export function openRealTestbed(_opts: TestbedOptions = {}): Testbed {
+export function openRealTestbed(opts: TestbedOptions = {}): Testbed {
   const why = liveRingUnavailable();
   if (why !== null) throw new Error(`real backend unavailable: ${why}`);
-  return new RealTestbed();
+  return new RealTestbed(opts);
+}
+
+/** The C controller's IOMMU configuration for each DMA mode. */
+function emuIommuMode(mode: IommuMode): NvmeEmuIommuMode {
+  if (mode === "passthrough") return "identity";
+  if (mode === "lazy" || mode === "strict") return "translate";
+  return "none"; // off, and swiotlb bounce (bus address = physical address)
+}
+
+/** The host stack of the real backend: native frames, the C controller, the driver. */
+class RealHost implements Disposable {
+  readonly arena = new CoherentArena();
+  readonly frames = new NativeFrames(this.arena);
+  readonly kernel: Kernel;
+  readonly host: NvmeHost;
+  emu: NvmeEmu | undefined;
+  /** Reserved real descriptor -> the namespace's descriptor in the host kernel. */
+  readonly emulatedFds = new Map<number, number>();
+  readonly threaded: boolean;
+
+  constructor(opts: TestbedOptions, mediaDir: string) {
+    this.threaded = (opts.device ?? "thread") === "thread";
+    this.kernel = new Kernel({
+      seed: opts.seed ?? 1,
+      capSysAdmin: opts.capSysAdmin ?? true,
+      timing: opts.timing ?? true,
+      clock: new MonotonicClock(),
+      frameBacking: this.frames,
+    });
+    const iommu = opts.iommu ?? "strict";
+    const namespaces = opts.namespaces ?? [{ lbaSize: 4096 as const, sizeBytes: 1n << 30n }];
+    this.host = attachNvme(this.kernel, {
+      iommu,
+      namespaces,
+      dmaMapSupported: opts.dmaMapSupported ?? true,
+      controller: (dma) => {
+        const emu = NvmeEmu.create({
+          namespaces: namespaces.map((n, i) => ({
+            lbaSize: n.lbaSize,
+            sizeBytes: n.sizeBytes,
+            mediaPath: opts.mediaPaths?.[i] ??
+              (opts.mediaInMemory ? undefined : `${mediaDir}/ns${i + 1}.img`),
+          })),
+          maxQueues: 8,
+          mode: this.threaded ? "thread" : "inline",
+          seed: this.kernel.rng.nextU32(),
+        });
+        this.emu = emu;
+        this.frames.attach(emu);
+        const pgtable = dma.iommu?.pgtable;
+        emu.iommuAttach(emuIommuMode(iommu), pgtable ? pgtable.rootPa : 0n);
+        if (iommu === "lazy" || iommu === "strict") {
+          dma.iommu!.setRemoteIotlb({
+            post: (pfn, n) => emu.invPost(pfn, n),
+            wait: (seq) => emu.invWait(seq, 5e9),
+          });
+        }
+        return {
+          port: emu,
+          step: () => this.threaded ? emu.deliverInterrupts().length : emu.process(1024),
+          [Symbol.dispose]: () => {
+            this.frames.detach();
+            emu[Symbol.dispose]();
+          },
+        };
+      },
+    });
+  }
+
+  [Symbol.dispose](): void {
+    this.host[Symbol.dispose]();
+  }
 }
 
 class RealTestbed implements Testbed {
   readonly backend = "real" as const;
-  readonly seed = 0;
-  readonly stats = undefined;
-  readonly nvmeDevice = undefined;
+  readonly seed: number;
   readonly #libc = Libc.open();
   readonly #dir = Deno.makeTempDirSync({ prefix: "premap-real-" });
   readonly #buffers = new Handouts();
   readonly #fds = new Set<number>();
   readonly #rings = new Handouts();
+  readonly #host: RealHost | undefined;
   #closed = false;
+
+  constructor(opts: TestbedOptions) {
+    this.seed = opts.seed ?? 1;
+    const why = opts.nvme === false ? "not requested" : nvmeEmuUnavailable();
+    if (why === null) {
+      try {
+        this.#host = new RealHost(opts, this.#dir);
+      } catch (e) {
+        Deno.removeSync(this.#dir, { recursive: true });
+        this.#libc[Symbol.dispose]();
+        throw e;
+      }
+    }
+  }
+
+  /** The host stack's counters (the emulated namespace's I/O), when it has one. */
+  get stats(): Stats | undefined {
+    return this.#host?.kernel.stats;
+  }
+
+  /** "/dev/nvme0n1" of the host stack, when the C controller is built. */
+  get nvmeDevice(): string | undefined {
+    return this.#host?.host.namespaces[0].path;
+  }
+
+  /** The C controller (for its counters), when there is one. */
+  get device(): NvmeEmu | undefined {
+    return this.#host?.emu;
+  }
+
+  /** The host stack's kernel, when there is one (inspection). */
+  get hostKernel(): Kernel | undefined {
+    return this.#host?.kernel;
+  }
 
   allocBuffer(len: number): UserBuffer {
     this.#live();
-    return this.#buffers.adopt(allocBuffer(len));
+    const nb = allocBuffer(len);
+    const host = this.#host;
+    if (host === undefined) return this.#buffers.adopt(nb);
+    const size = Math.ceil(len / 4096) * 4096;
+    const whole = new Uint8Array(Deno.UnsafePointerView.getArrayBuffer(nb.ptr, size));
+    const vma = host.kernel.mm.mmapFixed(nb.addr, whole);
+    if (typeof vma === "number") {
+      nb[Symbol.dispose]();
+      throw new ErrnoError(vma, "allocBuffer: mirror into the host stack");
+    }
+    return this.#buffers.adopt({
+      addr: nb.addr,
+      get bytes() {
+        return nb.bytes;
+      },
+      [Symbol.dispose]() {
+        host.kernel.mm.munmap(nb.addr);
+        whole.fill(0);
+        nb[Symbol.dispose]();
+      },
+    });
   }
 
   open(path: string, flags: number, mode = 0o644): number {
     this.#live();
     if (typeof path !== "string") return -Errno.EFAULT; // a NULL pathname
+    const host = this.#host;
+    if (host && host.kernel.devices.has(path)) {
+      const simFd = doSysOpen(host.kernel, path, flags);
+      if (simFd < 0) return simFd;
+      const fd = this.#libc.open(this.#dir, O.PATH | O.DIRECTORY | O.CLOEXEC, 0);
+      if (fd < 0) {
+        sysClose(host.kernel, simFd);
+        return fd;
+      }
+      host.emulatedFds.set(fd, simFd);
+      this.#fds.add(fd);
+      return fd;
+    }
     const fd = this.#libc.open(path, flags, mode);
     if (fd >= 0) this.#fds.add(fd);
     return fd;
@@ -62,8 +221,15 @@ class RealTestbed implements Testbed {
 
   close(fd: number): number {
     this.#live();
+    const simFd = this.#host?.emulatedFds.get(fd);
     const r = this.#libc.close(fd);
-    if (r === 0) this.#fds.delete(fd);
+    if (r === 0) {
+      this.#fds.delete(fd);
+      if (simFd !== undefined) {
+        this.#host!.emulatedFds.delete(fd);
+        sysClose(this.#host!.kernel, simFd);
+      }
+    }
     return r;
   }
 
@@ -80,7 +246,32 @@ class RealTestbed implements Testbed {
     this.#live();
     const r = LiveRing.create(opts.entries, { flags: opts.flags, cqEntries: opts.cqEntries });
     if (!("ring" in r)) throw new ErrnoError(r.res, "io_uring_setup");
-    return this.#rings.adopt(r.ring.toRing());
+    const host = this.#host;
+    if (host === undefined) return this.#rings.adopt(r.ring.toRing());
+    const live = r.ring;
+    const params = new Uint8Array(PARAMS.SIZE);
+    const v = new DataView(params.buffer);
+    let flags = opts.flags ?? 0;
+    if (opts.cqEntries !== undefined) {
+      flags |= IORING_SETUP.CQSIZE;
+      v.setUint32(PARAMS.cqEntries, opts.cqEntries, true);
+    }
+    v.setUint32(PARAMS.flags, flags, true);
+    const shadow = SimRing.setup(host.kernel, Math.max(opts.entries, 8) * 4, params);
+    if (typeof shadow === "number") {
+      live[Symbol.dispose]();
+      throw new ErrnoError(shadow, "io_uring_setup (host stack)");
+    }
+    if (host.threaded) host.emu!.irqRing(live.fd, IRQ_USER_DATA_BASE);
+    const wrapper = new RingWrapper(live, shadow, {
+      mm: host.kernel.mm,
+      emulatedFds: host.emulatedFds,
+      poll: () => host.kernel.poll(),
+      outstanding: () => host.host.driver.outstandingCommands,
+      threaded: host.threaded,
+      alloc: (len) => this.allocBuffer(len),
+    });
+    return this.#rings.adopt(new Ring(wrapper, (len) => this.allocBuffer(len)));
   }
 
   #live(): void {
@@ -90,9 +281,15 @@ class RealTestbed implements Testbed {
   [Symbol.dispose](): void {
     if (this.#closed) return;
     this.#rings.disposeAll();
-    for (const fd of this.#fds) this.#libc.close(fd);
+    for (const fd of this.#fds) {
+      const simFd = this.#host?.emulatedFds.get(fd);
+      if (simFd !== undefined) sysClose(this.#host!.kernel, simFd);
+      this.#libc.close(fd);
+    }
     this.#fds.clear();
+    this.#host?.[Symbol.dispose]();
     this.#buffers.disposeAll();
+    this.#host?.arena[Symbol.dispose]();
     this.#closed = true;
     this.#libc[Symbol.dispose]();
     Deno.removeSync(this.#dir, { recursive: true });

@@ -36,6 +36,18 @@ export interface TestbedOptions {
   dmaMapSupported?: boolean;
   /** Whether to time each stage (default true). */
   timing?: boolean;
+  /**
+   * real: how the C controller runs: "thread" (default), a device thread that
+   * polls its doorbells and sleeps when idle; "inline", stepped by the host
+   * while it waits (deterministic).
+   */
+  device?: "thread" | "inline";
+  /** real: media files per namespace (default: files in the testbed's temporary directory). */
+  mediaPaths?: string[];
+  /** real: keep the media in process memory instead of files. */
+  mediaInMemory?: boolean;
+  /** real: set false for a ring without the emulated namespace (default: with it, when built). */
+  nvme?: boolean;
 }
 
 /** Options for a ring. */

@@ -1,0 +1,460 @@
+/**
+ * The application's ring on the real backend when an emulated NVMe
+ * namespace is open: the live kernel ring, plus a shadow of it in the host
+ * stack (the TypeScript io_uring mirror on the real backend's host kernel).
+ *
+ * - SQEs on the emulated namespace (its reserved descriptor, or a fixed-file
+ *   slot that holds it) go to the shadow ring and so through the TypeScript
+ *   host stack to the C controller; every other SQE goes to the kernel
+ *   untouched.
+ * - Files registered on the ring are split: the kernel's table holds the
+ *   kernel files (the namespace's slots are left empty there, so an SQE that
+ *   somehow reached the kernel on them fails with -EBADF), the shadow's
+ *   table holds the namespace. Buffers are registered on both (the same
+ *   memory, mirrored into the host stack). MAP/UNMAP_BUFFERS reach only the
+ *   shadow, so they map through the host stack into the device's IOMMU.
+ * - Every completion the application reaps is a kernel CQE from its own
+ *   ring: a shadow completion is posted into the ring by an
+ *   `IORING_OP_MSG_RING` the wrapper sends to the ring itself (with
+ *   `IOSQE_CQE_SKIP_SUCCESS`, so the message leaves no CQE of its own). The
+ *   device thread's interrupts arrive the same way, as MSG_RING CQEs with
+ *   user_data in {@link IRQ_USER_DATA_BASE}..+vectors; the wrapper consumes
+ *   and counts them ({@link RingWrapper.internalCqes}) and never returns them.
+ * - A link chain must stay on one side: a chain that would run across the
+ *   namespace and a kernel file is refused when the SQE is pushed (the
+ *   kernel cannot order its requests after the host stack's).
+ *
+ * @module
+ */
+
+import { Errno } from "../sim/uapi/errno.ts";
+import {
+  type Cqe,
+  IORING_MSG,
+  IORING_OP,
+  IORING_REGISTER,
+  IOSQE,
+  RSRC_REGISTER,
+  RSRC_UPDATE,
+  RSRC_UPDATE2,
+  SQE,
+} from "../sim/uapi/io_uring.ts";
+import type { RawRing, UserBuffer } from "../sim/uapi/ring_api.ts";
+import type { LiveRing } from "./liburing.ts";
+import type { UserMm } from "../sim/memory/mm.ts";
+
+/** user_data of the device thread's interrupt messages: base + MSI-X vector. */
+export const IRQ_USER_DATA_BASE = 0xffff_fffe_0000_0000n;
+/** user_data of the wrapper's own MSG_RING SQEs (a CQE with it means a message failed). */
+export const WRAPPER_MSG_USER_DATA = 0xffff_fffd_0000_0000n;
+/** IORING_MSG_RING_FLAGS_PASS: the message carries cqe->flags in sqe->file_index. */
+const IORING_MSG_RING_FLAGS_PASS = 1 << 1;
+/** sqe->msg_ring_flags (the rw_flags union) and sqe->file_index offsets. */
+const SQE_MSG_RING_FLAGS = 28;
+const SQE_FILE_INDEX = 44;
+
+/** What the wrapper needs of the real backend's host. */
+export interface WrapperHost {
+  /** The host kernel's mirror of the process's memory (to read register arguments safely). */
+  readonly mm: UserMm;
+  /** Reserved real descriptor -> the namespace's descriptor in the host kernel. */
+  readonly emulatedFds: ReadonlyMap<number, number>;
+  /** Deliver the device's interrupts (and, inline, step it): events handled. */
+  poll(): number;
+  /** Commands the host driver has outstanding on the device. */
+  outstanding(): number;
+  /** Whether the device runs on its own thread (else the wrapper steps it while waiting). */
+  readonly threaded: boolean;
+  /** Testbed memory: native, and mirrored into the host kernel at the same address. */
+  alloc(len: number): UserBuffer;
+}
+
+/** The real backend's ring with an emulated namespace behind it. */
+export class RingWrapper implements RawRing {
+  /** Always "real". */
+  readonly backend = "real" as const;
+  readonly #live: LiveRing;
+  readonly #shadow: RawRing;
+  readonly #host: WrapperHost;
+  /** Fixed-file slots whose file is the emulated namespace (in the shadow's table). */
+  readonly #emuSlots = new Set<number>();
+  /** Kernel CQEs read from the CQ and not yet handed to the application. */
+  readonly #ready: Cqe[] = [];
+  /** Which side an open link chain is on. */
+  #chain: "live" | "shadow" | null = null;
+  #shadowPending = 0;
+  #msgsPending = 0;
+  /** CQEs consumed by the wrapper itself (interrupt messages). */
+  internalCqes = 0;
+  /** Completions forwarded from the host stack into the ring. */
+  forwarded = 0;
+
+  /** Wrap `live`, sending the namespace's SQEs to `shadow`. */
+  constructor(live: LiveRing, shadow: RawRing, host: WrapperHost) {
+    this.#live = live;
+    this.#shadow = shadow;
+    this.#host = host;
+  }
+
+  /** The live ring's descriptor. */
+  get fd(): number {
+    return this.#live.fd;
+  }
+
+  /** SQ entries of the live ring. */
+  get sqEntries(): number {
+    return this.#live.sqEntries;
+  }
+
+  /** CQ entries of the live ring. */
+  get cqEntries(): number {
+    return this.#live.cqEntries;
+  }
+
+  /** The live ring underneath (for fdinfo checks). */
+  get live(): LiveRing {
+    return this.#live;
+  }
+
+  /** Queue an SQE on the side its file lives on; false when that side's SQ is full. */
+  pushSqe(sqe: Uint8Array): boolean {
+    if (sqe.length !== SQE.SIZE) throw new RangeError(`pushSqe: ${sqe.length} bytes, not 64`);
+    const v = new DataView(sqe.buffer, sqe.byteOffset, SQE.SIZE);
+    const flags = v.getUint8(SQE.flags);
+    const fd = v.getInt32(SQE.fd, true);
+    let side: "live" | "shadow" = "live";
+    let out = sqe;
+    if (flags & IOSQE.FIXED_FILE) {
+      if (this.#emuSlots.has(fd)) side = "shadow";
+    } else if (this.#host.emulatedFds.has(fd) && opUsesFd(v.getUint8(SQE.opcode))) {
+      side = "shadow";
+      out = sqe.slice();
+      new DataView(out.buffer).setInt32(SQE.fd, this.#host.emulatedFds.get(fd)!, true);
+    }
+    if (this.#chain !== null && this.#chain !== side) {
+      throw new Error(
+        "real backend: a link chain across the emulated namespace and a kernel file is not " +
+          "supported (the kernel cannot order its requests after the host stack's)",
+      );
+    }
+    const ok = side === "live" ? this.#live.pushSqe(out) : this.#shadow.pushSqe(out);
+    if (!ok) return false;
+    if (side === "shadow") this.#shadowPending++;
+    this.#chain = flags & (IOSQE.IO_LINK | IOSQE.IO_HARDLINK) ? side : null;
+    return true;
+  }
+
+  /**
+   * io_uring_enter(): submit both sides, then wait until `waitNr` kernel
+   * CQEs are ready for the application (forwarding the host stack's
+   * completions into the ring meanwhile). Returns the application's SQEs
+   * submitted, or -errno.
+   */
+  submit(waitNr = 0): number {
+    if (!Number.isInteger(waitNr) || waitNr < 0) return -Errno.EINVAL;
+    let submitted = 0;
+    if (this.#shadowPending > 0) {
+      const r = this.#shadow.submit(0);
+      if (r < 0) return r;
+      submitted += r;
+      this.#shadowPending = 0;
+    }
+    this.#forward();
+    const r = this.#enter(0);
+    if (r < 0) return r;
+    submitted += r;
+    while (this.#readyCount() < waitNr) {
+      this.#pump();
+      if (this.#readyCount() >= waitNr) break;
+      if (!this.#host.threaded && this.#host.outstanding() > 0) continue; // inline: step it
+      // Sleep in the kernel until a CQE (a kernel op's, or the device's interrupt) arrives.
+      const w = this.#live.waitCqes(1);
+      if (w < 0 && w !== -Errno.EINTR && w !== -Errno.ETIME) return submitted || w;
+    }
+    return submitted;
+  }
+
+  /** Take up to `max` of the application's CQEs (each read from the kernel's CQ). */
+  reap(max = Infinity): Cqe[] {
+    this.#pump();
+    return this.#ready.splice(0, Math.min(max, this.#ready.length));
+  }
+
+  /** io_uring_register(2), split between the kernel and the host stack as the module says. */
+  register(opcode: number, arg: Uint8Array | null, nrArgs: number): number {
+    const R = IORING_REGISTER;
+    switch (opcode) {
+      case R.REGISTER_MAP_BUFFERS:
+      case R.REGISTER_UNMAP_BUFFERS:
+        return this.#shadow.register(opcode, arg, nrArgs);
+      case R.REGISTER_BUFFERS:
+      case R.REGISTER_BUFFERS2:
+      case R.REGISTER_BUFFERS_UPDATE:
+      case R.UNREGISTER_BUFFERS: {
+        const r = this.#live.register(opcode, arg, nrArgs);
+        if (r < 0) return r;
+        const s = this.#shadow.register(opcode, arg, nrArgs);
+        if (s < 0) {
+          throw new Error(
+            `real backend: the host stack refused a buffer registration the ` +
+              `kernel accepted (${s}); were the buffers allocated with tb.allocBuffer()?`,
+          );
+        }
+        return r;
+      }
+      case R.UNREGISTER_FILES: {
+        const r = this.#live.register(opcode, arg, nrArgs);
+        if (r < 0) return r;
+        this.#shadow.register(opcode, arg, nrArgs);
+        this.#emuSlots.clear();
+        return r;
+      }
+      case R.REGISTER_FILES:
+        return this.#registerFiles(arg, nrArgs);
+      case R.REGISTER_FILES2:
+        return this.#registerFiles2(opcode, arg, nrArgs);
+      case R.REGISTER_FILES_UPDATE2:
+        return this.#updateFiles2(opcode, arg, nrArgs);
+      case R.REGISTER_FILES_UPDATE:
+        return this.#updateFiles(opcode, arg, nrArgs);
+      default:
+        return this.#live.register(opcode, arg, nrArgs);
+    }
+  }
+
+  /** Tear down the shadow, then the live ring. */
+  [Symbol.dispose](): void {
+    this.#shadow[Symbol.dispose]();
+    this.#live[Symbol.dispose]();
+  }
+
+  #readyCount(): number {
+    return this.#ready.length;
+  }
+
+  /** io_uring_enter(to_submit): the application's SQEs submitted (the wrapper's not counted). */
+  #enter(waitNr: number): number {
+    const msgs = this.#msgsPending;
+    const r = waitNr > 0 ? this.#live.submitAndWait(waitNr) : this.#live.submit(0);
+    if (r < 0) return r;
+    this.#msgsPending = 0;
+    return Math.max(0, r - msgs);
+  }
+
+  /** Read the kernel CQ, handle interrupts, forward the host stack's completions. */
+  #pump(): void {
+    this.#drainKernelCq();
+    this.#host.poll();
+    if (this.#forward() > 0 && this.#live.sqPending === this.#msgsPending) {
+      // Only the wrapper's messages are queued: posting them submits nothing of the application's.
+      this.#enter(0);
+      this.#drainKernelCq();
+    }
+  }
+
+  #drainKernelCq(): void {
+    for (const c of this.#live.reap()) {
+      if (c.userData >= IRQ_USER_DATA_BASE && c.userData < IRQ_USER_DATA_BASE + 65536n) {
+        this.internalCqes++;
+        continue;
+      }
+      if (c.userData === WRAPPER_MSG_USER_DATA) {
+        this.internalCqes++;
+        throw new Error(`real backend: posting a completion into the ring failed: ${c.res}`);
+      }
+      this.#ready.push(c);
+    }
+  }
+
+  /** Queue one MSG_RING to this ring per host-stack completion; returns how many. */
+  #forward(): number {
+    let n = 0;
+    for (const c of this.#shadow.reap()) {
+      const sqe = new Uint8Array(SQE.SIZE);
+      const v = new DataView(sqe.buffer);
+      v.setUint8(SQE.opcode, IORING_OP.MSG_RING);
+      v.setUint8(SQE.flags, IOSQE.CQE_SKIP_SUCCESS);
+      v.setInt32(SQE.fd, this.#live.fd, true);
+      v.setBigUint64(SQE.addr, BigInt(IORING_MSG.DATA), true);
+      v.setUint32(SQE.len, c.res >>> 0, true);
+      v.setBigUint64(SQE.off, c.userData, true);
+      v.setBigUint64(SQE.userData, WRAPPER_MSG_USER_DATA, true);
+      if (c.flags !== 0) {
+        v.setUint32(SQE_MSG_RING_FLAGS, IORING_MSG_RING_FLAGS_PASS, true);
+        v.setUint32(SQE_FILE_INDEX, c.flags, true);
+      }
+      while (!this.#live.pushSqe(sqe)) this.#enter(0); // SQ full: post what is queued first
+      this.#msgsPending++;
+      this.forwarded++;
+      n++;
+    }
+    return n;
+  }
+
+  /** REGISTER_FILES: the fd array is the argument itself. */
+  #registerFiles(arg: Uint8Array | null, nrArgs: number): number {
+    if (arg === null || arg.length < 4 * nrArgs || nrArgs <= 0) {
+      return this.#live.register(IORING_REGISTER.REGISTER_FILES, arg, nrArgs);
+    }
+    const fds = readInts(arg, 0, nrArgs);
+    const { live, shadow, emu } = this.#split(fds);
+    const r = this.#live.register(IORING_REGISTER.REGISTER_FILES, ints(live), nrArgs);
+    if (r < 0) return r;
+    const s = this.#shadow.register(IORING_REGISTER.REGISTER_FILES, ints(shadow), nrArgs);
+    if (s < 0) throw new Error(`real backend: host stack file table refused: ${s}`);
+    this.#emuSlots.clear();
+    for (const i of emu) this.#emuSlots.add(i);
+    return r;
+  }
+
+  /** REGISTER_FILES2: sparse, or an fd array at `data`. */
+  #registerFiles2(opcode: number, arg: Uint8Array | null, nrArgs: number): number {
+    if (arg === null || arg.length < RSRC_REGISTER.SIZE) {
+      return this.#live.register(opcode, arg, nrArgs);
+    }
+    const v = new DataView(arg.buffer, arg.byteOffset, arg.byteLength);
+    const nr = v.getUint32(RSRC_REGISTER.nr, true);
+    const data = v.getBigUint64(RSRC_REGISTER.data, true);
+    const fds = data === 0n ? null : this.#readUserInts(data, nr);
+    if (data !== 0n && fds === null) return this.#live.register(opcode, arg, nrArgs); // -EFAULT
+    if (fds === null) {
+      const r = this.#live.register(opcode, arg, nrArgs);
+      if (r < 0) return r;
+      this.#shadow.register(opcode, arg, nrArgs);
+      this.#emuSlots.clear();
+      return r;
+    }
+    const { live, shadow, emu } = this.#split(fds);
+    return this.#withArrays(live, shadow, (ld, sd) => {
+      const a = (d: bigint) => {
+        const b = arg.slice();
+        new DataView(b.buffer).setBigUint64(RSRC_REGISTER.data, d, true);
+        return b;
+      };
+      const r = this.#live.register(opcode, a(ld), nrArgs);
+      if (r < 0) return r;
+      const s = this.#shadow.register(opcode, a(sd), nrArgs);
+      if (s < 0) throw new Error(`real backend: host stack file table refused: ${s}`);
+      this.#emuSlots.clear();
+      for (const i of emu) this.#emuSlots.add(i);
+      return r;
+    });
+  }
+
+  /** REGISTER_FILES_UPDATE2: replace slots from `offset` with the fds at `data`. */
+  #updateFiles2(opcode: number, arg: Uint8Array | null, nrArgs: number): number {
+    if (arg === null || arg.length < RSRC_UPDATE2.SIZE) {
+      return this.#live.register(opcode, arg, nrArgs);
+    }
+    const v = new DataView(arg.buffer, arg.byteOffset, arg.byteLength);
+    const offset = v.getUint32(RSRC_UPDATE2.offset, true);
+    const nr = v.getUint32(RSRC_UPDATE2.nr, true);
+    const data = v.getBigUint64(RSRC_UPDATE2.data, true);
+    const fds = this.#readUserInts(data, nr);
+    if (fds === null) return this.#live.register(opcode, arg, nrArgs);
+    const { live, shadow, emu } = this.#split(fds);
+    return this.#withArrays(live, shadow, (ld, sd) => {
+      const a = (d: bigint) => {
+        const b = arg.slice();
+        new DataView(b.buffer).setBigUint64(RSRC_UPDATE2.data, d, true);
+        return b;
+      };
+      const r = this.#live.register(opcode, a(ld), nrArgs);
+      if (r < 0) return r;
+      this.#shadow.register(opcode, a(sd), nrArgs);
+      for (let i = 0; i < r; i++) this.#emuSlots.delete(offset + i);
+      for (const i of emu) if (i < r) this.#emuSlots.add(offset + i);
+      return r;
+    });
+  }
+
+  /** REGISTER_FILES_UPDATE: struct io_uring_files_update { offset, resv, fds }. */
+  #updateFiles(opcode: number, arg: Uint8Array | null, nrArgs: number): number {
+    if (arg === null || arg.length < RSRC_UPDATE.SIZE) {
+      return this.#live.register(opcode, arg, nrArgs);
+    }
+    const v = new DataView(arg.buffer, arg.byteOffset, arg.byteLength);
+    const offset = v.getUint32(RSRC_UPDATE.offset, true);
+    const fds = this.#readUserInts(v.getBigUint64(RSRC_UPDATE.data, true), nrArgs);
+    if (fds === null) return this.#live.register(opcode, arg, nrArgs);
+    const { live, shadow, emu } = this.#split(fds);
+    return this.#withArrays(live, shadow, (ld, sd) => {
+      const a = (d: bigint) => {
+        const b = arg.slice();
+        new DataView(b.buffer).setBigUint64(RSRC_UPDATE.data, d, true);
+        return b;
+      };
+      const r = this.#live.register(opcode, a(ld), nrArgs);
+      if (r < 0) return r;
+      this.#shadow.register(opcode, a(sd), nrArgs);
+      for (let i = 0; i < r; i++) this.#emuSlots.delete(offset + i);
+      for (const i of emu) if (i < r) this.#emuSlots.add(offset + i);
+      return r;
+    });
+  }
+
+  /** Kernel side: the namespace's slots empty (-1); shadow side: only the namespace. */
+  #split(fds: number[]): { live: number[]; shadow: number[]; emu: number[] } {
+    const live: number[] = [];
+    const shadow: number[] = [];
+    const emu: number[] = [];
+    fds.forEach((fd, i) => {
+      const simFd = this.#host.emulatedFds.get(fd);
+      if (simFd !== undefined) {
+        live.push(-1);
+        shadow.push(simFd);
+        emu.push(i);
+      } else {
+        live.push(fd);
+        shadow.push(-1);
+      }
+    });
+    return { live, shadow, emu };
+  }
+
+  /** Run `f` with the two fd arrays placed in memory both sides can read. */
+  #withArrays(
+    live: number[],
+    shadow: number[],
+    f: (liveAddr: bigint, shadowAddr: bigint) => number,
+  ): number {
+    using lb = this.#host.alloc(Math.max(4, 4 * live.length));
+    using sb = this.#host.alloc(Math.max(4, 4 * shadow.length));
+    const lv = new DataView(lb.bytes.buffer, lb.bytes.byteOffset, lb.bytes.byteLength);
+    const sv = new DataView(sb.bytes.buffer, sb.bytes.byteOffset, sb.bytes.byteLength);
+    live.forEach((fd, i) => lv.setInt32(4 * i, fd, true));
+    shadow.forEach((fd, i) => sv.setInt32(4 * i, fd, true));
+    return f(lb.addr, sb.addr);
+  }
+
+  /** `n` int32s at a user address, or null when any byte is outside the testbed's memory. */
+  #readUserInts(addr: bigint, n: number): number[] | null {
+    if (n === 0) return [];
+    if (n > 1 << 20 || !this.#host.mm.rangeMapped(addr, 4 * n)) return null;
+    const out: number[] = [];
+    for (let i = 0; i < n; i++) {
+      const t = this.#host.mm.translate(addr + BigInt(4 * i))!;
+      out.push(new DataView(t.page.data.buffer, t.page.data.byteOffset).getInt32(t.offset, true));
+    }
+    return out;
+  }
+}
+
+/** Whether an opcode's `fd` field names a file (NOP's and MSG_RING's do not name the namespace). */
+function opUsesFd(op: number): boolean {
+  return op !== IORING_OP.NOP && op !== IORING_OP.MSG_RING;
+}
+
+function readInts(b: Uint8Array, off: number, n: number): number[] {
+  const v = new DataView(b.buffer, b.byteOffset, b.byteLength);
+  const out: number[] = [];
+  for (let i = 0; i < n; i++) out.push(v.getInt32(off + 4 * i, true));
+  return out;
+}
+
+function ints(a: number[]): Uint8Array {
+  const b = new Uint8Array(4 * a.length);
+  const v = new DataView(b.buffer);
+  a.forEach((x, i) => v.setInt32(4 * i, x, true));
+  return b;
+}
