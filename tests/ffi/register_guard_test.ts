@@ -493,3 +493,12 @@ Deno.test({
     assert.equal(ring.registerBuffers([{ addr: buf.addr, len: PAGE }]).res, -EFAULT);
   },
 });
+
+Deno.test("register guard (sim): MAP with a short arg is -EFAULT before the CAP_SYS_ADMIN check", () => {
+  using tb = openTestbed({ backend: "sim", capSysAdmin: false });
+  using ring = tb.ring({ entries: 4 });
+  const arg = encodeMapBuffers(0, 0, 1);
+  assert.equal(ring.raw.register(R.REGISTER_MAP_BUFFERS, arg.subarray(0, 31), 1), -EFAULT);
+  assert.equal(ring.raw.register(R.REGISTER_MAP_BUFFERS, arg, 1), -Errno.EPERM);
+  assert.equal(ring.raw.register(R.REGISTER_UNMAP_BUFFERS, null, 1), -Errno.EPERM);
+});
