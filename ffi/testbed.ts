@@ -9,18 +9,23 @@
  * proposal's register opcodes answer -EINVAL, as the live kernel does for
  * opcodes it lacks.
  *
+ * Register calls on its rings may point only into memory this testbed
+ * handed out (`allocBuffer`, and the argument arrays its rings allocate):
+ * the register guard (`sim/uapi/register_rules.ts`) answers anything else
+ * with -EFAULT before the kernel sees it, as the sim does.
+ *
  * @module
  */
 
 import { Errno, ErrnoError } from "../sim/uapi/errno.ts";
-import type { Ring, UserBuffer } from "../sim/uapi/ring_api.ts";
+import { Ring, type UserBuffer } from "../sim/uapi/ring_api.ts";
 import {
   Handouts,
   type RingOptions,
   type Testbed,
   type TestbedOptions,
 } from "../sim/uapi/testbed.ts";
-import { allocBuffer, Libc } from "./libc.ts";
+import { allocBuffer, Libc, NativeMemory } from "./libc.ts";
 import { LiveRing, liveRingUnavailable } from "./liburing.ts";
 
 /** Why the real backend cannot run here, or null when it can. */
@@ -43,13 +48,15 @@ class RealTestbed implements Testbed {
   readonly #libc = Libc.open();
   readonly #dir = Deno.makeTempDirSync({ prefix: "premap-real-" });
   readonly #buffers = new Handouts();
+  /** What #buffers holds, by address: the only memory register arguments may point into. */
+  readonly #memory = new NativeMemory();
   readonly #fds = new Set<number>();
   readonly #rings = new Handouts();
   #closed = false;
 
   allocBuffer(len: number): UserBuffer {
     this.#live();
-    return this.#buffers.adopt(allocBuffer(len));
+    return this.#buffers.adopt(this.#memory.adopt(allocBuffer(len)));
   }
 
   open(path: string, flags: number, mode = 0o644): number {
@@ -78,9 +85,13 @@ class RealTestbed implements Testbed {
 
   ring(opts: RingOptions): Ring {
     this.#live();
-    const r = LiveRing.create(opts.entries, { flags: opts.flags, cqEntries: opts.cqEntries });
+    const r = LiveRing.create(opts.entries, {
+      flags: opts.flags,
+      cqEntries: opts.cqEntries,
+      memory: this.#memory,
+    });
     if (!("ring" in r)) throw new ErrnoError(r.res, "io_uring_setup");
-    return this.#rings.adopt(r.ring.toRing());
+    return this.#rings.adopt(new Ring(r.ring, (len) => this.allocBuffer(len)));
   }
 
   #live(): void {
