@@ -24,6 +24,7 @@
  */
 
 import { O } from "../sim/uapi/io_uring.ts";
+import type { UserMemory } from "../sim/uapi/register_rules.ts";
 
 export { O };
 
@@ -130,10 +131,80 @@ export class Libc implements Disposable {
   [Symbol.dispose](): void {}
 }
 
+/**
+ * Native memory handed out by {@link allocBuffer}: the `UserMemory` of the
+ * register guard (sim/uapi/register_rules.ts) on the real backend. Each
+ * buffer counts with its whole page-rounded allocation, as an mmap of the
+ * same length would on the sim. A buffer leaves the set when it is disposed,
+ * before its memory is freed.
+ */
+export class NativeMemory implements UserMemory {
+  /** start -> end (exclusive) of each live allocation. */
+  readonly #regions = new Map<bigint, bigint>();
+
+  /** Track `[addr, addr + size)` until {@link NativeMemory.remove}. */
+  add(addr: bigint, size: number): void {
+    this.#regions.set(addr, addr + BigInt(size));
+  }
+
+  /** Stop tracking the allocation at `addr`. */
+  remove(addr: bigint): void {
+    this.#regions.delete(addr);
+  }
+
+  /** Track `buf` until it is disposed (wraps its `[Symbol.dispose]`); returns it. */
+  adopt<T extends NativeBuffer>(buf: T): T {
+    this.add(buf.addr, buf.size);
+    const dispose = buf[Symbol.dispose].bind(buf);
+    const remove = () => this.remove(buf.addr);
+    Object.defineProperty(buf, Symbol.dispose, {
+      value() {
+        remove();
+        dispose();
+      },
+      configurable: true,
+    });
+    return buf;
+  }
+
+  /** Every byte of `[addr, addr + len)` lies in tracked allocations (adjacent ones join). */
+  covers(addr: bigint, len: bigint): boolean {
+    if (len < 0n || addr < 0n || addr + len > 1n << 64n) return false;
+    let at = addr;
+    const end = addr + len;
+    while (at < end) {
+      let next = -1n;
+      for (const [start, stop] of this.#regions) {
+        if (start <= at && at < stop) {
+          next = stop;
+          break;
+        }
+      }
+      if (next < 0n) return false;
+      at = next;
+    }
+    return true;
+  }
+
+  /** A copy of `[addr, addr + len)` when it lies in tracked allocations, else null. */
+  read(addr: bigint, len: number): Uint8Array | null {
+    if (!Number.isInteger(len) || len < 0 || !this.covers(addr, BigInt(len))) return null;
+    const out = new Uint8Array(len);
+    const p = Deno.UnsafePointer.create(addr);
+    if (len > 0 && p !== null) new Deno.UnsafePointerView(p).copyInto(out);
+    return out;
+  }
+}
+
+/** Every live {@link allocBuffer} of this process: the guard's memory for a bare `LiveRing`. */
+export const processMemory: NativeMemory = new NativeMemory();
+
 /** A page-aligned native buffer: its address and a byte view over it. */
 export interface NativeBuffer extends Disposable {
   /** Native (user virtual) address, page aligned. */
   readonly addr: bigint;
+  /** Bytes allocated: `len` rounded up to whole pages. */
+  readonly size: number;
   /** The bytes (detached once disposed). */
   readonly bytes: Uint8Array;
   /** The pointer, for FFI calls. */
@@ -163,8 +234,10 @@ export function allocBuffer(len: number): NativeBuffer {
   let bytes = new Uint8Array(Deno.UnsafePointerView.getArrayBuffer(ptr, len));
   bytes.fill(0);
   let freed = false;
+  processMemory.add(addr, size);
   return {
     addr,
+    size,
     ptr,
     get bytes() {
       return bytes;
@@ -172,6 +245,7 @@ export function allocBuffer(len: number): NativeBuffer {
     [Symbol.dispose]() {
       if (freed) return;
       freed = true;
+      processMemory.remove(addr);
       // Detach every view of the native memory before it goes back to malloc.
       (bytes.buffer as ArrayBuffer).transfer(0);
       bytes = new Uint8Array(0);

@@ -17,10 +17,15 @@
  * (prep, register/update of files and buffers, probe, wait with timeout) whose
  * failures come back as values (`{ res, ok, errno }`), never thrown.
  *
- * The proposal's `IORING_REGISTER_MAP_BUFFERS`/`UNMAP_BUFFERS` (38/39) are never
- * forwarded to the kernel: {@link LiveRing.register} returns `-EINVAL` for
- * them, what a kernel without the opcodes returns, unless a handler was
- * installed with {@link LiveRing.setMapHandler} (the emulated controller's).
+ * {@link LiveRing.register} applies the register guard shared with the sim
+ * (`sim/uapi/register_rules.ts`) before any system call: an allow-list of
+ * opcodes, the argument size each needs for its `nr_args`, and every pointer
+ * inside the argument checked against the native memory this ring was given
+ * ({@link LiveRingOptions.memory}; by default every live `allocBuffer` of the
+ * process). The proposal's `IORING_REGISTER_MAP_BUFFERS`/`UNMAP_BUFFERS`
+ * (38/39) are never forwarded to the kernel in any spelling: `-EINVAL`, what a
+ * kernel without the opcodes returns, unless a handler was installed with
+ * {@link LiveRing.setMapHandler} (the emulated controller's).
  *
  * @example
  * ```ts
@@ -45,8 +50,6 @@ import {
   CQE,
   type Cqe,
   IORING_OP,
-  IORING_REGISTER_MAP_BUFFERS,
-  IORING_REGISTER_UNMAP_BUFFERS,
   IORING_SETUP,
   IOVEC,
   PARAMS,
@@ -63,7 +66,8 @@ import {
   result,
   Ring,
 } from "../sim/uapi/ring_api.ts";
-import { allocBuffer } from "./libc.ts";
+import { allocBuffer, type NativeMemory, processMemory } from "./libc.ts";
+import { checkIovecTargets, registerGuard } from "../sim/uapi/register_rules.ts";
 
 /** Byte offsets in liburing 2.3's `struct io_uring` (x86_64), checked against offsetof(). */
 export const IO_URING = {
@@ -238,13 +242,20 @@ export interface LiveRingOptions {
   flags?: number;
   /** CQ size (sets IORING_SETUP_CQSIZE). */
   cqEntries?: number;
+  /**
+   * The only memory register arguments may point into (a testbed's
+   * `allocBuffer`s); default: every live `allocBuffer` of the process.
+   */
+  memory?: NativeMemory;
 }
 
 export type { CallResult, Cqe, RawRing, SqeFields };
 export { Ring };
 
 function ptr(u8: Uint8Array | null): Deno.PointerValue {
-  return u8 === null ? null : Deno.UnsafePointer.of(u8 as Uint8Array<ArrayBuffer>);
+  return u8 === null || u8.length === 0
+    ? null
+    : Deno.UnsafePointer.of(u8 as Uint8Array<ArrayBuffer>);
 }
 
 function mapU32(p: bigint, bytes: number): Uint32Array {
@@ -317,14 +328,20 @@ export class LiveRing implements RawRing {
   readonly #cqePtr = new BigUint64Array(1);
   readonly #ts = new BigInt64Array(2);
   #mapHandler: ((opcode: number, arg: Uint8Array | null, nrArgs: number) => number) | null = null;
+  readonly #memory: NativeMemory;
   #closed = false;
   #kernelRegisterCalls = 0;
 
   /** Word index of `sq.sqe_tail` in {@link structWords}. */
   static readonly SQE_TAIL_WORD = IO_URING.sq.sqeTail / 4;
 
-  private constructor(sym: LiburingSymbols, struct: Uint8Array<ArrayBuffer>) {
+  private constructor(
+    sym: LiburingSymbols,
+    struct: Uint8Array<ArrayBuffer>,
+    memory: NativeMemory,
+  ) {
     this.#sym = sym;
+    this.#memory = memory;
     this.#submit = sym.io_uring_submit;
     this.#submitAndWait = sym.io_uring_submit_and_wait;
     this.struct = struct;
@@ -387,7 +404,7 @@ export class LiveRing implements RawRing {
     const struct = new Uint8Array(IO_URING.SIZE);
     const r = sym.io_uring_queue_init_params(entries, ptr(struct), ptr(params));
     if (r < 0) return result(r);
-    return { ring: new LiveRing(sym, struct) };
+    return { ring: new LiveRing(sym, struct, opts.memory ?? processMemory) };
   }
 
   /** The friendly {@link Ring} over this raw ring, allocating argument memory natively. */
@@ -613,7 +630,7 @@ export class LiveRing implements RawRing {
 
   // ---------------------------------------------------------------- register
 
-  /** How many raw {@link register} calls went to the kernel (opcodes 38/39 never do). */
+  /** How many raw {@link register} calls went to the kernel (guarded and 38/39 calls never do). */
   get kernelRegisterCalls(): number {
     return this.#kernelRegisterCalls;
   }
@@ -628,17 +645,22 @@ export class LiveRing implements RawRing {
 
   /**
    * io_uring_register(2), raw: 0 (or a count) or -errno. Pointers inside
-   * `arg` are native addresses. MAP/UNMAP_BUFFERS (38/39) never reach the
-   * kernel: -EINVAL, or the installed map handler's result.
+   * `arg` are native addresses and must lie in this ring's memory
+   * ({@link LiveRingOptions.memory}). The register guard
+   * (`sim/uapi/register_rules.ts`) answers a call that breaks its rules
+   * without a system call: `-EINVAL` for a non-u32 opcode or nr_args, any
+   * IORING_REGISTER_USE_REGISTERED_RING spelling, or an opcode off the list;
+   * `-EFAULT` for an argument too short for nr_args or a pointer outside that
+   * memory. MAP/UNMAP_BUFFERS (38/39) never reach the kernel: -EINVAL, or the
+   * installed map handler's result.
    */
   register(opcode: number, arg: Uint8Array | null, nrArgs: number): number {
+    const rule = registerGuard(opcode, arg, nrArgs, this.#memory);
+    if (typeof rule === "number") return rule;
     this.#live();
-    if (opcode === IORING_REGISTER_MAP_BUFFERS || opcode === IORING_REGISTER_UNMAP_BUFFERS) {
-      return this.#mapHandler?.(opcode, arg, nrArgs) ?? -Errno.EINVAL;
-    }
-    if (!Number.isInteger(opcode) || opcode < 0 || opcode > 0xffffffff) return -Errno.EINVAL;
+    if (rule.testbedOnly) return this.#mapHandler?.(opcode, arg, nrArgs) ?? -Errno.EINVAL;
     this.#kernelRegisterCalls++;
-    return this.#sym.io_uring_register(this.fd, opcode, ptr(arg), nrArgs >>> 0);
+    return this.#sym.io_uring_register(this.fd, opcode, ptr(arg), nrArgs);
   }
 
   /** io_uring_register_files(): `fds` may hold -1 for sparse slots. */
@@ -696,6 +718,8 @@ export class LiveRing implements RawRing {
   /** io_uring_register_buffers(): one iovec per buffer. */
   registerBuffers(bufs: readonly { addr: bigint; len: number }[]): CallResult {
     this.#live();
+    const bad = checkIovecTargets(bufs, this.#memory);
+    if (bad < 0) return result(bad);
     // Like a C caller, pass a real pointer even for an empty array.
     const iov = bufs.length ? encodeIovecs(bufs) : new Uint8Array(IOVEC.SIZE);
     return result(this.#sym.io_uring_register_buffers(this.ringPtr, ptr(iov), bufs.length));
@@ -713,6 +737,8 @@ export class LiveRing implements RawRing {
    */
   updateBuffers(offset: number, bufs: readonly { addr: bigint; len: number }[]): CallResult {
     this.#live();
+    const bad = checkIovecTargets(bufs, this.#memory);
+    if (bad < 0) return result(bad);
     // Like a C caller, pass a real pointer even for an empty array.
     const iov = bufs.length ? encodeIovecs(bufs) : new Uint8Array(IOVEC.SIZE);
     return result(

@@ -15,6 +15,11 @@
  * fails with -EBADF; the ring wrapper (`ffi/ring_wrapper.ts`) routes the
  * namespace's SQEs into the host stack.
  *
+ * Register calls on its rings may point only into memory this testbed
+ * handed out (`allocBuffer`, and the argument arrays its rings allocate):
+ * the register guard (`sim/uapi/register_rules.ts`) answers anything else
+ * with -EFAULT before the kernel sees it, as the sim does.
+ *
  * @module
  */
 
@@ -33,7 +38,7 @@ import { SimRing } from "../sim/io_uring/io_uring.ts";
 import { doSysOpen, sysClose } from "../sim/fs/namei.ts";
 import type { IommuMode } from "../sim/dma/types.ts";
 import type { Stats } from "../sim/stats.ts";
-import { allocBuffer, Libc } from "./libc.ts";
+import { allocBuffer, Libc, NativeMemory } from "./libc.ts";
 import { LiveRing, liveRingUnavailable } from "./liburing.ts";
 import { CoherentArena, NativeFrames } from "./frames.ts";
 import { NvmeEmu, type NvmeEmuIommuMode, nvmeEmuUnavailable } from "./nvme_emu.ts";
@@ -134,6 +139,8 @@ class RealTestbed implements Testbed {
   readonly #libc = Libc.open();
   readonly #dir = Deno.makeTempDirSync({ prefix: "premap-real-" });
   readonly #buffers = new Handouts();
+  /** What #buffers holds, by address: the only memory register arguments may point into. */
+  readonly #memory = new NativeMemory();
   readonly #fds = new Set<number>();
   readonly #rings = new Handouts();
   readonly #host: RealHost | undefined;
@@ -175,7 +182,7 @@ class RealTestbed implements Testbed {
 
   allocBuffer(len: number): UserBuffer {
     this.#live();
-    const nb = allocBuffer(len);
+    const nb = this.#memory.adopt(allocBuffer(len));
     const host = this.#host;
     if (host === undefined) return this.#buffers.adopt(nb);
     const size = Math.ceil(len / 4096) * 4096;
@@ -244,10 +251,14 @@ class RealTestbed implements Testbed {
 
   ring(opts: RingOptions): Ring {
     this.#live();
-    const r = LiveRing.create(opts.entries, { flags: opts.flags, cqEntries: opts.cqEntries });
+    const r = LiveRing.create(opts.entries, {
+      flags: opts.flags,
+      cqEntries: opts.cqEntries,
+      memory: this.#memory,
+    });
     if (!("ring" in r)) throw new ErrnoError(r.res, "io_uring_setup");
     const host = this.#host;
-    if (host === undefined) return this.#rings.adopt(r.ring.toRing());
+    if (host === undefined) return this.#rings.adopt(new Ring(r.ring, (len) => this.allocBuffer(len)));
     const live = r.ring;
     const params = new Uint8Array(PARAMS.SIZE);
     const v = new DataView(params.buffer);

@@ -15,9 +15,9 @@ import { fput } from "../fs/file.ts";
 import type { File } from "../fs/file.ts";
 import type { FdTable } from "../fs/fdtable.ts";
 import { Errno } from "../uapi/errno.ts";
+import { IORING_MAX_FIXED_FILES } from "../uapi/io_uring.ts";
 
-/** IORING_MAX_FIXED_FILES (io_uring/rsrc.h). */
-export const IORING_MAX_FIXED_FILES = 1 << 20;
+export { IORING_MAX_FIXED_FILES };
 /** IORING_REGISTER_FILES_SKIP: leave a slot unchanged in an update. */
 export const IORING_REGISTER_FILES_SKIP = -2;
 

@@ -43,6 +43,7 @@ import { FileTable } from "./filetable.ts";
 import { type IoKiocb, IOU_ISSUE_QUEUED } from "./io_uring_types.ts";
 import { IO_ISSUE_DEFS, IORING_OP_LAST } from "./opdef.ts";
 import { ioUringRegister } from "./register.ts";
+import { registerGuard } from "../uapi/register_rules.ts";
 import { ioIsUringFops, ioUringGetFile, type RingFileCtx } from "./ring_file.ts";
 import { BufTable, ioFileSlotRelease } from "./rsrc.ts";
 
@@ -398,8 +399,13 @@ export class SimRing implements RingFileCtx, Disposable {
    * io_uring_register(fd, opcode, arg, nr_args): see {@link ioUringRegister}.
    * A zero-length `arg` is a NULL pointer, as Deno FFI passes an empty buffer
    * to the live kernel (so `REGISTER_FILES` with no files is -EFAULT on both).
+   * The register guard of both backends ({@link registerGuard}: allow-list,
+   * argument sizes, pointers into the process's mappings) runs first, so the
+   * sim answers a call the real backend refuses exactly as it does.
    */
   register(opcode: number, arg: Uint8Array | null, nrArgs: number): number {
+    const rule = registerGuard(opcode, arg, nrArgs, this.kernel.mm);
+    if (typeof rule === "number") return rule;
     if (this.#dead) return -Errno.EBADF;
     const t0 = this.kernel.stats.begin();
     try {

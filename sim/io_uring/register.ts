@@ -106,14 +106,16 @@ function registerRsrc(
   const sparse = (flags & IORING_RSRC_REGISTER_SPARSE) !== 0;
   if (sparse && data) return -Errno.EINVAL;
   if (tags) return -Errno.EINVAL;
+  // A NULL data pointer is all-sparse with or without the flag: the kernel
+  // passes it on as a NULL array and reads nothing from it.
   if (type === "file") {
-    if (sparse) return filesRegister(ctx, null, nr);
+    if (sparse || !data) return filesRegister(ctx, null, nr);
     if (ctx.fileTable.nr) return -Errno.EBUSY;
     const fds = copyFds(ctx, data, nr);
     if (typeof fds === "number") return fds;
     return filesRegister(ctx, fds, nr);
   }
-  if (sparse) return ctx.bufTable.register(null, nr);
+  if (sparse || !data) return ctx.bufTable.register(null, nr);
   if (ctx.bufTable.nr) return -Errno.EBUSY;
   const iovs = copyIovecs(ctx, data, nr);
   if (typeof iovs === "number") return iovs;

@@ -15,10 +15,13 @@
 
 import { Errno } from "../uapi/errno.ts";
 import type { Stats } from "../stats.ts";
+import type { UserMemory } from "../uapi/register_rules.ts";
 import { type Page, PAGE_SHIFT, PAGE_SIZE, type PhysMem } from "./phys.ts";
 
 /** Start of the mmap area (like x86_64's top-down base, kept simple). */
 export const MMAP_BASE = 0x7f00_0000_0000n;
+
+const U64_LIMIT = 1n << 64n;
 
 /** One anonymous mapping (`struct vm_area_struct`). */
 export interface Vma {
@@ -41,7 +44,7 @@ export interface PinnedRange {
 }
 
 /** A process address space over a {@link PhysMem}. */
-export class UserMm {
+export class UserMm implements UserMemory {
   readonly #phys: PhysMem;
   readonly #stats: Stats | undefined;
   readonly #vmas: Vma[] = []; // sorted by start
@@ -136,6 +139,23 @@ export class UserMm {
       a = v.start + BigInt(v.length);
     }
     return true;
+  }
+
+  /**
+   * The register guard's view (sim/uapi/register_rules.ts `UserMemory`): every
+   * byte of `[addr, addr + len)` lies in a mapping. The sim's mappings are
+   * exactly what the testbed handed out.
+   */
+  covers(addr: bigint, len: bigint): boolean {
+    if (len < 0n || addr < 0n || addr + len > U64_LIMIT) return false;
+    if (len > BigInt(Number.MAX_SAFE_INTEGER)) return false;
+    return this.rangeMapped(addr, Number(len));
+  }
+
+  /** The register guard's read: a copy of `[addr, addr + len)`, or null on a fault. */
+  read(addr: bigint, len: number): Uint8Array | null {
+    const r = this.copyFromUser(addr, len);
+    return typeof r === "number" ? null : r;
   }
 
   /**

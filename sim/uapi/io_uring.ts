@@ -150,6 +150,8 @@ export const IORING_OFF = {
 export const IORING_MAX_ENTRIES = 32768;
 /** Largest CQ ring (io_uring/io_uring.c). */
 export const IORING_MAX_CQ_ENTRIES = 2 * IORING_MAX_ENTRIES;
+/** Largest fixed file table (IORING_MAX_FIXED_FILES, io_uring/rsrc.h). */
+export const IORING_MAX_FIXED_FILES = 1 << 20;
 /** Largest number of registered buffers (io_uring/rsrc.c). */
 export const IORING_MAX_REG_BUFFERS = 1 << 14;
 /** Largest registered buffer: SZ_1G (io_uring/rsrc.c io_buffer_validate). */
@@ -161,6 +163,14 @@ export const IO_URING_OP_SUPPORTED = 1 << 0;
 
 /** The newest register opcode in mainline, from which the proposal's are rebased. */
 export const IORING_REGISTER_BPF_FILTER = 37;
+
+/**
+ * io_uring_register() opcode flag: `fd` is an index into the calling task's
+ * registered ring fds (IORING_REGISTER_RING_FDS), not a file descriptor.
+ */
+export const IORING_REGISTER_USE_REGISTERED_RING = 0x8000_0000;
+/** IO_RINGFD_REG_MAX (io_uring/tctx.h): slots in a task's registered-ring table. */
+export const IO_RINGFD_REG_MAX = 16;
 
 /** io_uring_register() opcodes (enum io_uring_register_op), plus the proposal's two. */
 export const IORING_REGISTER = {

@@ -317,3 +317,50 @@ diffTest(
   ],
   4,
 );
+
+diffTest("register guard: short args, garbage pointers, bad spellings answered alike", [
+  open0,
+  // PROBE: 16 bytes for nr_args 64; then the full 528.
+  { t: "rawRegister", opcode: 8, nrArgs: 64, argLen: 16 },
+  { t: "rawRegister", opcode: 8, nrArgs: 64, argLen: 528 },
+  { t: "rawRegister", opcode: 8, nrArgs: 2 ** 32 + 1, argLen: 528 },
+  { t: "rawRegister", opcode: 8.5, nrArgs: 1, argLen: 24 },
+  { t: "rawRegister", opcode: 0x80000008, nrArgs: 1, argLen: 24 },
+  { t: "rawRegister", opcode: 0x80000026, nrArgs: 1, argLen: 32 },
+  { t: "rawRegister", opcode: 4, nrArgs: 1, argLen: 4 }, // EVENTFD: off the list
+  // REGISTER_BUFFERS: an iovec past the end of buffer 0, a raw address, then a good one.
+  {
+    t: "rawRegister",
+    opcode: 0,
+    nrArgs: 1,
+    argLen: 16,
+    ptrs: [[0, { buf: 0, off: BUF_BYTES - 4096, len: 0 }]],
+    u32: [[8, 8192]],
+  },
+  { t: "rawRegister", opcode: 0, nrArgs: 1, argLen: 16, ptrs: [[0, 0x1000n]], u32: [[8, 4096]] },
+  { t: "rawRegister", opcode: 0, nrArgs: 2, argLen: 16, ptrs: [[0, { buf: 0, off: 0, len: 0 }]] },
+  {
+    t: "rawRegister",
+    opcode: 0,
+    nrArgs: 1,
+    argLen: 16,
+    ptrs: [[0, { buf: 1, off: 0, len: 0 }]],
+    u32: [[8, 4096]],
+  },
+  { t: "unregBufs" },
+  // FILES2 with a garbage fd array, then with data NULL (all sparse).
+  { t: "rawRegister", opcode: 13, nrArgs: 32, argLen: 32, u32: [[0, 2]], ptrs: [[16, 0x1000n]] },
+  { t: "rawRegister", opcode: 13, nrArgs: 32, argLen: 31, u32: [[0, 2]] },
+  { t: "rawRegister", opcode: 13, nrArgs: 32, argLen: 32, u32: [[0, 2]] },
+  // FILES_UPDATE2 / BUFFERS_UPDATE with garbage data and tags.
+  { t: "rawRegister", opcode: 14, nrArgs: 32, argLen: 32, u32: [[24, 1]], ptrs: [[8, 0x1000n]] },
+  {
+    t: "rawRegister",
+    opcode: 14,
+    nrArgs: 32,
+    argLen: 32,
+    u32: [[24, 1]],
+    ptrs: [[8, { buf: 2, off: 0, len: 0 }], [16, 0x2000n]],
+  },
+  { t: "unregFiles" },
+]);

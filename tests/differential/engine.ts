@@ -72,7 +72,20 @@ export type Step =
   /** io_uring_enter(to_submit, min_complete 0) without reaping (CQEs stay in the ring). */
   | { t: "enter" }
   /** Reap at most `max` CQEs, in CQ order (no sorting). */
-  | { t: "reapOrdered"; max: number };
+  | { t: "reapOrdered"; max: number }
+  /**
+   * ring.raw.register with an `argLen`-byte argument: u32 fields and u64
+   * pointers written at byte offsets (a pointer is a buffer range's address,
+   * or a raw number for garbage). Misuse the register guard must answer alike.
+   */
+  | {
+    t: "rawRegister";
+    opcode: number;
+    nrArgs: number;
+    argLen: number;
+    u32?: [number, number][];
+    ptrs?: [number, BufRange | bigint][];
+  };
 
 /** What one step produced, in comparable form. */
 export type Observation = string;
@@ -185,6 +198,15 @@ class Runner implements Disposable {
       }
       case "enter":
         return describeResult(this.ring.submit(0).res);
+      case "rawRegister": {
+        const arg = new Uint8Array(step.argLen);
+        const v = new DataView(arg.buffer);
+        for (const [at, x] of step.u32 ?? []) v.setUint32(at, x, true);
+        for (const [at, p] of step.ptrs ?? []) {
+          v.setBigUint64(at, typeof p === "bigint" ? p : this.addr(p), true);
+        }
+        return describeResult(this.ring.raw.register(step.opcode, arg, step.nrArgs));
+      }
       case "reapOrdered":
         return this.ring.reap(step.max).map((c) => {
           const at = this.pending.get(c.userData);
