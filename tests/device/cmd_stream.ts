@@ -380,6 +380,10 @@ export interface AddrSpace {
   risky: boolean;
   /** Whether remapped IOVA page `i` is mapped read/write in the table. */
   remapUsable(i: number): boolean;
+  /** A page to use often for a while (an IOVA whose PTE was cleared while cached). */
+  prefer: bigint | undefined;
+  /** Data pointers that used {@link prefer}. */
+  preferUses: number;
 }
 
 /**
@@ -390,6 +394,10 @@ export interface AddrSpace {
  */
 export function dataPage(s: AddrSpace): bigint {
   const r = s.rng;
+  if (s.prefer !== undefined && r.chance(0.4)) {
+    s.preferUses++;
+    return s.prefer;
+  }
   const x = r.float();
   if (s.risky) {
     if (x < 0.06) return pa(r.pick(s.layout.holes));

@@ -127,6 +127,9 @@ class TsSide implements DevSide {
   invalidate(iovaPfn: number, npages: number): void {
     this.#tr.invalidate(iovaPfn, npages);
   }
+  iotlbHas(iovaPfn: number): boolean {
+    return this.#tr.mode === "translate" && this.#tr.iotlb.has(iovaPfn);
+  }
   counters(): SideCounters {
     return {
       invalidDoorbells: this.#ctrl.invalidDoorbellWrites,
@@ -247,6 +250,9 @@ export interface DiffSummary {
   modeSwitches: number;
   invalidations: number;
   fullChecks: number;
+  /** IOTLB entries made stale (PTE cleared while cached) and then used. */
+  staleEpisodes: number;
+  staleUses: number;
   counters: SideCounters;
   /** Counter differences (reported; fatal only with strictCounters). */
   counterDiffs: string[];
@@ -296,7 +302,7 @@ class Harness {
   readonly rng: Rng;
   readonly cfg: StreamConfig;
   readonly layout: HostLayout;
-  readonly a: DevSide;
+  readonly a: TsSide;
   readonly b: DevSide;
   readonly opts: DiffOptions;
   readonly trace: string[] = [];
@@ -342,6 +348,8 @@ class Harness {
       modeSwitches: 0,
       invalidations: 0,
       fullChecks: 0,
+      staleEpisodes: 0,
+      staleUses: 0,
       counters: this.a.counters(),
       counterDiffs: [],
     };
@@ -375,6 +383,8 @@ class Harness {
           ? this.freeLists.splice(this.rng.int(this.freeLists.length), 1)[0]
           : undefined,
       risky: false,
+      prefer: undefined,
+      preferUses: 0,
       remapUsable: (i: number) => this.remap[i].prot === 3n,
     };
   }
@@ -863,7 +873,40 @@ class Harness {
     const i = r.int(REMAP_PAGES);
     const iovaPfn = this.layout.remapBase + i;
     const e = this.remap[i];
-    const k = r.int(6);
+    const k = r.int(7);
+    if (k === 6) {
+      // Stale IOTLB entry: clear the PTE of a page the IOTLB holds, keep using it for a
+      // few steps (both sides must still translate through the cached entry), then
+      // invalidate it (both must fault).
+      const cached = Array.from({ length: 16 }, () => r.int(REMAP_PAGES))
+        .find((j) => this.remap[j].prot === 3n && this.a.iotlbHas(this.layout.remapBase + j));
+      if (cached === undefined) return;
+      const pfn = this.layout.remapBase + cached;
+      this.remap[cached].prot = 0n;
+      this.table.set(pfn, this.remap[cached].pfn, 0n);
+      this.space.prefer = pa(pfn);
+      this.sum.staleEpisodes++;
+      this.log(`stale episode: pte of cached iova pfn ${pfn} cleared, no invalidation`);
+      const steps = r.range(1, 4);
+      const at = this.step + steps;
+      const end = () => {
+        if (this.step < at) {
+          this.restore.push(end);
+          return;
+        }
+        this.a.invalidate(pfn, 1);
+        this.b.invalidate(pfn, 1);
+        this.log(`stale episode: invalidate iova pfn ${pfn}`);
+        const until = this.step + 2;
+        const stop = () => {
+          if (this.step < until) this.restore.push(stop);
+          else this.space.prefer = undefined;
+        };
+        this.restore.push(stop);
+      };
+      this.restore.push(end);
+      return;
+    }
     if (k === 0) {
       e.prot = 0n; // clear without invalidation: cached translations stay in use
       this.table.set(iovaPfn, e.pfn, 0n);
@@ -1122,6 +1165,7 @@ class Harness {
     }
     this.fullCheck();
     if (this.labelStats) console.log(formatCounts(this.labelStats));
+    this.sum.staleUses = this.space.preferUses;
     this.sum.cmds = this.submitted;
     this.sum.steps = this.step;
     return this.sum;

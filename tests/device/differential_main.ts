@@ -84,6 +84,8 @@ for (let s = seed0; s < seed0 + seeds; s++) {
       modeSwitches: sum.modeSwitches,
       invalidations: sum.invalidations,
       fullChecks: sum.fullChecks,
+      staleEpisodes: sum.staleEpisodes,
+      staleUses: sum.staleUses,
       counters: sum.counters,
       counterDiffs: sum.counterDiffs,
     }));
