@@ -95,6 +95,10 @@ export async function build(): Promise<number> {
     .filter((e) => e.isFile && e.name.endsWith(".c"))
     .map((e) => e.name)
     .sort();
+  // Headers and included fragments: a change to any rebuilds every target.
+  const includeTime = [...Deno.readDirSync(NATIVE_DIR)]
+    .filter((e) => e.isFile && (e.name.endsWith(".h") || e.name.endsWith(".inc")))
+    .reduce((m, e) => Math.max(m, mtimeMs(`${NATIVE_DIR}${e.name}`) ?? 0), 0);
   let failures = 0;
   for (const name of sources) {
     const path = `${NATIVE_DIR}${name}`;
@@ -102,7 +106,7 @@ export async function build(): Promise<number> {
     if (size > MAX_SOURCE_BYTES) throw new Error(`${name}: ${size} bytes exceeds the limit`);
     const text = Deno.readTextFileSync(path);
     for (const t of targetsFor(name, text)) {
-      const srcTime = Math.max(mtimeMs(t.src) ?? 0, scriptTime);
+      const srcTime = Math.max(mtimeMs(t.src) ?? 0, scriptTime, includeTime);
       const outTime = mtimeMs(t.out);
       if (outTime !== null && outTime >= srcTime) continue;
       const args = gccArgs(t);
