@@ -120,6 +120,8 @@ class RealHost implements Disposable {
           port: emu,
           step: () => this.threaded ? emu.deliverInterrupts().length : emu.process(1024),
           [Symbol.dispose]: () => {
+            // The device is going: nothing may post to its IOTLB or frame table after this.
+            dma.iommu?.setRemoteIotlb(undefined);
             this.frames.detach();
             emu[Symbol.dispose]();
           },
