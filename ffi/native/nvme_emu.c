@@ -324,6 +324,7 @@ struct nvme_emu {
   bool thread_started;
   _Atomic uint32_t wake_word;
   _Atomic uint32_t asleep;
+  _Atomic uint64_t wakeups; /* host-side count, folded into stats */
   _Atomic bool stop;
 };
 
