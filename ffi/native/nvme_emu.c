@@ -325,6 +325,11 @@ struct nvme_emu {
   _Atomic uint32_t wake_word;
   _Atomic uint32_t asleep;
   _Atomic uint64_t wakeups; /* host-side count, folded into stats */
+  _Atomic uint64_t poll_loops_idle; /* device-side idle polls without the lock */
+  /* Thread mode: doorbell writes that found the device busy, one slot per
+   * doorbell (value | DB_MAIL_PENDING), applied by the device before its next
+   * round: a posted MMIO write never waits for the device's media I/O. */
+  _Atomic uint32_t *db_mail;
   _Atomic bool stop;
 };
 
