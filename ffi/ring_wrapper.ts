@@ -84,6 +84,8 @@ export class RingWrapper implements RawRing {
   #chain: "live" | "shadow" | null = null;
   #shadowPending = 0;
   #msgsPending = 0;
+  /** An interrupt message was read from the CQ and its vector not yet delivered. */
+  #irqSeen = false;
   /** CQEs consumed by the wrapper itself (interrupt messages). */
   internalCqes = 0;
   /** Completions forwarded from the host stack into the ring. */
@@ -167,6 +169,9 @@ export class RingWrapper implements RawRing {
       this.#pump();
       if (this.#readyCount() >= waitNr) break;
       if (!this.#host.threaded && this.#host.outstanding() > 0) continue; // inline: step it
+      // An interrupt message already consumed must be delivered before sleeping: the
+      // device sends at most one message per vector until the host takes it.
+      if (this.#irqSeen) continue;
       // Sleep in the kernel until a CQE (a kernel op's, or the device's interrupt) arrives.
       const w = this.#live.waitCqes(1);
       if (w < 0 && w !== -Errno.EINTR && w !== -Errno.ETIME) return submitted || w;
@@ -244,6 +249,7 @@ export class RingWrapper implements RawRing {
   /** Read the kernel CQ, handle interrupts, forward the host stack's completions. */
   #pump(): void {
     this.#drainKernelCq();
+    this.#irqSeen = false;
     this.#host.poll();
     if (this.#forward() > 0 && this.#live.sqPending === this.#msgsPending) {
       // Only the wrapper's messages are queued: posting them submits nothing of the application's.
@@ -256,6 +262,7 @@ export class RingWrapper implements RawRing {
     for (const c of this.#live.reap()) {
       if (c.userData >= IRQ_USER_DATA_BASE && c.userData < IRQ_USER_DATA_BASE + 65536n) {
         this.internalCqes++;
+        this.#irqSeen = true;
         continue;
       }
       if (c.userData === WRAPPER_MSG_USER_DATA) {

@@ -116,9 +116,22 @@ class RealHost implements Disposable {
             wait: (seq) => emu.invWait(seq, 5e9),
           });
         }
+        // The device's own DMA counters join the host's, as the TS controller's do on sim.
+        const stats = this.kernel.stats;
+        let seen = { reads: 0, writes: 0 };
+        const fold = () => {
+          const s = emu.stats();
+          stats.add("deviceDmaReads", s.dmaReads - seen.reads);
+          stats.add("deviceDmaWrites", s.dmaWrites - seen.writes);
+          seen = { reads: s.dmaReads, writes: s.dmaWrites };
+        };
         return {
           port: emu,
-          step: () => this.threaded ? emu.deliverInterrupts().length : emu.process(1024),
+          step: () => {
+            const n = this.threaded ? emu.deliverInterrupts().length : emu.process(1024);
+            if (n > 0) fold();
+            return n;
+          },
           [Symbol.dispose]: () => {
             // The device is going: nothing may post to its IOTLB or frame table after this.
             dma.iommu?.setRemoteIotlb(undefined);
@@ -260,7 +273,9 @@ class RealTestbed implements Testbed {
     });
     if (!("ring" in r)) throw new ErrnoError(r.res, "io_uring_setup");
     const host = this.#host;
-    if (host === undefined) return this.#rings.adopt(new Ring(r.ring, (len) => this.allocBuffer(len)));
+    if (host === undefined) {
+      return this.#rings.adopt(new Ring(r.ring, (len) => this.allocBuffer(len)));
+    }
     const live = r.ring;
     const params = new Uint8Array(PARAMS.SIZE);
     const v = new DataView(params.buffer);
