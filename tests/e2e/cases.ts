@@ -140,6 +140,7 @@ export class Rig implements Disposable {
   maxIoBytes = Infinity;
   readonly #iov: UserBuffer;
   #mapped = false;
+  #mapCounts: Record<CounterName, number> | undefined;
 
   /**
    * Open the namespace and set up buffers of `lens[i]` bytes whose registered
@@ -167,7 +168,9 @@ export class Rig implements Disposable {
       this.#ok(this.ring.registerBuffers(bufs), "IORING_REGISTER_BUFFERS");
     }
     if (cfg.path === "dma") {
+      const before = this.snapshot();
       this.#ok(this.ring.mapBuffers(0, 0, lens.length), "IORING_REGISTER_MAP_BUFFERS");
+      this.#mapCounts = this.since(before);
       this.#mapped = true;
     }
   }
@@ -351,11 +354,27 @@ export class Rig implements Disposable {
     }
   }
 
-  /** Unmap (dma), then check that nothing faulted; the ring and fd are released on dispose. */
+  /**
+   * Unmap (dma): every page MAP_BUFFERS mapped is unmapped, every IOMMU entry
+   * it wrote cleared. Then check that nothing faulted. The ring and fd are
+   * released on dispose.
+   */
   finish(): void {
     if (this.#mapped) {
+      const before = this.snapshot();
       this.#ok(this.ring.unmapBuffers(0, 0, this.mem.length), "IORING_REGISTER_UNMAP_BUFFERS");
       this.#mapped = false;
+      const u = this.since(before);
+      const m = this.#mapCounts;
+      if (u && m) {
+        const pages = this.lens.reduce(
+          (a, len, i) => a + pagesTouched(this.inPage(i, 0), len),
+          0,
+        );
+        assert.equal(m.dmaMapPageCalls, pages, `${this.label()}: MAP_BUFFERS mapped each page`);
+        assert.equal(u.dmaUnmapPageCalls, pages, `${this.label()}: UNMAP_BUFFERS unmapped each`);
+        assert.equal(u.iommuPteClears, m.iommuPteWrites, `${this.label()}: IOMMU entries cleared`);
+      }
     }
     const st = this.tb.stats?.counters;
     if (st) {
