@@ -935,7 +935,9 @@ export function prpBoundaries(tb: Testbed, cfg: CaseConfig): void {
       checkCounts(rig, plain, rig.write(plain, rng));
       checkCounts(rig, { ...w, dir: "read" }, rig.read({ ...w, dir: "read" }));
     } catch (e) {
-      if (e instanceof Error) e.message = `[${name}] ${e.message}`;
+      if (e instanceof Error) {
+        e.message = `[${name}: layout buf=${w.buf} off=${w.off} len=${w.len}] ${e.message}`;
+      }
       throw e;
     }
   }
