@@ -1,0 +1,85 @@
+/**
+ * The end-to-end suite through `mod.ts` only, the same cases on every
+ * backend: each path (`none`, `bvec`, `dma`) under each IOMMU mode, random
+ * writes then reads on 512- and 4096-byte-LBA namespaces, and the PRP
+ * layouts (PRP1 only, PRP1+PRP2, lists, the premapped flat array's page
+ * boundary). Where a backend cannot run the cases (no live io_uring, no
+ * emulated NVMe namespace yet) the test prints `SKIP <backend>: <reason>`.
+ */
+import {
+  type Backend,
+  IO_PATHS,
+  IOMMU_MODES,
+  type IommuMode,
+  type IoPath,
+  openTestbed,
+  type Testbed,
+  type TestbedOptions,
+} from "../../mod.ts";
+import { type CaseConfig, prpBoundaries, randomWritesThenReads } from "./cases.ts";
+
+const BACKENDS: readonly Backend[] = ["sim", "real"];
+const NS_BYTES = 16 << 20;
+
+/**
+ * Open a testbed for the cases, or say why this backend cannot run them and
+ * return null. Only `real` may skip: on `sim` both conditions are failures.
+ */
+function openOrSkip(backend: Backend, opts: TestbedOptions): Testbed | null {
+  let tb: Testbed;
+  try {
+    tb = openTestbed({ ...opts, backend });
+  } catch (e) {
+    if (backend === "sim") throw e;
+    console.log(`SKIP ${backend}: ${e instanceof Error ? e.message : String(e)}`);
+    return null;
+  }
+  if (tb.nvmeDevice === undefined) {
+    tb[Symbol.dispose]();
+    if (backend === "sim") throw new Error("sim testbed without an NVMe namespace");
+    console.log(`SKIP ${backend}: no emulated NVMe namespace on this backend yet`);
+    return null;
+  }
+  return tb;
+}
+
+function seedOf(iommu: IommuMode, path: IoPath, salt: number): number {
+  return 0xe2e0 + IOMMU_MODES.indexOf(iommu) * 16 + IO_PATHS.indexOf(path) * 4 + salt;
+}
+
+for (const backend of BACKENDS) {
+  for (const iommu of IOMMU_MODES) {
+    for (const path of IO_PATHS) {
+      Deno.test(`e2e ${backend} ${iommu} ${path}: random writes then reads, 512 and 4096 B LBAs`, () => {
+        for (const lbaSize of [512, 4096] as const) {
+          const cfg: CaseConfig = {
+            iommu,
+            path,
+            lbaSize,
+            seed: seedOf(iommu, path, lbaSize >> 12),
+          };
+          const tb = openOrSkip(backend, {
+            seed: cfg.seed,
+            iommu,
+            namespaces: [{ lbaSize, sizeBytes: BigInt(NS_BYTES) }],
+          });
+          if (!tb) return;
+          using _ = tb;
+          randomWritesThenReads(tb, cfg, { nsBytes: NS_BYTES, ios: 64, maxQd: 8 });
+        }
+      });
+
+      Deno.test(`e2e ${backend} ${iommu} ${path}: PRP layouts and the flat array's page boundary`, () => {
+        const cfg: CaseConfig = { iommu, path, lbaSize: 512, seed: seedOf(iommu, path, 2) };
+        const tb = openOrSkip(backend, {
+          seed: cfg.seed,
+          iommu,
+          namespaces: [{ lbaSize: 512, sizeBytes: 64n << 20n }],
+        });
+        if (!tb) return;
+        using _ = tb;
+        prpBoundaries(tb, cfg);
+      });
+    }
+  }
+}
