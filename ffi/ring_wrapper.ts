@@ -20,6 +20,15 @@
  *   device thread's interrupts arrive the same way, as MSG_RING CQEs with
  *   user_data in {@link IRQ_USER_DATA_BASE}..+vectors; the wrapper consumes
  *   and counts them ({@link RingWrapper.internalCqes}) and never returns them.
+ * - Until the namespace is first used on a ring, the wrapper is transparent:
+ *   `submit` and `reap` are the live ring's own, so a ring of kernel files
+ *   behaves exactly as without it (CQ overflow included). Once the namespace
+ *   has been used, the wrapper reads the kernel CQ itself (to get at the
+ *   interrupt messages among the application's CQEs) and keeps what it read
+ *   for `reap`, so that CQ no longer overflows: no CQE is lost either way.
+ * - The device's interrupts go to the ring that last submitted to the
+ *   namespace; whichever wrapper delivers them forwards every ring's host
+ *   completions, each into its own ring.
  * - A link chain must stay on one side: a chain that would run across the
  *   namespace and a kernel file is refused when the SQE is pushed (the
  *   kernel cannot order its requests after the host stack's).
@@ -67,6 +76,12 @@ export interface WrapperHost {
   readonly threaded: boolean;
   /** Testbed memory: native, and mirrored into the host kernel at the same address. */
   alloc(len: number): UserBuffer;
+  /** Send the device's interrupt messages to this ring from now on. */
+  irqTarget(ringFd: number): void;
+  /** The ring the device's interrupt messages go to (-1: none). */
+  irqTargetFd(): number;
+  /** Every live wrapper of this host (completions are forwarded to whichever ring owns them). */
+  readonly wrappers: Set<RingWrapper>;
 }
 
 /** The real backend's ring with an emulated namespace behind it. */
@@ -86,6 +101,8 @@ export class RingWrapper implements RawRing {
   #msgsPending = 0;
   /** An interrupt message was read from the CQ and its vector not yet delivered. */
   #irqSeen = false;
+  /** Whether the namespace has been used on this ring (transparent until then). */
+  #engaged = false;
   /** CQEs consumed by the wrapper itself (interrupt messages). */
   internalCqes = 0;
   /** Completions forwarded from the host stack into the ring. */
@@ -96,6 +113,7 @@ export class RingWrapper implements RawRing {
     this.#live = live;
     this.#shadow = shadow;
     this.#host = host;
+    host.wrappers.add(this);
   }
 
   /** The live ring's descriptor. */
@@ -154,8 +172,11 @@ export class RingWrapper implements RawRing {
    */
   submit(waitNr = 0): number {
     if (!Number.isInteger(waitNr) || waitNr < 0) return -Errno.EINVAL;
+    if (!this.#engaged && this.#shadowPending === 0) return this.#live.submit(waitNr);
+    this.#engaged = true;
     let submitted = 0;
     if (this.#shadowPending > 0) {
+      if (this.#host.threaded) this.#host.irqTarget(this.#live.fd);
       const r = this.#shadow.submit(0);
       if (r < 0) return r;
       submitted += r;
@@ -172,8 +193,19 @@ export class RingWrapper implements RawRing {
       // An interrupt message already consumed must be delivered before sleeping: the
       // device sends at most one message per vector until the host takes it.
       if (this.#irqSeen) continue;
+      // SQEs the kernel left in the SQ (it stops at an SQE that fails to initialise)
+      // are submitted again on the next enter, as io_uring_submit_and_wait would.
+      if (this.#unconsumed() > 0) {
+        const again = this.#enter(0);
+        if (again < 0) return submitted || again;
+        submitted += again;
+        if (again > 0) continue;
+      }
       // Sleep in the kernel until a CQE (a kernel op's, or the device's interrupt) arrives.
-      const w = this.#live.waitCqes(1);
+      // If another ring receives the interrupts, wake every millisecond to deliver them.
+      const elsewhere = this.#host.threaded && this.#host.irqTargetFd() !== this.#live.fd &&
+        this.#host.outstanding() > 0;
+      const w = elsewhere ? this.#live.waitCqes(1, 1e6) : this.#live.waitCqes(1);
       if (w < 0 && w !== -Errno.EINTR && w !== -Errno.ETIME) return submitted || w;
     }
     return submitted;
@@ -181,6 +213,7 @@ export class RingWrapper implements RawRing {
 
   /** Take up to `max` of the application's CQEs (each read from the kernel's CQ). */
   reap(max = Infinity): Cqe[] {
+    if (!this.#engaged) return this.#live.reap(max);
     this.#pump();
     return this.#ready.splice(0, Math.min(max, this.#ready.length));
   }
@@ -229,8 +262,14 @@ export class RingWrapper implements RawRing {
 
   /** Tear down the shadow, then the live ring. */
   [Symbol.dispose](): void {
+    this.#host.wrappers.delete(this);
     this.#shadow[Symbol.dispose]();
     this.#live[Symbol.dispose]();
+  }
+
+  /** SQEs queued or flushed to the kernel that it has not consumed yet. */
+  #unconsumed(): number {
+    return this.#live.sqEntries - this.#live.sqSpace;
   }
 
   #readyCount(): number {
@@ -251,7 +290,10 @@ export class RingWrapper implements RawRing {
     this.#drainKernelCq();
     this.#irqSeen = false;
     this.#host.poll();
-    if (this.#forward() > 0 && this.#live.sqPending === this.#msgsPending) {
+    let fwd = this.#forward();
+    // Interrupts this ring delivered may have completed other rings' I/O: post theirs too.
+    for (const w of this.#host.wrappers) if (w !== this) fwd += w.#forwardVia(this);
+    if (fwd > 0 && this.#live.sqPending === this.#msgsPending) {
       // Only the wrapper's messages are queued: posting them submits nothing of the application's.
       this.#enter(0);
       this.#drainKernelCq();
@@ -275,6 +317,11 @@ export class RingWrapper implements RawRing {
 
   /** Queue one MSG_RING to this ring per host-stack completion; returns how many. */
   #forward(): number {
+    return this.#forwardVia(this);
+  }
+
+  /** Queue, on `via`'s ring, one MSG_RING into this ring per host-stack completion. */
+  #forwardVia(via: RingWrapper): number {
     let n = 0;
     for (const c of this.#shadow.reap()) {
       const sqe = new Uint8Array(SQE.SIZE);
@@ -290,8 +337,8 @@ export class RingWrapper implements RawRing {
         v.setUint32(SQE_MSG_RING_FLAGS, IORING_MSG_RING_FLAGS_PASS, true);
         v.setUint32(SQE_FILE_INDEX, c.flags, true);
       }
-      while (!this.#live.pushSqe(sqe)) this.#enter(0); // SQ full: post what is queued first
-      this.#msgsPending++;
+      while (!via.#live.pushSqe(sqe)) via.#enter(0); // SQ full: post what is queued first
+      via.#msgsPending++;
       this.forwarded++;
       n++;
     }

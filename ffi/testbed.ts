@@ -78,6 +78,21 @@ class RealHost implements Disposable {
   /** Reserved real descriptor -> the namespace's descriptor in the host kernel. */
   readonly emulatedFds = new Map<number, number>();
   readonly threaded: boolean;
+  /** The rings wrapping this host's namespace. */
+  readonly wrappers = new Set<RingWrapper>();
+  #irqFd = -1;
+
+  /** Direct the device's interrupt messages to ring `fd`. */
+  irqTarget(fd: number): void {
+    if (fd === this.#irqFd) return;
+    this.emu!.irqRing(fd, IRQ_USER_DATA_BASE);
+    this.#irqFd = fd;
+  }
+
+  /** The ring receiving the interrupt messages (-1: none). */
+  irqTargetFd(): number {
+    return this.#irqFd;
+  }
 
   constructor(opts: TestbedOptions, mediaDir: string) {
     this.threaded = (opts.device ?? "thread") === "thread";
@@ -290,7 +305,6 @@ class RealTestbed implements Testbed {
       live[Symbol.dispose]();
       throw new ErrnoError(shadow, "io_uring_setup (host stack)");
     }
-    if (host.threaded) host.emu!.irqRing(live.fd, IRQ_USER_DATA_BASE);
     const wrapper = new RingWrapper(live, shadow, {
       mm: host.kernel.mm,
       emulatedFds: host.emulatedFds,
@@ -298,6 +312,9 @@ class RealTestbed implements Testbed {
       outstanding: () => host.host.driver.outstandingCommands,
       threaded: host.threaded,
       alloc: (len) => this.allocBuffer(len),
+      irqTarget: (fd) => host.irqTarget(fd),
+      irqTargetFd: () => host.irqTargetFd(),
+      wrappers: host.wrappers,
     });
     return this.#rings.adopt(new Ring(wrapper, (len) => this.allocBuffer(len)));
   }

@@ -6,6 +6,7 @@
 
 import assert from "node:assert/strict";
 import { openTestbed, realBackendUnavailable } from "../../mod.ts";
+import { realNvmeUnavailable } from "../../ffi/testbed.ts";
 import { runWorkload, WorkloadError } from "../../bench/workload.ts";
 import { parseRunArgs, parseSize, type RunOptions, UsageError } from "../../bench/cli.ts";
 import { perIoTable } from "../../bench/report.ts";
@@ -118,7 +119,8 @@ Deno.test({
   name: "workload: live kernel none and bvec on an O_DIRECT file verify every byte",
   ignore: why !== null,
   fn() {
-    using tb = openTestbed({ backend: "real" });
+    // Without the emulated namespace the workload runs on a scratch file, kernel only.
+    using tb = openTestbed({ backend: "real", nvme: false });
     for (const path of ["none", "bvec"] as const) {
       const w = runWorkload(tb, { ...base, path, bs: 8192, rw: "randwrite" });
       const r = runWorkload(tb, { ...base, path, bs: 8192, rw: "randread" });
@@ -129,6 +131,21 @@ Deno.test({
       () => runWorkload(tb, { ...base, path: "dma", bs: 4096, rw: "randread" }),
       /MAP_BUFFERS.*-22 \(EINVAL\)/,
     );
+  },
+});
+
+const nvmeWhy = realNvmeUnavailable();
+Deno.test({
+  name: "workload: real backend's emulated namespace runs none, bvec and dma with per-I/O counts",
+  ignore: nvmeWhy !== null,
+  fn() {
+    using tb = openTestbed({ backend: "real", iommu: "strict", mediaInMemory: true });
+    for (const path of ["none", "bvec", "dma"] as const) {
+      const w = runWorkload(tb, { ...base, path, bs: 16384, rw: "randwrite" }, "strict");
+      const r = runWorkload(tb, { ...base, path, bs: 16384, rw: "randread" }, "strict");
+      assert.equal(w.verified && r.verified, true, path);
+      assert.equal(r.perIo!.iommuPteWrites, path === "dma" ? 0 : 4, path);
+    }
   },
 });
 

@@ -12,6 +12,7 @@
  */
 
 import { openTestbed } from "../../mod.ts";
+import { RingWrapper } from "../../ffi/ring_wrapper.ts";
 import { describeResult } from "../../sim/uapi/errno.ts";
 import { IORING_OP, IOSQE, O, type SqeFields } from "../../sim/uapi/io_uring.ts";
 import { encodeIovecs, type Ring, type UserBuffer } from "../../sim/uapi/ring_api.ts";
@@ -186,7 +187,8 @@ class Runner implements Disposable {
       case "drain":
         return this.drain();
       case "ringState": {
-        const raw = this.ring.raw;
+        let raw = this.ring.raw;
+        if (raw instanceof RingWrapper) raw = raw.live; // the kernel ring under the real wrapper
         if (raw instanceof LiveRing) return `sq_flags=${raw.sqFlags} cq_overflow=${raw.cqOverflow}`;
         if (raw instanceof SimRing) {
           const v = new DataView(raw.ringBytes.buffer, raw.ringBytes.byteOffset);
@@ -374,7 +376,7 @@ export function runDifferential(
     const s = steps[i];
     const a = sim.run(s, i);
     const b = real.run(s, i);
-    if (TRACE) console.log(`${i} ${JSON.stringify(s)}\n   sim:  ${a}\n   real: ${b}`);
+    if (TRACE) console.log(`${i} ${JSON.stringify(s, (_k, v) => typeof v === "bigint" ? `${v}n` : v)}\n   sim:  ${a}\n   real: ${b}`);
     if (a !== b) return { step: i, what: s.t, sim: a, real: b };
     if (s.t === "submit" || s.t === "reapAll" || s.t === "drain") {
       const ca = s.t === "submit" ? sim.reapAll() : "";
