@@ -277,6 +277,9 @@ export interface DiffSummary {
   /** IOTLB entries made stale (PTE cleared while cached) and then used. */
   staleEpisodes: number;
   staleUses: number;
+  /** Reaps that found a CQ full (completions held), and CQ phase wraps seen. */
+  cqFull: number;
+  cqWraps: number;
   counters: SideCounters;
   /** Counter differences (reported; fatal only with strictCounters). */
   counterDiffs: string[];
@@ -397,6 +400,8 @@ class Harness {
       fullChecks: 0,
       staleEpisodes: 0,
       staleUses: 0,
+      cqFull: 0,
+      cqWraps: 0,
       counters: this.a.counters(),
       counterDiffs: [],
     };
@@ -1167,7 +1172,9 @@ class Harness {
     } else if (x < 0.34) {
       this.badDoorbell();
     } else if (x < 0.44) {
-      if (this.aers < 4 || r.chance(0.1)) this.aer();
+      if (this.aers < 4) this.aer();
+      else if (r.chance(0.2)) { for (let i = r.range(1, 3); i > 0; i--) this.aer(); // over AERL
+       }
     } else if (x < 0.5) {
       const run = r.pick(this.layout.dataRuns) + r.int(RUN_PAGES);
       this.write(pa(run), r.fill(new Uint8Array(PAGE)));
@@ -1240,6 +1247,20 @@ class Harness {
   reap(): void {
     const r = this.rng;
     for (const cq of [...this.cqs.values()]) {
+      // CQ full (3.3.1.2): entries posted and not yet released by the head doorbell.
+      let visible = 0;
+      let h = cq.head;
+      let ph = cq.phase;
+      while (visible < cq.size) {
+        const raw = this.a.mem.read(cq.base + BigInt(h * NVME_CQE_SIZE) + 14n, 2);
+        if (!raw || (raw[0] & 1) !== ph) break;
+        visible++;
+        if (++h === cq.size) {
+          h = 0;
+          ph = ph === 1 ? 0 : 1;
+        }
+      }
+      if ((cq.head - cq.acked + cq.size) % cq.size + visible >= cq.size - 1) this.sum.cqFull++;
       const limit = r.chance(0.7) ? Infinity : r.chance(0.5) ? r.int(3) : 0;
       let n = 0;
       while (n < limit) {
@@ -1252,6 +1273,7 @@ class Harness {
         if (cq.head === cq.size) {
           cq.head = 0;
           cq.phase = cq.phase === 1 ? 0 : 1;
+          this.sum.cqWraps++;
         }
         const sq = this.sqs.get(c.sqId);
         const p = sq?.pending.get(c.commandId);

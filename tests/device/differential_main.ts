@@ -86,6 +86,8 @@ for (let s = seed0; s < seed0 + seeds; s++) {
       fullChecks: sum.fullChecks,
       staleEpisodes: sum.staleEpisodes,
       staleUses: sum.staleUses,
+      cqFull: sum.cqFull,
+      cqWraps: sum.cqWraps,
       counters: sum.counters,
       counterDiffs: sum.counterDiffs,
     }));

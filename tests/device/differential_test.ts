@@ -80,7 +80,7 @@ Deno.test({
     const cmds = replaySeed !== undefined ? replayCmds : 5000;
     for (const seed of seeds) {
       try {
-        const s = runDifferential({ seed, cmds, variant: "plain" });
+        const s = runDifferential({ seed, cmds, variant: "plain", strictCounters: true });
         if (s.counterDiffs.length) {
           console.log(`seed ${seed} counters differ:\n${s.counterDiffs.join("\n")}`);
         }
@@ -99,6 +99,7 @@ Deno.test({
     const args = replaySeed !== undefined
       ? [`--seed=${replaySeed}`, `--cmds=${replayCmds}`, "--seeds=1"]
       : ["--seed=1", `--seeds=${ASAN_SEEDS}`, `--cmds=${ASAN_CMDS}`];
+    args.push("--strict-counters");
     const out = await new Deno.Command(Deno.execPath(), {
       args: ["run", "--allow-all", MAIN, "--variant=asan", ...args],
       env: {
