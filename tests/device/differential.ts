@@ -172,12 +172,27 @@ class CSide implements DevSide {
   readonly emu: NvmeEmu;
   readonly #buf: NativeBuffer;
 
-  constructor(variant: NvmeEmuVariant, layout: HostLayout, cfg: StreamConfig, seed: number) {
-    this.name = `C(${variant})`;
+  readonly #files: string[] = [];
+
+  constructor(
+    variant: NvmeEmuVariant,
+    layout: HostLayout,
+    cfg: StreamConfig,
+    seed: number,
+    fileMedia: boolean,
+  ) {
+    this.name = `C(${variant}${fileMedia ? ", file media" : ""})`;
     const total = layout.runs.reduce((n, [, k]) => n + k, 0);
+    const namespaces = cfg.namespaces.map((ns, i) => {
+      if (!fileMedia) return ns;
+      const path = Deno.makeTempFileSync({ prefix: `devdiff-ns${i + 1}-` });
+      this.#files.push(path);
+      // Direct I/O into host pages where aligned, or always bounced, by seed.
+      return { ...ns, mediaPath: path, noDirect: ((seed >>> i) & 1) === 1 };
+    });
     this.#buf = allocBuffer(total * PAGE);
     this.emu = NvmeEmu.create({
-      namespaces: cfg.namespaces,
+      namespaces,
       maxQueues: cfg.maxQueues,
       mqes: cfg.mqes,
       mdts: cfg.mdts,
@@ -235,6 +250,7 @@ class CSide implements DevSide {
   [Symbol.dispose](): void {
     this.emu[Symbol.dispose]();
     this.#buf[Symbol.dispose]();
+    for (const f of this.#files) Deno.removeSync(f);
   }
 }
 
@@ -257,8 +273,10 @@ export interface DiffOptions {
   variant: NvmeEmuVariant | "ts";
   /** Compare every frame and the media every this many steps (default 400). */
   fullCheckEvery?: number;
-  /** Which counters must match (default all). */
+  /** Compare the DMA, IOTLB and event counters after every step (default: report only). */
   strictCounters?: boolean;
+  /** The C side's namespaces are temporary files (its io_uring media path), not memory. */
+  fileMedia?: boolean;
 }
 
 /** What a run did. */
@@ -386,7 +404,7 @@ class Harness {
     this.a = new TsSide("TS", this.layout, this.cfg, devSeed);
     this.b = opts.variant === "ts"
       ? new TsSide("TS2", this.layout, this.cfg, devSeed)
-      : new CSide(opts.variant, this.layout, this.cfg, devSeed);
+      : new CSide(opts.variant, this.layout, this.cfg, devSeed, opts.fileMedia ?? false);
     this.freeLists = this.layout.lists.slice();
     this.sum = {
       seed: opts.seed,
