@@ -992,7 +992,10 @@ class Harness {
       });
       this.reg(NVME_REG.CC, cc);
       this.checkStep(0, 0);
+      // Doorbells of a controller that is not ready: ignored, counted, no event.
+      this.reg(doorbellOffset(r.int(2), r.chance(0.5)), r.int(4));
       this.reg(NVME_REG.CC, 0);
+      this.reg(doorbellOffset(0, false), 1);
     }
     const asq = r.pick([8, 16, 32, 64]);
     const acq = r.pick([4, 8, 16, 64, 256]);
