@@ -1029,6 +1029,20 @@ class Harness {
       phase: 1,
     });
     this.wantQueues = r.range(1, this.cfg.maxQueues);
+    if (r.chance(0.6)) {
+      // Number of Queues before any I/O queue exists (5.27.1.5): the one time it succeeds.
+      const nsqr = r.pick([0, 1, this.cfg.maxQueues - 1, 63, 0xfffe]);
+      const ncqr = r.pick([0, 1, this.cfg.maxQueues - 1, 63, 0xfffe]);
+      this.adminSqe(
+        encodeNvmeCommand({
+          opcode: NVME_ADMIN.SET_FEATURES,
+          commandId: 0,
+          cdw10: 7,
+          cdw11: ((ncqr << 16) | nsqr) >>> 0,
+        }),
+        `set-features fid 7 ${nsqr}/${ncqr} (before queues)`,
+      );
+    }
   }
 
   aer(): void {
