@@ -619,7 +619,7 @@ class Harness {
       `recent/outstanding commands whose data covers 0x${
         addr.toString(16)
       } (walked now, TS memory):`,
-      ...(hits.length ? hits : ["  none"]),
+      ...(hits.length ? [...new Set(hits)] : ["  none"]),
     ].join("\n");
   }
 
