@@ -182,8 +182,17 @@ export type NvmeEmuLib = Deno.DynamicLibrary<typeof NVME_EMU_SYMBOLS>;
 /** The library's symbol table. */
 export type NvmeEmuSymbols = NvmeEmuLib["symbols"];
 
-/** Path of the library build `variant` (`ffi/native/build/libnvme_emu[-asan].so`). */
+/**
+ * Path of the library build `variant` (`ffi/native/build/libnvme_emu[-asan].so`);
+ * `NVME_EMU_LIBRARY` / `NVME_EMU_LIBRARY_ASAN` in the environment name another build.
+ */
 export function nvmeEmuLibraryPath(variant: NvmeEmuVariant = "plain"): string {
+  try {
+    const env = Deno.env.get(variant === "asan" ? "NVME_EMU_LIBRARY_ASAN" : "NVME_EMU_LIBRARY");
+    if (env) return env;
+  } catch {
+    // no --allow-env: the default build
+  }
   const name = variant === "asan" ? "libnvme_emu-asan.so" : "libnvme_emu.so";
   return new URL(`./native/build/${name}`, import.meta.url).pathname;
 }

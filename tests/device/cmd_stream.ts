@@ -314,8 +314,13 @@ export class FramePort implements DeviceDmaPort {
     return out;
   }
 
+  /** Device reads and writes (accesses, faulted ones included). */
+  reads = 0;
+  writes = 0;
+
   /** DeviceDmaPort.read */
   read(addr: bigint, len: number): Uint8Array | DmaFault {
+    this.reads++;
     const r = this.#resolve(addr, len, false);
     if (!Array.isArray(r)) return r;
     const out = new Uint8Array(len);
@@ -327,12 +332,18 @@ export class FramePort implements DeviceDmaPort {
     return out;
   }
 
+  /** Debug hook: called for each page piece the device writes. */
+  watch: ((page: Uint8Array, off: number, n: number, addr: bigint, pos: number) => void) | null =
+    null;
+
   /** DeviceDmaPort.write */
   write(addr: bigint, data: Uint8Array): DmaFault | null {
+    this.writes++;
     const r = this.#resolve(addr, data.length, true);
     if (!Array.isArray(r)) return r;
     let pos = 0;
     for (const [p, off, n] of r) {
+      this.watch?.(p, off, n, addr, pos);
       p.set(data.subarray(pos, pos + n), off);
       pos += n;
     }

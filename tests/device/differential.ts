@@ -14,8 +14,11 @@
  */
 
 import { NvmeController } from "../../sim/device/controller.ts";
+import { DeviceDma } from "../../sim/device/dma.ts";
+import { nvmeMapDptr } from "../../sim/device/dptr.ts";
 import {
   decodeCqe,
+  decodeNvmeCommand,
   encodeNvmeCommand,
   NVME_ADMIN,
   NVME_CMD,
@@ -55,6 +58,8 @@ type IommuMode = "none" | "identity" | "translate";
 
 /** Counters both sides keep, compared at checkpoints. */
 export interface SideCounters {
+  dmaReads: number;
+  dmaWrites: number;
   invalidDoorbells: number;
   droppedEvents: number;
   dmaFaults: number;
@@ -96,6 +101,21 @@ class TsSide implements DevSide {
     }
     this.#tr = new ByteTableTranslator(this.mem, cfg.iotlbEntries);
     this.#port = new FramePort(this.mem, this.#tr);
+    const watch = DEBUG.watchPfn ?? NaN;
+    const wp = this.mem.pages.get(watch);
+    if (wp || watch === 0) {
+      const byPage = new Map<Uint8Array, number>();
+      for (const [k, v] of this.mem.pages) byPage.set(v, k);
+      this.#port.watch = (page, off, n, addr, pos) => {
+        if (page === wp || watch === 0) {
+          console.log(
+            `TS write pfn ${byPage.get(page)} +${off} len ${n} (access 0x${
+              addr.toString(16)
+            } +${pos})`,
+          );
+        }
+      };
+    }
     this.#ctrl = new NvmeController(this.#port, {
       seed,
       namespaces: cfg.namespaces,
@@ -132,6 +152,8 @@ class TsSide implements DevSide {
   }
   counters(): SideCounters {
     return {
+      dmaReads: this.#port.reads,
+      dmaWrites: this.#port.writes,
       invalidDoorbells: this.#ctrl.invalidDoorbellWrites,
       droppedEvents: this.#ctrl.droppedEvents,
       dmaFaults: this.#port.faults,
@@ -150,12 +172,27 @@ class CSide implements DevSide {
   readonly emu: NvmeEmu;
   readonly #buf: NativeBuffer;
 
-  constructor(variant: NvmeEmuVariant, layout: HostLayout, cfg: StreamConfig, seed: number) {
-    this.name = `C(${variant})`;
+  readonly #files: string[] = [];
+
+  constructor(
+    variant: NvmeEmuVariant,
+    layout: HostLayout,
+    cfg: StreamConfig,
+    seed: number,
+    fileMedia: boolean,
+  ) {
+    this.name = `C(${variant}${fileMedia ? ", file media" : ""})`;
     const total = layout.runs.reduce((n, [, k]) => n + k, 0);
+    const namespaces = cfg.namespaces.map((ns, i) => {
+      if (!fileMedia) return ns;
+      const path = Deno.makeTempFileSync({ prefix: `devdiff-ns${i + 1}-` });
+      this.#files.push(path);
+      // Direct I/O into host pages where aligned, or always bounced, by seed.
+      return { ...ns, mediaPath: path, noDirect: ((seed >>> i) & 1) === 1 };
+    });
     this.#buf = allocBuffer(total * PAGE);
     this.emu = NvmeEmu.create({
-      namespaces: cfg.namespaces,
+      namespaces,
       maxQueues: cfg.maxQueues,
       mqes: cfg.mqes,
       mdts: cfg.mdts,
@@ -200,6 +237,8 @@ class CSide implements DevSide {
   counters(): SideCounters {
     const s = this.emu.stats();
     return {
+      dmaReads: s.dmaReads,
+      dmaWrites: s.dmaWrites,
       invalidDoorbells: s.invalidDoorbells,
       droppedEvents: s.droppedEvents,
       dmaFaults: s.dmaFaults,
@@ -211,6 +250,7 @@ class CSide implements DevSide {
   [Symbol.dispose](): void {
     this.emu[Symbol.dispose]();
     this.#buf[Symbol.dispose]();
+    for (const f of this.#files) Deno.removeSync(f);
   }
 }
 
@@ -233,8 +273,10 @@ export interface DiffOptions {
   variant: NvmeEmuVariant | "ts";
   /** Compare every frame and the media every this many steps (default 400). */
   fullCheckEvery?: number;
-  /** Which counters must match (default all). */
+  /** Compare the DMA, IOTLB and event counters after every step (default: report only). */
   strictCounters?: boolean;
+  /** The C side's namespaces are temporary files (its io_uring media path), not memory. */
+  fileMedia?: boolean;
 }
 
 /** What a run did. */
@@ -253,6 +295,9 @@ export interface DiffSummary {
   /** IOTLB entries made stale (PTE cleared while cached) and then used. */
   staleEpisodes: number;
   staleUses: number;
+  /** Reaps that found a CQ full (completions held), and CQ phase wraps seen. */
+  cqFull: number;
+  cqWraps: number;
   counters: SideCounters;
   /** Counter differences (reported; fatal only with strictCounters). */
   counterDiffs: string[];
@@ -264,6 +309,9 @@ interface Pending {
   label: string;
   sqe: Uint8Array;
   lists: number[];
+  writes: [bigint, Uint8Array][];
+  step: number;
+  status?: number;
   done?: (status: number, result: number) => void;
 }
 
@@ -289,6 +337,24 @@ interface HCq {
 }
 
 const TRACE_LINES = 48;
+
+function envNum(name: string): number | undefined {
+  const v = Deno.env.get(name);
+  return v === undefined ? undefined : Number(v);
+}
+
+/**
+ * Debugging aids, read once: DEVDIFF_WATCH_PFN (log the TS device's writes to
+ * that pfn, 0 for all, and each step), DEVDIFF_SNAP_PFN (say which side's step
+ * changed that pfn), DEVDIFF_FIND (on a frame mismatch, search A's frames and
+ * both media for B's new bytes), DEVDIFF_LABELS (status counts per command kind).
+ */
+const DEBUG = {
+  watchPfn: envNum("DEVDIFF_WATCH_PFN"),
+  snapPfn: envNum("DEVDIFF_SNAP_PFN"),
+  find: Deno.env.get("DEVDIFF_FIND") !== undefined,
+  labels: Deno.env.get("DEVDIFF_LABELS") !== undefined,
+};
 const hex = (b: Uint8Array) => [...b].map((x) => x.toString(16).padStart(2, "0")).join("");
 
 function firstDiff(a: Uint8Array, b: Uint8Array): number {
@@ -306,6 +372,8 @@ class Harness {
   readonly b: DevSide;
   readonly opts: DiffOptions;
   readonly trace: string[] = [];
+  /** The most recent completed commands, for reports. */
+  readonly completed: Pending[] = [];
   readonly sum: DiffSummary;
   readonly sqs = new Map<number, HSq>();
   readonly cqs = new Map<number, HCq>();
@@ -318,7 +386,7 @@ class Harness {
   /** Remap window truth: physical pfn and prot of each IOVA page (prot 0: absent). */
   readonly remap: { pfn: number; prot: bigint }[] = [];
   mode: IommuMode = "none";
-  labelStats: Record<string, number> | null = Deno.env.get("DEVDIFF_LABELS") ? {} : null;
+  labelStats: Record<string, number> | null = DEBUG.labels ? {} : null;
   step = 0;
   submitted = 0;
   enabled = false;
@@ -336,7 +404,7 @@ class Harness {
     this.a = new TsSide("TS", this.layout, this.cfg, devSeed);
     this.b = opts.variant === "ts"
       ? new TsSide("TS2", this.layout, this.cfg, devSeed)
-      : new CSide(opts.variant, this.layout, this.cfg, devSeed);
+      : new CSide(opts.variant, this.layout, this.cfg, devSeed, opts.fileMedia ?? false);
     this.freeLists = this.layout.lists.slice();
     this.sum = {
       seed: opts.seed,
@@ -350,6 +418,8 @@ class Harness {
       fullChecks: 0,
       staleEpisodes: 0,
       staleUses: 0,
+      cqFull: 0,
+      cqWraps: 0,
       counters: this.a.counters(),
       counterDiffs: [],
     };
@@ -447,7 +517,16 @@ class Harness {
     }
     const i = firstDiff(x, y);
     if (i < 0) return;
-    let detail = `first difference at byte ${i} (address 0x${(p + BigInt(i)).toString(16)})`;
+    let last = i;
+    let count = 0;
+    for (let j = i; j < Math.min(x.length, y.length); j++) {
+      if (x[j] !== y[j]) {
+        last = j;
+        count++;
+      }
+    }
+    let detail = `first difference at byte ${i} (address 0x${(p + BigInt(i)).toString(16)}), ` +
+      `last at byte ${last}, ${count} bytes differ`;
     if (unit === NVME_CQE_SIZE) {
       const at = i - (i % 16);
       const ca = decodeCqe(x, at);
@@ -465,8 +544,83 @@ class Harness {
       detail += `\n${this.a.name}: ${hex(x.subarray(i, i + 32))}\n${this.b.name}: ${
         hex(y.subarray(i, i + 32))
       }`;
+      detail += `\n${this.describeRecent(p + BigInt(i))}`;
     }
     this.fail(what, detail);
+  }
+
+  describeCmd(p: Pending): string {
+    const st = p.status === undefined ? "pending" : nvmeStatusString(p.status);
+    const lines = [
+      `  sq ${p.sqid} cid ${p.cid} (step ${p.step}) ${p.label}: ${st}`,
+      `    SQE ${hex(p.sqe)}`,
+    ];
+    for (const [at, b] of p.writes) lines.push(`    at 0x${at.toString(16)}: ${hex(b)}`);
+    return lines.join("\n");
+  }
+
+  /** Recent and outstanding commands whose data pointer covers bus address `addr` (walked now). */
+  describeRecent(addr: bigint): string {
+    const pend = [...this.sqs.values()].flatMap((q) => [...q.pending.values()]);
+    const tr = new ByteTableTranslator(this.a.mem, 1 << 16);
+    tr.attach(this.mode, this.table.root);
+    const dma = new DeviceDma(new FramePort(this.a.mem, tr));
+    const hits: string[] = [];
+    for (const p of [...this.completed, ...pend]) {
+      const cmd = decodeNvmeCommand(p.sqe);
+      if (cmd.opcode !== NVME_CMD.READ && cmd.opcode !== NVME_CMD.WRITE) continue;
+      const ns = this.cfg.namespaces[cmd.nsid - 1];
+      if (!ns) continue;
+      const len = ((cmd.cdw12 & 0xffff) + 1) * ns.lbaSize;
+      const segs = nvmeMapDptr(dma, cmd, len, cmd.opcode === NVME_CMD.WRITE, {
+        pageSize: PAGE,
+        sgls: this.cfg.sgls,
+      });
+      if (typeof segs === "number") continue;
+      let pos = 0;
+      const faults: string[] = [];
+      for (const sg of segs) {
+        if (sg.bitBucket) continue;
+        for (let o = 0; o < sg.len;) {
+          const a = sg.addr + BigInt(o);
+          const t = tr.translatePage(a, cmd.opcode === NVME_CMD.READ);
+          if (typeof t !== "bigint") faults.push(`0x${a.toString(16)} ${t.reason}`);
+          else if (!this.a.mem.pages.has(Number(t >> 12n))) {
+            faults.push(`0x${a.toString(16)} no frame`);
+          }
+          o += PAGE - Number(a & 0xfffn);
+        }
+      }
+      const segText = segs.map((x) =>
+        `0x${x.addr.toString(16)}+${x.len}${x.bitBucket ? " bit bucket" : ""}`
+      ).join(", ");
+      for (const sg of segs) {
+        // Physical addresses of the segment's pages, through the current translation.
+        for (let o = 0; o < sg.len;) {
+          const a = sg.addr + BigInt(o);
+          const n = Math.min(PAGE - Number(a & 0xfffn), sg.len - o);
+          const t = tr.translatePage(a, false);
+          const phys = typeof t === "bigint" ? t + (a & 0xfffn) : -1n;
+          if (phys <= addr && addr < phys + BigInt(n)) {
+            hits.push(
+              `${this.describeCmd(p)}\n    covers it at transfer byte ${
+                pos + o + Number(addr - phys)
+              }` +
+                `${sg.bitBucket ? " (bit bucket)" : ""}\n    segments now: ${segText}` +
+                `\n    faulting pages now: ${faults.join(", ") || "none"}`,
+            );
+          }
+          o += n;
+        }
+        pos += sg.len;
+      }
+    }
+    return [
+      `recent/outstanding commands whose data covers 0x${
+        addr.toString(16)
+      } (walked now, TS memory):`,
+      ...(hits.length ? [...new Set(hits)] : ["  none"]),
+    ].join("\n");
   }
 
   // -------------------------------------------------------------- checks
@@ -476,6 +630,7 @@ class Harness {
     this.eq("interrupt vectors raised", this.a.vectors.join(","), this.b.vectors.join(","));
     this.eq("CSTS", this.a.readReg32(NVME_REG.CSTS), this.b.readReg32(NVME_REG.CSTS));
     this.eq("CC", this.a.readReg32(NVME_REG.CC), this.b.readReg32(NVME_REG.CC));
+    if (this.opts.strictCounters) this.checkCounters();
     for (const cq of this.cqs.values()) {
       const n = cq.size * NVME_CQE_SIZE;
       this.compareBytes(
@@ -490,6 +645,44 @@ class Harness {
 
   fullCheck(): void {
     this.sum.fullChecks++;
+    if (this.opts.strictCounters) this.checkCounters();
+    const bad: string[] = [];
+    for (const [pfn, n] of this.layout.runs) {
+      for (let i = 0; i < n; i++) {
+        const x = this.a.mem.pages.get(pfn + i)!;
+        const y = this.b.mem.pages.get(pfn + i)!;
+        const j = firstDiff(x, y);
+        if (j >= 0) {
+          let k = x.length - 1;
+          while (x[k] === y[k]) k--;
+          bad.push(`pfn ${pfn + i} bytes ${j}..${k}`);
+        }
+      }
+    }
+    if (bad.length) this.log(`frames differing: ${bad.slice(0, 12).join("; ")}`);
+    if (bad.length && DEBUG.find) {
+      // Where do the B side's new bytes come from? Search A's frames and media for them.
+      const [pfnS, range] = bad[0].replace("pfn ", "").split(" bytes ");
+      const from = Number(range.split("..")[0]);
+      const needle = this.b.mem.pages.get(Number(pfnS))!.slice(from, from + 24);
+      const hexN = hex(needle);
+      for (const [pfn, page] of this.a.mem.pages) {
+        const h = hex(page);
+        let at = h.indexOf(hexN);
+        while (at >= 0) {
+          if (at % 2 === 0) this.log(`  found in ${this.a.name} pfn ${pfn} at ${at / 2}`);
+          at = h.indexOf(hexN, at + 1);
+        }
+      }
+      this.cfg.namespaces.forEach((ns, i) => {
+        const h = hex(this.a.mediaRead(i + 1, 0, Number(ns.sizeBytes)));
+        const at = h.indexOf(hexN);
+        if (at >= 0) this.log(`  found in ${this.a.name} media ns ${i + 1} at ${at / 2}`);
+        const hb = hex(this.b.mediaRead(i + 1, 0, Number(ns.sizeBytes)));
+        const bt = hb.indexOf(hexN);
+        if (bt >= 0) this.log(`  found in ${this.b.name} media ns ${i + 1} at ${bt / 2}`);
+      });
+    }
     for (const [pfn, n] of this.layout.runs) {
       const p = pa(pfn);
       this.compareBytes(
@@ -554,7 +747,16 @@ class Harness {
     this.write(sq.base + BigInt(sq.tail * NVME_SQE_SIZE), g.sqe);
     sq.tail = (sq.tail + 1) % sq.size;
     sq.dirty = true;
-    sq.pending.set(cid, { cid, sqid: sq.id, label: g.label, sqe: g.sqe, lists: g.lists, done });
+    sq.pending.set(cid, {
+      cid,
+      sqid: sq.id,
+      label: g.label,
+      sqe: g.sqe,
+      lists: g.lists,
+      writes: g.writes,
+      step: this.step,
+      done,
+    });
     this.submitted++;
     this.sum.kinds[kind] = (this.sum.kinds[kind] ?? 0) + 1;
     this.log(`sq ${sq.id} cid ${cid}: ${g.label}`);
@@ -790,7 +992,10 @@ class Harness {
       });
       this.reg(NVME_REG.CC, cc);
       this.checkStep(0, 0);
+      // Doorbells of a controller that is not ready: ignored, counted, no event.
+      this.reg(doorbellOffset(r.int(2), r.chance(0.5)), r.int(4));
       this.reg(NVME_REG.CC, 0);
+      this.reg(doorbellOffset(0, false), 1);
     }
     const asq = r.pick([8, 16, 32, 64]);
     const acq = r.pick([4, 8, 16, 64, 256]);
@@ -824,6 +1029,20 @@ class Harness {
       phase: 1,
     });
     this.wantQueues = r.range(1, this.cfg.maxQueues);
+    if (r.chance(0.6)) {
+      // Number of Queues before any I/O queue exists (5.27.1.5): the one time it succeeds.
+      const nsqr = r.pick([0, 1, this.cfg.maxQueues - 1, 63, 0xfffe]);
+      const ncqr = r.pick([0, 1, this.cfg.maxQueues - 1, 63, 0xfffe]);
+      this.adminSqe(
+        encodeNvmeCommand({
+          opcode: NVME_ADMIN.SET_FEATURES,
+          commandId: 0,
+          cdw10: 7,
+          cdw11: ((ncqr << 16) | nsqr) >>> 0,
+        }),
+        `set-features fid 7 ${nsqr}/${ncqr} (before queues)`,
+      );
+    }
   }
 
   aer(): void {
@@ -988,7 +1207,9 @@ class Harness {
     } else if (x < 0.34) {
       this.badDoorbell();
     } else if (x < 0.44) {
-      if (this.aers < 4 || r.chance(0.1)) this.aer();
+      if (this.aers < 4) this.aer();
+      else if (r.chance(0.2)) { for (let i = r.range(1, 3); i > 0; i--) this.aer(); // over AERL
+       }
     } else if (x < 0.5) {
       const run = r.pick(this.layout.dataRuns) + r.int(RUN_PAGES);
       this.write(pa(run), r.fill(new Uint8Array(PAGE)));
@@ -1061,6 +1282,20 @@ class Harness {
   reap(): void {
     const r = this.rng;
     for (const cq of [...this.cqs.values()]) {
+      // CQ full (3.3.1.2): entries posted and not yet released by the head doorbell.
+      let visible = 0;
+      let h = cq.head;
+      let ph = cq.phase;
+      while (visible < cq.size) {
+        const raw = this.a.mem.read(cq.base + BigInt(h * NVME_CQE_SIZE) + 14n, 2);
+        if (!raw || (raw[0] & 1) !== ph) break;
+        visible++;
+        if (++h === cq.size) {
+          h = 0;
+          ph = ph === 1 ? 0 : 1;
+        }
+      }
+      if ((cq.head - cq.acked + cq.size) % cq.size + visible >= cq.size - 1) this.sum.cqFull++;
       const limit = r.chance(0.7) ? Infinity : r.chance(0.5) ? r.int(3) : 0;
       let n = 0;
       while (n < limit) {
@@ -1073,6 +1308,7 @@ class Harness {
         if (cq.head === cq.size) {
           cq.head = 0;
           cq.phase = cq.phase === 1 ? 0 : 1;
+          this.sum.cqWraps++;
         }
         const sq = this.sqs.get(c.sqId);
         const p = sq?.pending.get(c.commandId);
@@ -1083,6 +1319,9 @@ class Harness {
           );
         }
         sq.pending.delete(c.commandId);
+        p.status = c.status;
+        this.completed.push(p);
+        if (this.completed.length > 24) this.completed.shift();
         sq.head = c.sqHead;
         this.freeLists.push(...p.lists);
         const key = nvmeStatusString(c.status);
@@ -1117,8 +1356,24 @@ class Harness {
     this.step++;
     this.a.vectors = [];
     this.b.vectors = [];
+    if (DEBUG.watchPfn !== undefined) console.log(`STEP ${this.step}`);
+    const snap = DEBUG.snapPfn ?? NaN;
+    const pa0 = this.a.mem.pages.get(snap)?.slice();
+    const pb0 = this.b.mem.pages.get(snap)?.slice();
     const x = this.a.step(budget);
+    const pa1 = this.a.mem.pages.get(snap)?.slice();
     const y = this.b.step(budget);
+    const pb1 = this.b.mem.pages.get(snap)?.slice();
+    if (pa0 && pb0 && pa1 && pb1) {
+      const da = firstDiff(pa0, pa1);
+      const db = firstDiff(pb0, pb1);
+      const dab = firstDiff(pa1, pb0);
+      if (da >= 0 || db >= 0) {
+        console.log(
+          `step ${this.step}: pfn ${snap} changed: ${this.a.name} at ${da}, ${this.b.name} at ${db}; ${this.b.name}'s step changed A's copy: ${dab}`,
+        );
+      }
+    }
     this.checkStep(x, y);
     if (x > 0) {
       this.log(`  step budget ${budget}: ${x} posted, vectors ${this.a.vectors.join(",")}`);

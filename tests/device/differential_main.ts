@@ -7,7 +7,8 @@
  *
  * `--variant=asan` needs the ASan/UBSan runtimes in LD_PRELOAD (the test
  * sets that up); `--variant=ts` runs the TS controller against itself (a
- * harness self-check). `--seeds=N` runs seeds S..S+N-1. Prints one JSON line
+ * harness self-check). `--seeds=N` runs seeds S..S+N-1. `--file-media=all|even`
+ * puts the C side's namespaces in temporary files (all seeds, or even seeds). Prints one JSON line
  * per seed and, at the end, the status counts and the library ledger.
  * Exit status: 0 all equal, 1 a mismatch (the report is on stderr), 2 usage.
  *
@@ -33,6 +34,7 @@ const { values } = parseArgs({
     variant: { type: "string", default: "plain" },
     "full-check-every": { type: "string", default: "400" },
     "strict-counters": { type: "boolean", default: false },
+    "file-media": { type: "string", default: "none" },
   },
   strict: true,
 });
@@ -62,6 +64,11 @@ const cmds = int("cmds", values.cmds, 1);
 const seed0 = int("seed", values.seed, 0);
 const seeds = int("seeds", values.seeds, 1);
 const every = int("full-check-every", values["full-check-every"], 1);
+const fileMedia = values["file-media"];
+if (!["none", "all", "even"].includes(fileMedia)) {
+  console.error(`--file-media must be none, all or even, got ${JSON.stringify(fileMedia)}`);
+  Deno.exit(2);
+}
 const total: Record<string, number> = {};
 let totalCmds = 0;
 const t0 = performance.now();
@@ -73,11 +80,13 @@ for (let s = seed0; s < seed0 + seeds; s++) {
       variant,
       fullCheckEvery: every,
       strictCounters: values["strict-counters"],
+      fileMedia: fileMedia === "all" || (fileMedia === "even" && s % 2 === 0),
     });
     addCounts(total, sum.statuses);
     totalCmds += sum.cmds;
     console.log(JSON.stringify({
       seed: s,
+      fileMedia: fileMedia === "all" || (fileMedia === "even" && s % 2 === 0),
       cmds: sum.cmds,
       steps: sum.steps,
       resets: sum.resets,
@@ -86,6 +95,8 @@ for (let s = seed0; s < seed0 + seeds; s++) {
       fullChecks: sum.fullChecks,
       staleEpisodes: sum.staleEpisodes,
       staleUses: sum.staleUses,
+      cqFull: sum.cqFull,
+      cqWraps: sum.cqWraps,
       counters: sum.counters,
       counterDiffs: sum.counterDiffs,
     }));

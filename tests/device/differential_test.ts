@@ -4,7 +4,9 @@
  * register, host byte and media byte. CI runs at least 100,000 commands under
  * AddressSanitizer + UBSan in a child `deno` (the ASan runtime must be the
  * first library loaded, so it cannot be this process), plus a short
- * in-process run on the plain library and a TS-vs-TS run of the harness.
+ * in-process run on the plain library and a TS-vs-TS run of the harness. Even
+ * seeds put the C side's namespaces in temporary files (its io_uring media
+ * path, O_DIRECT or bounced), odd seeds keep them in memory.
  *
  * Replay one seed: `DEVDIFF_SEED=N [DEVDIFF_CMDS=M] deno test -A tests/device/differential_test.ts`.
  * Longer runs: `deno run -A tests/device/differential_main.ts --cmds=N --seed=S --seeds=K`.
@@ -80,7 +82,13 @@ Deno.test({
     const cmds = replaySeed !== undefined ? replayCmds : 5000;
     for (const seed of seeds) {
       try {
-        const s = runDifferential({ seed, cmds, variant: "plain" });
+        const s = runDifferential({
+          seed,
+          cmds,
+          variant: "plain",
+          strictCounters: true,
+          fileMedia: seed % 2 === 0,
+        });
         if (s.counterDiffs.length) {
           console.log(`seed ${seed} counters differ:\n${s.counterDiffs.join("\n")}`);
         }
@@ -99,6 +107,7 @@ Deno.test({
     const args = replaySeed !== undefined
       ? [`--seed=${replaySeed}`, `--cmds=${replayCmds}`, "--seeds=1"]
       : ["--seed=1", `--seeds=${ASAN_SEEDS}`, `--cmds=${ASAN_CMDS}`];
+    args.push("--strict-counters", "--file-media=even");
     const out = await new Deno.Command(Deno.execPath(), {
       args: ["run", "--allow-all", MAIN, "--variant=asan", ...args],
       env: {

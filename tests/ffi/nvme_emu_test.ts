@@ -1,6 +1,7 @@
 /** The libnvme_emu binding: struct layout, config encoding, errors, registers, one command each way. */
 import assert from "node:assert/strict";
 import { allocBuffer, type NativeBuffer } from "../../ffi/libc.ts";
+import { LiveRing, liveRingUnavailable } from "../../ffi/liburing.ts";
 import {
   encodeNvmeEmuConfig,
   NVME_EMU_LAYOUT,
@@ -328,6 +329,57 @@ Deno.test({
       assert.equal(cqe.commandId, 3);
       assert.equal(cqe.status, 0);
       assert.equal(emu.poll(), 0);
+    } finally {
+      emu[Symbol.dispose]();
+      buf[Symbol.dispose]();
+    }
+    assert.equal(NvmeEmu.ledger(), 0);
+  },
+});
+
+const ringWhy = WHY ?? liveRingUnavailable();
+Deno.test({
+  name: "thread mode: irqRing delivers each vector as a MSG_RING CQE in a live ring",
+  ignore: ringWhy !== null,
+  fn: () => {
+    const r = LiveRing.create(8);
+    if (!("ring" in r)) throw new Error(`io_uring_setup: ${r.res}`);
+    using ring = r.ring;
+    const emu = NvmeEmu.create({ ...CFG, mode: "thread", idlePollNs: 20_000 });
+    const buf = allocBuffer(4 * 4096);
+    try {
+      const pfn = 0x60000;
+      emu.frameMap(pfn, 4, buf.ptr);
+      emu.irqRing(ring.fd, 0x1000n);
+      emu.writeReg32(NVME_REG.AQA, encodeAqa(4, 4));
+      emu.writeReg64(NVME_REG.ASQ, BigInt(pfn) * 4096n);
+      emu.writeReg64(NVME_REG.ACQ, BigInt(pfn + 1) * 4096n);
+      emu.writeReg32(
+        NVME_REG.CC,
+        encodeCc({ en: true, css: 0, mps: 0, shn: 0, iosqes: 6, iocqes: 4 }),
+      );
+      for (let i = 0; i < 1000 && (emu.readReg32(NVME_REG.CSTS) & 1) === 0; i++) {
+        emu.waitInterrupt(1_000_000n);
+      }
+      buf.bytes.set(
+        encodeNvmeCommand({
+          opcode: NVME_ADMIN.IDENTIFY,
+          commandId: 4,
+          prp1: BigInt(pfn + 2) * 4096n,
+          cdw10: 1,
+        }),
+        0,
+      );
+      emu.writeReg32(doorbellOffset(0, false), 1);
+      assert.equal(ring.waitCqes(1, 2_000_000_000), 0);
+      const cqes = ring.reap();
+      assert.equal(cqes.length, 1);
+      assert.equal(cqes[0].userData, 0x1000n); // base + vector 0
+      assert.equal(cqes[0].res, 0);
+      assert.deepEqual(emu.deliverInterrupts(), [0]);
+      assert.equal(decodeCqe(buf.bytes, 4096).commandId, 4);
+      assert.ok(emu.stats().irqMessages >= 1);
+      emu.irqRing(-1, 0n);
     } finally {
       emu[Symbol.dispose]();
       buf[Symbol.dispose]();
