@@ -376,7 +376,13 @@ export function runDifferential(
     const s = steps[i];
     const a = sim.run(s, i);
     const b = real.run(s, i);
-    if (TRACE) console.log(`${i} ${JSON.stringify(s, (_k, v) => typeof v === "bigint" ? `${v}n` : v)}\n   sim:  ${a}\n   real: ${b}`);
+    if (TRACE) {
+      console.log(
+        `${i} ${
+          JSON.stringify(s, (_k, v) => typeof v === "bigint" ? `${v}n` : v)
+        }\n   sim:  ${a}\n   real: ${b}`,
+      );
+    }
     if (a !== b) return { step: i, what: s.t, sim: a, real: b };
     if (s.t === "submit" || s.t === "reapAll" || s.t === "drain") {
       const ca = s.t === "submit" ? sim.reapAll() : "";
