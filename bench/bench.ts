@@ -17,6 +17,8 @@ import { parseOrUsage, type RunOptions } from "./cli.ts";
 import { runWorkload, warmUp, WorkloadError, type WorkloadRecord } from "./workload.ts";
 import { barChartSvg, iopsRatioLines, perIoTable, summaryTable } from "./report.ts";
 import { fioUnavailable, runFio } from "./fio.ts";
+import { realNvmeUnavailable } from "../ffi/testbed.ts";
+import type { IommuMode } from "../sim/dma/types.ts";
 
 const DEFAULTS: RunOptions = {
   backend: "sim",
@@ -50,7 +52,7 @@ async function main(args: string[]): Promise<number> {
   } finally {
     if (fioDir) await Deno.remove(fioDir, { recursive: true });
   }
-  const iommus = o.backend === "real" ? [o.iommu[0]] : o.iommu;
+  const iommus = iommusFor(o);
   console.log(summaryTable(records));
   for (const line of iopsRatioLines(records)) console.log(line);
   report(o, records, notRun, iommus);
@@ -61,6 +63,15 @@ async function main(args: string[]): Promise<number> {
   return records.every((r) => r.verified) ? 0 : 1;
 }
 
+/**
+ * The IOMMU modes a run covers: every one asked for, on sim and on real with
+ * the emulated namespace (its host stack has the IOMMU); the first only on a
+ * real backend without it (a kernel file has no IOMMU model).
+ */
+function iommusFor(o: RunOptions): IommuMode[] {
+  return o.backend === "real" && realNvmeUnavailable() !== null ? [o.iommu[0]] : o.iommu;
+}
+
 /** Run every configuration (and fio beside `none`/`bvec` when `fioDir` is set). */
 async function runAll(
   o: RunOptions,
@@ -68,9 +79,14 @@ async function runAll(
   notRun: string[],
   fioDir: string | undefined,
 ): Promise<void> {
-  const iommus = o.backend === "real" ? [o.iommu[0]] : o.iommu;
+  const iommus = iommusFor(o);
   for (const iommu of iommus) {
-    using tb = openTestbed({ backend: o.backend, seed: o.seed, iommu });
+    using tb = openTestbed({
+      backend: o.backend,
+      seed: o.seed,
+      iommu,
+      mediaInMemory: o.media === "memory",
+    });
     warmUp(tb, o.paths, o.bs, o.qd[0], o.seed);
     for (const rw of o.rw) {
       for (const qd of o.qd) {
@@ -88,7 +104,7 @@ async function runAll(
                 verify: o.verify,
               };
               const r = runWorkload(tb, cfg, iommu);
-              if (tb.backend === "real") r.iommu = "n/a";
+              if (tb.backend === "real" && !tb.nvmeDevice) r.iommu = "n/a";
               records.push(r);
             } catch (e) {
               if (!(e instanceof WorkloadError)) throw e;
@@ -126,11 +142,13 @@ function report(
   notRun: string[],
   iommus: string[],
 ): void {
-  if (o.backend === "sim") {
+  if (records.some((r) => r.perIo !== null)) {
     for (const iommu of iommus) {
       for (const qd of o.qd) {
         for (const rw of o.rw) {
-          const sel = records.filter((r) => r.iommu === iommu && r.qd === qd && r.rw === rw);
+          const sel = records.filter((r) =>
+            r.iommu === iommu && r.qd === qd && r.rw === rw && r.perIo !== null
+          );
           if (sel.length === 0) continue;
           console.log(`\nper I/O, iommu=${iommu} qd=${qd} ${rw}`);
           console.log(perIoTable(sel));

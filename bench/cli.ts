@@ -77,6 +77,8 @@ export interface RunOptions {
   fio?: boolean;
   /** Check every byte read (default true); `--verify=0` checks lengths only, as fio does. */
   verify?: boolean;
+  /** real: where the emulated namespace keeps its data: a media file (default) or memory. */
+  media?: "file" | "memory";
 }
 
 /** Parse argv into {@link RunOptions}, with `defaults` for what is not given. */
@@ -101,6 +103,7 @@ export function parseRunArgs(args: string[], defaults: RunOptions): RunOptions {
         svg: { type: "string" },
         fio: { type: "boolean" },
         verify: { type: "string" },
+        media: { type: "string" },
         help: { type: "boolean", short: "h" },
       },
     }));
@@ -129,6 +132,14 @@ export function parseRunArgs(args: string[], defaults: RunOptions): RunOptions {
     }
     o.verify = values.verify === "1";
   }
+  if (values.media !== undefined) {
+    o.media = parseList("media", values.media, ["file", "memory"] as const)[0];
+    if (o.backend !== "real") {
+      throw new UsageError(
+        `--media: only the real backend's C controller has media to place (got --backend=${o.backend})`,
+      );
+    }
+  }
   if (values.fio) {
     if (o.backend !== "real") {
       throw new UsageError(
@@ -151,6 +162,8 @@ export const USAGE = `flags (fio's words where fio has one):
   --ios=N                    measured I/Os per configuration
   --seed=N                   seed for offsets and data
   --verify=0|1               check every byte read (1, default) or only lengths (0, like fio)
+  --media=file|memory        real: the emulated namespace's data in a media file (default, read
+                             and written O_DIRECT by the device) or in process memory
   --json=FILE  --svg=FILE    write the records / a chart
   --fio                      bench with --backend=real: also run fio (io_uring, O_DIRECT file,
                              fixedbufs=0 for none, 1 for bvec) and print deno/fio IOPS`;

@@ -57,12 +57,19 @@ function main(args: string[]): number {
   if (typeof o === "number") return o;
   let failed = false;
   for (const iommu of o.iommu) {
-    using tb = openTestbed({ backend: o.backend, seed: o.seed, iommu: iommu as IommuMode });
+    using tb = openTestbed({
+      backend: o.backend,
+      seed: o.seed,
+      iommu: iommu as IommuMode,
+      mediaInMemory: o.media === "memory",
+    });
     const where = tb.nvmeDevice ?? "an O_DIRECT scratch file";
     const how = tb.backend === "sim"
       ? ""
       : tb.nvmeDevice
-      ? " (live kernel io_uring; TypeScript host stack; C controller on its own thread)"
+      ? ` (live kernel io_uring; TypeScript host stack; C controller on its own thread; media in ${
+        o.media === "memory" ? "memory" : "a file"
+      })`
       : " (live kernel io_uring; the C controller is not built: no emulated namespace)";
     console.log(
       `premap demo: backend=${tb.backend} iommu=${iommu}${how}` +
