@@ -39,7 +39,7 @@ export function openTestbed(opts: TestbedOptions = {}): Testbed {
   throw new RangeError(`openTestbed: backend must be "sim" or "real", got ${String(backend)}`);
 }
 
-export { realBackendUnavailable } from "./ffi/testbed.ts";
+export { realBackendUnavailable, realNvmeUnavailable } from "./ffi/testbed.ts";
 export type {
   Backend,
   NamespaceOptions,
