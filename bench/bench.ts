@@ -69,7 +69,8 @@ async function main(args: string[]): Promise<number> {
  * real backend without it (a kernel file has no IOMMU model).
  */
 function iommusFor(o: RunOptions): IommuMode[] {
-  return o.backend === "real" && realNvmeUnavailable() !== null ? [o.iommu[0]] : o.iommu;
+  const kernelFile = o.fio === true || realNvmeUnavailable() !== null;
+  return o.backend === "real" && kernelFile ? [o.iommu[0]] : o.iommu;
 }
 
 /** Run every configuration (and fio beside `none`/`bvec` when `fioDir` is set). */
@@ -81,11 +82,13 @@ async function runAll(
 ): Promise<void> {
   const iommus = iommusFor(o);
   for (const iommu of iommus) {
+    // With --fio our ring runs on a kernel file as fio does, so deno/fio compares like with like.
     using tb = openTestbed({
       backend: o.backend,
       seed: o.seed,
       iommu,
       mediaInMemory: o.media === "memory",
+      nvme: !o.fio,
     });
     warmUp(tb, o.paths, o.bs, o.qd[0], o.seed);
     for (const rw of o.rw) {
