@@ -395,52 +395,51 @@ export class RingWrapper implements RawRing {
     });
   }
 
-  /** REGISTER_FILES_UPDATE2: replace slots from `offset` with the fds at `data`. */
+  /** REGISTER_FILES_UPDATE2: { offset, resv, data, tags, nr, resv2 }, `nr` fds at `data`. */
   #updateFiles2(opcode: number, arg: Uint8Array | null, nrArgs: number): number {
     if (arg === null || arg.length < RSRC_UPDATE2.SIZE) {
       return this.#live.register(opcode, arg, nrArgs);
     }
     const v = new DataView(arg.buffer, arg.byteOffset, arg.byteLength);
-    const offset = v.getUint32(RSRC_UPDATE2.offset, true);
-    const nr = v.getUint32(RSRC_UPDATE2.nr, true);
-    const data = v.getBigUint64(RSRC_UPDATE2.data, true);
-    const fds = this.#readUserInts(data, nr);
-    if (fds === null) return this.#live.register(opcode, arg, nrArgs);
-    const { live, shadow, emu } = this.#split(fds);
-    return this.#withArrays(live, shadow, (ld, sd) => {
-      const a = (d: bigint) => {
-        const b = arg.slice();
-        new DataView(b.buffer).setBigUint64(RSRC_UPDATE2.data, d, true);
-        return b;
-      };
-      const r = this.#live.register(opcode, a(ld), nrArgs);
-      if (r < 0) return r;
-      this.#shadow.register(opcode, a(sd), nrArgs);
-      for (let i = 0; i < r; i++) this.#emuSlots.delete(offset + i);
-      for (const i of emu) if (i < r) this.#emuSlots.add(offset + i);
-      return r;
+    return this.#updateSlots(opcode, arg, nrArgs, v.getUint32(RSRC_UPDATE2.nr, true), {
+      offset: RSRC_UPDATE2.offset,
+      data: RSRC_UPDATE2.data,
     });
   }
 
-  /** REGISTER_FILES_UPDATE: struct io_uring_files_update { offset, resv, fds }. */
+  /** REGISTER_FILES_UPDATE: struct io_uring_files_update { offset, resv, fds }, nr_args fds. */
   #updateFiles(opcode: number, arg: Uint8Array | null, nrArgs: number): number {
     if (arg === null || arg.length < RSRC_UPDATE.SIZE) {
       return this.#live.register(opcode, arg, nrArgs);
     }
+    return this.#updateSlots(opcode, arg, nrArgs, nrArgs, {
+      offset: RSRC_UPDATE.offset,
+      data: RSRC_UPDATE.data,
+    });
+  }
+
+  /** Replace `nr` slots from the struct's offset with the fds its data pointer names, split by side. */
+  #updateSlots(
+    opcode: number,
+    arg: Uint8Array,
+    nrArgs: number,
+    nr: number,
+    at: { offset: number; data: number },
+  ): number {
     const v = new DataView(arg.buffer, arg.byteOffset, arg.byteLength);
-    const offset = v.getUint32(RSRC_UPDATE.offset, true);
-    const fds = this.#readUserInts(v.getBigUint64(RSRC_UPDATE.data, true), nrArgs);
-    if (fds === null) return this.#live.register(opcode, arg, nrArgs);
+    const offset = v.getUint32(at.offset, true);
+    const fds = this.#readUserInts(v.getBigUint64(at.data, true), nr);
+    if (fds === null) return this.#live.register(opcode, arg, nrArgs); // the kernel's -EFAULT
     const { live, shadow, emu } = this.#split(fds);
     return this.#withArrays(live, shadow, (ld, sd) => {
-      const a = (d: bigint) => {
+      const withData = (d: bigint) => {
         const b = arg.slice();
-        new DataView(b.buffer).setBigUint64(RSRC_UPDATE.data, d, true);
+        new DataView(b.buffer).setBigUint64(at.data, d, true);
         return b;
       };
-      const r = this.#live.register(opcode, a(ld), nrArgs);
+      const r = this.#live.register(opcode, withData(ld), nrArgs);
       if (r < 0) return r;
-      this.#shadow.register(opcode, a(sd), nrArgs);
+      this.#shadow.register(opcode, withData(sd), nrArgs);
       for (let i = 0; i < r; i++) this.#emuSlots.delete(offset + i);
       for (const i of emu) if (i < r) this.#emuSlots.add(offset + i);
       return r;

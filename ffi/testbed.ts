@@ -28,10 +28,11 @@ import { Ring, type UserBuffer } from "../sim/uapi/ring_api.ts";
 import {
   Handouts,
   type RingOptions,
+  ringParams,
   type Testbed,
   type TestbedOptions,
 } from "../sim/uapi/testbed.ts";
-import { IORING_SETUP, O, PARAMS } from "../sim/uapi/io_uring.ts";
+import { O } from "../sim/uapi/io_uring.ts";
 import { Kernel, MonotonicClock } from "../sim/kernel.ts";
 import { attachNvme, type NvmeHost } from "../sim/host.ts";
 import { SimRing } from "../sim/io_uring/io_uring.ts";
@@ -292,14 +293,7 @@ class RealTestbed implements Testbed {
       return this.#rings.adopt(new Ring(r.ring, (len) => this.allocBuffer(len)));
     }
     const live = r.ring;
-    const params = new Uint8Array(PARAMS.SIZE);
-    const v = new DataView(params.buffer);
-    let flags = opts.flags ?? 0;
-    if (opts.cqEntries !== undefined) {
-      flags |= IORING_SETUP.CQSIZE;
-      v.setUint32(PARAMS.cqEntries, opts.cqEntries, true);
-    }
-    v.setUint32(PARAMS.flags, flags, true);
+    const params = ringParams(opts);
     const shadow = SimRing.setup(host.kernel, Math.max(opts.entries, 8) * 4, params);
     if (typeof shadow === "number") {
       live[Symbol.dispose]();

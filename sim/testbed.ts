@@ -11,9 +11,14 @@ import { attachNvme, type NvmeHost } from "./host.ts";
 import { SimRing } from "./io_uring/io_uring.ts";
 import { doSysOpen, lookupInode, sysClose, sysUnlink } from "./fs/namei.ts";
 import { Errno, ErrnoError } from "./uapi/errno.ts";
-import { IORING_SETUP, PARAMS } from "./uapi/io_uring.ts";
 import { Ring, type UserBuffer } from "./uapi/ring_api.ts";
-import { Handouts, type RingOptions, type Testbed, type TestbedOptions } from "./uapi/testbed.ts";
+import {
+  Handouts,
+  type RingOptions,
+  ringParams,
+  type Testbed,
+  type TestbedOptions,
+} from "./uapi/testbed.ts";
 import type { Stats } from "./stats.ts";
 
 /** Open a testbed on the simulated host. */
@@ -113,14 +118,7 @@ export class SimTestbed implements Testbed {
   /** A new io_uring mirror ring; throws ErrnoError if setup fails. */
   ring(opts: RingOptions): Ring {
     this.#live();
-    const params = new Uint8Array(PARAMS.SIZE);
-    const v = new DataView(params.buffer);
-    let flags = opts.flags ?? 0;
-    if (opts.cqEntries !== undefined) {
-      flags |= IORING_SETUP.CQSIZE;
-      v.setUint32(PARAMS.cqEntries, opts.cqEntries, true);
-    }
-    v.setUint32(PARAMS.flags, flags, true);
+    const params = ringParams(opts);
     const r = SimRing.setup(this.kernel, opts.entries, params);
     if (typeof r === "number") throw new ErrnoError(r, "io_uring_setup");
     return this.#rings.adopt(new Ring(r, (len) => this.allocBuffer(len)));

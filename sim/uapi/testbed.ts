@@ -8,6 +8,7 @@
 import type { Ring, UserBuffer } from "./ring_api.ts";
 import type { IommuMode } from "../dma/types.ts";
 import type { Stats } from "../stats.ts";
+import { IORING_SETUP, PARAMS } from "./io_uring.ts";
 
 /** Which stack runs under the application ring. */
 export type Backend = "sim" | "real";
@@ -82,6 +83,19 @@ export interface Testbed extends Disposable {
   readFile(path: string): Uint8Array;
   /** A new ring. Throws an ErrnoError if setup fails (use `ringRaw` to see the errno). */
   ring(opts: RingOptions): Ring;
+}
+
+/** struct io_uring_params for `opts`: flags, and CQSIZE with cq_entries when asked. */
+export function ringParams(opts: RingOptions): Uint8Array {
+  const params = new Uint8Array(PARAMS.SIZE);
+  const v = new DataView(params.buffer);
+  let flags = opts.flags ?? 0;
+  if (opts.cqEntries !== undefined) {
+    flags |= IORING_SETUP.CQSIZE;
+    v.setUint32(PARAMS.cqEntries, opts.cqEntries, true);
+  }
+  v.setUint32(PARAMS.flags, flags, true);
+  return params;
 }
 
 /**
