@@ -439,21 +439,6 @@ export class NvmeEmu implements NvmeControllerPort, Disposable {
     return this.#check(r, "nvme_emu_irq_wait");
   }
 
-  /**
-   * Deprecated seam method, going away with `poll` on NvmeControllerPort:
-   * {@link process} in inline mode, {@link deliverInterrupts} (returning 0) in thread mode.
-   */
-  poll(budget = 1024): number {
-    if (this.mode === "inline") return this.process(budget);
-    this.deliverInterrupts();
-    return 0;
-  }
-
-  /** Deprecated seam property, going away with `inFlight`: {@link outstanding}. */
-  get inFlight(): number {
-    return this.outstanding();
-  }
-
   // ---------------------------------------------------------------- memory
 
   /** nvme_emu_frame_map(): frames pfn.. are the 4 KiB pages at `ptr` (page aligned). */

@@ -232,7 +232,6 @@ Deno.test({
       assert.equal(s.commands, 1);
       assert.equal(s.adminCommands, 1);
       assert.equal(h.emu.outstanding(), 0);
-      assert.equal(h.emu.inFlight, 0);
       // A PRP outside the registered frames: Data Transfer Error, fault recorded.
       const r = h.admin({
         opcode: NVME_ADMIN.IDENTIFY,
@@ -328,7 +327,6 @@ Deno.test({
       const cqe = decodeCqe(buf.bytes, 4096);
       assert.equal(cqe.commandId, 3);
       assert.equal(cqe.status, 0);
-      assert.equal(emu.poll(), 0);
     } finally {
       emu[Symbol.dispose]();
       buf[Symbol.dispose]();
