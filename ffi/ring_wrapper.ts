@@ -29,9 +29,14 @@
  * - The device's interrupts go to the ring that last submitted to the
  *   namespace; whichever wrapper delivers them forwards every ring's host
  *   completions, each into its own ring.
- * - A link chain must stay on one side: a chain that would run across the
- *   namespace and a kernel file is refused when the SQE is pushed (the
- *   kernel cannot order its requests after the host stack's).
+ * - Link chains: the wrapper holds a chain's SQEs until its last member is
+ *   pushed (or `submit` is called). A chain on one side goes to that side
+ *   whole. A chain that runs across the namespace and kernel files is cut into
+ *   segments of one side each; each segment but the last is linked (with its
+ *   last member's own LINK or HARDLINK) to a NOP of the wrapper's, whose CQE
+ *   says whether the chain goes on: on success the next segment is submitted,
+ *   on -ECANCELED every later member completes with -ECANCELED, as the rest of
+ *   a broken chain does. So a chain gives the same results on both backends.
  *
  * @module
  */
@@ -56,6 +61,17 @@ import type { UserMm } from "../sim/memory/mm.ts";
 export const IRQ_USER_DATA_BASE = 0xffff_fffe_0000_0000n;
 /** user_data of the wrapper's own MSG_RING SQEs (a CQE with it means a message failed). */
 export const WRAPPER_MSG_USER_DATA = 0xffff_fffd_0000_0000n;
+/** user_data of the NOP that ends each segment of a chain split across the two sides: base + id. */
+export const CHAIN_TOKEN_BASE = 0xffff_fffc_0000_0000n;
+const CHAIN_TOKEN_SPAN = 1n << 32n;
+
+type Side = "live" | "shadow";
+
+/** One SQE of a held chain, already rewritten for its side. */
+interface Member {
+  sqe: Uint8Array;
+  side: Side;
+}
 /** IORING_MSG_RING_FLAGS_PASS: the message carries cqe->flags in sqe->file_index. */
 const IORING_MSG_RING_FLAGS_PASS = 1 << 1;
 /** sqe->msg_ring_flags (the rw_flags union) and sqe->file_index offsets. */
@@ -95,8 +111,16 @@ export class RingWrapper implements RawRing {
   readonly #emuSlots = new Set<number>();
   /** Kernel CQEs read from the CQ and not yet handed to the application. */
   readonly #ready: Cqe[] = [];
-  /** Which side an open link chain is on. */
-  #chain: "live" | "shadow" | null = null;
+  /** The link chain being pushed, held until its last member. */
+  #open: Member[] = [];
+  /** Chains split across the sides, by the user_data of the NOP ending their running segment. */
+  readonly #chains = new Map<bigint, { segs: Member[][]; at: number }>();
+  #nextChain = 1n;
+  /** Wrapper NOPs queued on each side and not yet submitted (not the application's SQEs). */
+  #liveTokens = 0;
+  #shadowTokens = 0;
+  /** Members of split chains held for later segments: submitted, as the kernel counts, now. */
+  #heldCount = 0;
   #shadowPending = 0;
   #msgsPending = 0;
   /** An interrupt message was read from the CQ and its vector not yet delivered. */
@@ -151,17 +175,90 @@ export class RingWrapper implements RawRing {
       out = sqe.slice();
       new DataView(out.buffer).setInt32(SQE.fd, this.#host.emulatedFds.get(fd)!, true);
     }
-    if (this.#chain !== null && this.#chain !== side) {
-      throw new Error(
-        "real backend: a link chain across the emulated namespace and a kernel file is not " +
-          "supported (the kernel cannot order its requests after the host stack's)",
-      );
+    const linked = (flags & (IOSQE.IO_LINK | IOSQE.IO_HARDLINK)) !== 0;
+    if (this.#open.length > 0 || linked) {
+      if (this.#open.length >= this.#live.sqEntries) return false; // as a full SQ would
+      this.#open.push({ sqe: out, side });
+      if (!linked) this.#closeChain();
+      return true;
     }
-    const ok = side === "live" ? this.#live.pushSqe(out) : this.#shadow.pushSqe(out);
-    if (!ok) return false;
-    if (side === "shadow") this.#shadowPending++;
-    this.#chain = flags & (IOSQE.IO_LINK | IOSQE.IO_HARDLINK) ? side : null;
-    return true;
+    return this.#pushTo(side, out);
+  }
+
+  #pushTo(side: Side, sqe: Uint8Array): boolean {
+    const ok = side === "live" ? this.#live.pushSqe(sqe) : this.#shadow.pushSqe(sqe);
+    if (ok && side === "shadow") this.#shadowPending++;
+    return ok;
+  }
+
+  /** The held chain is complete: to its side whole, or split into one-side segments. */
+  #closeChain(): void {
+    const members = this.#open;
+    this.#open = [];
+    if (members.length === 0) return;
+    const segs: Member[][] = [];
+    for (const m of members) {
+      const last = segs[segs.length - 1];
+      if (last && last[0].side === m.side) last.push(m);
+      else segs.push([m]);
+    }
+    for (let i = 1; i < segs.length; i++) this.#heldCount += segs[i].length;
+    this.#startSegment(segs, 0, false);
+  }
+
+  /** Queue segment `at` (and, unless it is the last, the NOP that reports how it ended). */
+  #startSegment(segs: Member[][], at: number, now: boolean): void {
+    const seg = segs[at];
+    const side = seg[0].side;
+    for (const m of seg) {
+      while (!this.#pushTo(side, m.sqe)) this.#flushSide(side);
+    }
+    if (at < segs.length - 1) {
+      const token = CHAIN_TOKEN_BASE + (this.#nextChain++ % CHAIN_TOKEN_SPAN);
+      this.#chains.set(token, { segs, at });
+      const nop = new Uint8Array(SQE.SIZE);
+      const v = new DataView(nop.buffer);
+      v.setUint8(SQE.opcode, IORING_OP.NOP);
+      v.setBigUint64(SQE.userData, token, true);
+      while (!this.#pushTo(side, nop)) this.#flushSide(side);
+      if (side === "live") this.#liveTokens++;
+      else this.#shadowTokens++;
+    }
+    if (now) this.#flushSide(side); // a later segment: submitted at once, not by the application
+  }
+
+  /** Submit what is queued on one side, for the wrapper's own purposes. */
+  #flushSide(side: Side): void {
+    if (side === "shadow") {
+      if (this.#host.threaded) this.#host.irqTarget(this.#live.fd);
+      this.#shadow.submit(0);
+      this.#shadowPending = 0;
+      this.#shadowTokens = 0;
+    } else {
+      this.#enter(0);
+    }
+  }
+
+  /** The NOP ending a segment completed: go on with the chain, or cancel its rest. */
+  #chainStep(token: bigint, res: number): void {
+    const st = this.#chains.get(token);
+    if (st === undefined) throw new Error(`real backend: unknown chain token ${token}`);
+    this.#chains.delete(token);
+    const next = st.at + 1;
+    if (res >= 0) {
+      this.#startSegment(st.segs, next, true);
+      return;
+    }
+    // The segment broke the chain: every later member completes with -ECANCELED.
+    for (const seg of st.segs.slice(next)) {
+      for (const m of seg) {
+        const ud = new DataView(m.sqe.buffer, m.sqe.byteOffset, SQE.SIZE).getBigUint64(
+          SQE.userData,
+          true,
+        );
+        this.#queueCqe(this, ud, -Errno.ECANCELED, 0);
+      }
+    }
   }
 
   /**
@@ -172,15 +269,21 @@ export class RingWrapper implements RawRing {
    */
   submit(waitNr = 0): number {
     if (!Number.isInteger(waitNr) || waitNr < 0) return -Errno.EINVAL;
-    if (!this.#engaged && this.#shadowPending === 0) return this.#live.submit(waitNr);
+    // A chain still open at submit ends here, as the kernel ends it at the end of a submission.
+    if (this.#open.length > 0) this.#closeChain();
+    const split = this.#heldCount > 0 || this.#liveTokens > 0 || this.#shadowTokens > 0;
+    if (!this.#engaged && this.#shadowPending === 0 && !split) return this.#live.submit(waitNr);
     this.#engaged = true;
-    let submitted = 0;
+    let submitted = this.#heldCount;
+    this.#heldCount = 0;
     if (this.#shadowPending > 0) {
       if (this.#host.threaded) this.#host.irqTarget(this.#live.fd);
+      const tokens = this.#shadowTokens;
       const r = this.#shadow.submit(0);
       if (r < 0) return r;
-      submitted += r;
+      submitted += Math.max(0, r - tokens);
       this.#shadowPending = 0;
+      this.#shadowTokens = 0;
     }
     this.#forward();
     const r = this.#enter(0);
@@ -278,11 +381,12 @@ export class RingWrapper implements RawRing {
 
   /** io_uring_enter(to_submit): the application's SQEs submitted (the wrapper's not counted). */
   #enter(waitNr: number): number {
-    const msgs = this.#msgsPending;
+    const own = this.#msgsPending + this.#liveTokens;
     const r = waitNr > 0 ? this.#live.submitAndWait(waitNr) : this.#live.submit(0);
     if (r < 0) return r;
     this.#msgsPending = 0;
-    return Math.max(0, r - msgs);
+    this.#liveTokens = 0;
+    return Math.max(0, r - own);
   }
 
   /** Read the kernel CQ, handle interrupts, forward the host stack's completions. */
@@ -290,13 +394,15 @@ export class RingWrapper implements RawRing {
     this.#drainKernelCq();
     this.#irqSeen = false;
     this.#host.poll();
-    let fwd = this.#forward();
+    this.#forward();
     // Interrupts this ring delivered may have completed other rings' I/O: post theirs too.
-    for (const w of this.#host.wrappers) if (w !== this) fwd += w.#forwardVia(this);
-    if (fwd > 0 && this.#live.sqPending === this.#msgsPending) {
-      // Only the wrapper's messages are queued: posting them submits nothing of the application's.
+    for (const w of this.#host.wrappers) if (w !== this) w.#forwardVia(this);
+    for (let round = 0; round < 64; round++) {
+      const own = this.#msgsPending + this.#liveTokens;
+      // Only the wrapper's SQEs are queued: posting them submits nothing of the application's.
+      if (own === 0 || this.#live.sqPending !== own) break;
       this.#enter(0);
-      this.#drainKernelCq();
+      this.#drainKernelCq(); // may step a split chain, which may queue more
     }
   }
 
@@ -305,6 +411,11 @@ export class RingWrapper implements RawRing {
       if (c.userData >= IRQ_USER_DATA_BASE && c.userData < IRQ_USER_DATA_BASE + 65536n) {
         this.internalCqes++;
         this.#irqSeen = true;
+        continue;
+      }
+      if (c.userData >= CHAIN_TOKEN_BASE && c.userData < CHAIN_TOKEN_BASE + CHAIN_TOKEN_SPAN) {
+        this.internalCqes++;
+        this.#chainStep(c.userData, c.res);
         continue;
       }
       if (c.userData === WRAPPER_MSG_USER_DATA) {
@@ -324,25 +435,34 @@ export class RingWrapper implements RawRing {
   #forwardVia(via: RingWrapper): number {
     let n = 0;
     for (const c of this.#shadow.reap()) {
-      const sqe = new Uint8Array(SQE.SIZE);
-      const v = new DataView(sqe.buffer);
-      v.setUint8(SQE.opcode, IORING_OP.MSG_RING);
-      v.setUint8(SQE.flags, IOSQE.CQE_SKIP_SUCCESS);
-      v.setInt32(SQE.fd, this.#live.fd, true);
-      v.setBigUint64(SQE.addr, BigInt(IORING_MSG.DATA), true);
-      v.setUint32(SQE.len, c.res >>> 0, true);
-      v.setBigUint64(SQE.off, c.userData, true);
-      v.setBigUint64(SQE.userData, WRAPPER_MSG_USER_DATA, true);
-      if (c.flags !== 0) {
-        v.setUint32(SQE_MSG_RING_FLAGS, IORING_MSG_RING_FLAGS_PASS, true);
-        v.setUint32(SQE_FILE_INDEX, c.flags, true);
+      if (c.userData >= CHAIN_TOKEN_BASE && c.userData < CHAIN_TOKEN_BASE + CHAIN_TOKEN_SPAN) {
+        this.#chainStep(c.userData, c.res); // the end of a segment of a split chain
+        continue;
       }
-      while (!via.#live.pushSqe(sqe)) via.#enter(0); // SQ full: post what is queued first
-      via.#msgsPending++;
+      this.#queueCqe(via, c.userData, c.res, c.flags);
       this.forwarded++;
       n++;
     }
     return n;
+  }
+
+  /** Queue, on `via`'s ring, an IORING_OP_MSG_RING that posts this CQE into this ring. */
+  #queueCqe(via: RingWrapper, userData: bigint, res: number, flags: number): void {
+    const sqe = new Uint8Array(SQE.SIZE);
+    const v = new DataView(sqe.buffer);
+    v.setUint8(SQE.opcode, IORING_OP.MSG_RING);
+    v.setUint8(SQE.flags, IOSQE.CQE_SKIP_SUCCESS);
+    v.setInt32(SQE.fd, this.#live.fd, true);
+    v.setBigUint64(SQE.addr, BigInt(IORING_MSG.DATA), true);
+    v.setUint32(SQE.len, res >>> 0, true);
+    v.setBigUint64(SQE.off, userData, true);
+    v.setBigUint64(SQE.userData, WRAPPER_MSG_USER_DATA, true);
+    if (flags !== 0) {
+      v.setUint32(SQE_MSG_RING_FLAGS, IORING_MSG_RING_FLAGS_PASS, true);
+      v.setUint32(SQE_FILE_INDEX, flags, true);
+    }
+    while (!via.#live.pushSqe(sqe)) via.#enter(0); // SQ full: post what is queued first
+    via.#msgsPending++;
   }
 
   /** REGISTER_FILES: the fd array is the argument itself. */

@@ -193,19 +193,6 @@ Deno.test({
 });
 
 Deno.test({
-  name: "real: a link chain across the namespace and a kernel file is refused when pushed",
-  ignore,
-  fn() {
-    using tb = openTestbed({ backend: "real", mediaInMemory: true });
-    const fd = tb.open(tb.nvmeDevice!, O.RDWR | O.DIRECT);
-    using ring = tb.ring({ entries: 4 });
-    using buf = tb.allocBuffer(4096);
-    ring.read(fd, buf.addr, 4096, 0n, { userData: 1n, flags: IOSQE.IO_LINK });
-    assert.throws(() => ring.nop({ userData: 2n }), /link chain across the emulated namespace/);
-  },
-});
-
-Deno.test({
   name: "real: per-I/O counts of none, bvec and dma equal the sim backend's",
   ignore,
   fn() {
