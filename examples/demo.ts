@@ -109,7 +109,7 @@ function main(args: string[]): number {
   console.log(
     "Counts are exact for the simulated kernel path; times are wall-clock ns of the TypeScript\n" +
       "host stack on this machine" +
-      (o.backend === "real" ? " (plus the C device thread and cross-thread handshakes)" : "") +
+      (o.backend === "real" ? ",\nplus the C device thread and the cross-thread handshakes" : "") +
       ", comparable only as ratios within one run.",
   );
   return failed ? 1 : 0;

@@ -15,8 +15,9 @@
  *   shadow, so they map through the host stack into the device's IOMMU.
  * - Every completion the application reaps is a kernel CQE from its own
  *   ring: a shadow completion is posted into the ring by an
- *   `IORING_OP_MSG_RING` the wrapper sends to the ring itself (with
- *   `IOSQE_CQE_SKIP_SUCCESS`, so the message leaves no CQE of its own). The
+ *   `IORING_OP_MSG_RING` the wrapper sends to the ring itself; the message's
+ *   own CQE is consumed and counted (not `IOSQE_CQE_SKIP_SUCCESS`, which would
+ *   make the kernel refuse `IOSQE_IO_DRAIN` on the ring from then on). The
  *   device thread's interrupts arrive the same way, as MSG_RING CQEs with
  *   user_data in {@link IRQ_USER_DATA_BASE}..+vectors; the wrapper consumes
  *   and counts them ({@link RingWrapper.internalCqes}) and never returns them.
@@ -121,6 +122,10 @@ export class RingWrapper implements RawRing {
   #shadowTokens = 0;
   /** Members of split chains held for later segments: submitted, as the kernel counts, now. */
   #heldCount = 0;
+  /** SQEs behind an IO_DRAIN waiting for the other side to drain (null: none waiting). */
+  #drainHeld: Member[] | null = null;
+  /** user_data of the draining NOPs in flight. */
+  readonly #drains = new Set<bigint>();
   #shadowPending = 0;
   #msgsPending = 0;
   /** An interrupt message was read from the CQ and its vector not yet delivered. */
@@ -175,14 +180,66 @@ export class RingWrapper implements RawRing {
       out = sqe.slice();
       new DataView(out.buffer).setInt32(SQE.fd, this.#host.emulatedFds.get(fd)!, true);
     }
+    if (this.#drainHeld !== null) {
+      // Behind a drain that waits for the other side: held, in order, until it is released.
+      if (this.#drainHeld.length >= this.#live.sqEntries) return false;
+      this.#drainHeld.push({ sqe: out, side });
+      this.#heldCount++; // the kernel counts it submitted with the rest
+      return true;
+    }
+    const drains = (flags & IOSQE.IO_DRAIN) !== 0 && this.#open.length === 0;
+    if (drains && (this.#engaged || side === "shadow" || this.#shadowPending > 0)) {
+      // IOSQE_IO_DRAIN waits for everything submitted before it, on both sides: a draining
+      // NOP of the wrapper's on the other side tells when that side is done.
+      const other: Side = side === "live" ? "shadow" : "live";
+      const token = this.#pushToken(other, IOSQE.IO_DRAIN);
+      this.#drains.add(token);
+      this.#drainHeld = [{ sqe: out, side }];
+      this.#heldCount++;
+      return true;
+    }
+    return this.#accept({ sqe: out, side });
+  }
+
+  /** Queue a routed SQE: into the open chain, or to its side. */
+  #accept(m: Member): boolean {
+    const flags = m.sqe[SQE.flags];
     const linked = (flags & (IOSQE.IO_LINK | IOSQE.IO_HARDLINK)) !== 0;
     if (this.#open.length > 0 || linked) {
       if (this.#open.length >= this.#live.sqEntries) return false; // as a full SQ would
-      this.#open.push({ sqe: out, side });
+      this.#open.push(m);
       if (!linked) this.#closeChain();
       return true;
     }
-    return this.#pushTo(side, out);
+    return this.#pushTo(m.side, m.sqe);
+  }
+
+  /** A NOP of the wrapper's on `side` whose CQE reports back; returns its user_data. */
+  #pushToken(side: Side, flags: number): bigint {
+    const token = CHAIN_TOKEN_BASE + (this.#nextChain++ % CHAIN_TOKEN_SPAN);
+    const nop = new Uint8Array(SQE.SIZE);
+    const v = new DataView(nop.buffer);
+    v.setUint8(SQE.opcode, IORING_OP.NOP);
+    v.setUint8(SQE.flags, flags);
+    v.setBigUint64(SQE.userData, token, true);
+    while (!this.#pushTo(side, nop)) this.#flushSide(side);
+    if (side === "live") this.#liveTokens++;
+    else this.#shadowTokens++;
+    return token;
+  }
+
+  /** The other side has drained: queue the held drain and what followed it, in order. */
+  #releaseDrain(): void {
+    const held = this.#drainHeld ?? [];
+    this.#drainHeld = null;
+    const counted = this.#heldCount; // held SQEs were counted when the application submitted
+    for (const m of held) {
+      while (!this.#accept(m)) this.#flushSide(m.side);
+    }
+    if (this.#open.length > 0) this.#closeChain();
+    this.#heldCount = counted;
+    this.#flushSide("shadow");
+    this.#flushSide("live");
   }
 
   #pushTo(side: Side, sqe: Uint8Array): boolean {
@@ -213,17 +270,7 @@ export class RingWrapper implements RawRing {
     for (const m of seg) {
       while (!this.#pushTo(side, m.sqe)) this.#flushSide(side);
     }
-    if (at < segs.length - 1) {
-      const token = CHAIN_TOKEN_BASE + (this.#nextChain++ % CHAIN_TOKEN_SPAN);
-      this.#chains.set(token, { segs, at });
-      const nop = new Uint8Array(SQE.SIZE);
-      const v = new DataView(nop.buffer);
-      v.setUint8(SQE.opcode, IORING_OP.NOP);
-      v.setBigUint64(SQE.userData, token, true);
-      while (!this.#pushTo(side, nop)) this.#flushSide(side);
-      if (side === "live") this.#liveTokens++;
-      else this.#shadowTokens++;
-    }
+    if (at < segs.length - 1) this.#chains.set(this.#pushToken(side, 0), { segs, at });
     if (now) this.#flushSide(side); // a later segment: submitted at once, not by the application
   }
 
@@ -241,6 +288,10 @@ export class RingWrapper implements RawRing {
 
   /** The NOP ending a segment completed: go on with the chain, or cancel its rest. */
   #chainStep(token: bigint, res: number): void {
+    if (this.#drains.delete(token)) {
+      this.#releaseDrain();
+      return;
+    }
     const st = this.#chains.get(token);
     if (st === undefined) throw new Error(`real backend: unknown chain token ${token}`);
     this.#chains.delete(token);
@@ -419,8 +470,11 @@ export class RingWrapper implements RawRing {
         continue;
       }
       if (c.userData === WRAPPER_MSG_USER_DATA) {
-        this.internalCqes++;
-        throw new Error(`real backend: posting a completion into the ring failed: ${c.res}`);
+        this.internalCqes++; // the message's own CQE; the completion it carried is separate
+        if (c.res < 0) {
+          throw new Error(`real backend: posting a completion into the ring failed: ${c.res}`);
+        }
+        continue;
       }
       this.#ready.push(c);
     }
@@ -451,7 +505,8 @@ export class RingWrapper implements RawRing {
     const sqe = new Uint8Array(SQE.SIZE);
     const v = new DataView(sqe.buffer);
     v.setUint8(SQE.opcode, IORING_OP.MSG_RING);
-    v.setUint8(SQE.flags, IOSQE.CQE_SKIP_SUCCESS);
+    // No IOSQE_CQE_SKIP_SUCCESS: once a ring has seen that flag the kernel refuses
+    // IOSQE_IO_DRAIN on it for good (-EOPNOTSUPP); the message's own CQE is consumed instead.
     v.setInt32(SQE.fd, this.#live.fd, true);
     v.setBigUint64(SQE.addr, BigInt(IORING_MSG.DATA), true);
     v.setUint32(SQE.len, res >>> 0, true);
