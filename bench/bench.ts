@@ -12,7 +12,7 @@
  * @module
  */
 
-import { openTestbed } from "../mod.ts";
+import { openTestbed, realBackendUnavailable } from "../mod.ts";
 import { parseOrUsage, type RunOptions } from "./cli.ts";
 import { runWorkload, warmUp, WorkloadError, type WorkloadRecord } from "./workload.ts";
 import { barChartSvg, iopsRatioLines, perIoTable, summaryTable } from "./report.ts";
@@ -39,6 +39,23 @@ const FIO_RUNTIME_SEC = 60;
 async function main(args: string[]): Promise<number> {
   const o = parseOrUsage("bench", args, DEFAULTS);
   if (typeof o === "number") return o;
+  // Output files are checked before the run, not after it.
+  for (const [flag, path] of [["json", o.json], ["svg", o.svg]] as const) {
+    if (path === undefined) continue;
+    try {
+      Deno.writeTextFileSync(path, "");
+    } catch (e) {
+      console.error(`bench: --${flag}=${path}: cannot write it (${(e as Error).message})`);
+      return 2;
+    }
+  }
+  if (o.backend === "real") {
+    const why = realBackendUnavailable();
+    if (why !== null) {
+      console.error(`bench: --backend=real: ${why}`);
+      return 1;
+    }
+  }
   const records: WorkloadRecord[] = [];
   const notRun: string[] = [];
   let fioDir: string | undefined;

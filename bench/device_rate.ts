@@ -27,6 +27,7 @@
  */
 
 import { parseArgs } from "node:util";
+import { parseSize } from "./cli.ts";
 import { CoherentArena, pointerOf } from "../ffi/frames.ts";
 import { NVME_REG, NvmeEmu, type NvmeEmuStats, nvmeEmuUnavailable } from "../ffi/nvme_emu.ts";
 import {
@@ -485,7 +486,13 @@ export function main(args: string[]): number {
   try {
     qd = num("qd", values.qd);
     seconds = num("seconds", values.seconds);
-    bs = num("bs", values.bs);
+    bs = parseSize("bs", values.bs);
+    // The same bounds measureDeviceRate enforces, named by flag before anything runs.
+    if (!Number.isInteger(qd) || qd < 1 || qd > 1023) throw new RangeError(`--qd: ${qd} (1..1023)`);
+    if (!(seconds > 0) || seconds > 3600) throw new RangeError(`--seconds: ${seconds} (0..3600]`);
+    if (bs % PAGE !== 0 || bs > DEVICE_RATE_MAX_BS) {
+      throw new RangeError(`--bs: ${values.bs} (a multiple of 4k up to 128k)`);
+    }
   } catch (e) {
     console.error(`${(e as Error).message}\n${USAGE}`);
     return 2;

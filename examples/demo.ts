@@ -10,7 +10,7 @@
  * @module
  */
 
-import { openTestbed } from "../mod.ts";
+import { openTestbed, realBackendUnavailable } from "../mod.ts";
 import { parseOrUsage, type RunOptions } from "../bench/cli.ts";
 import { runWorkload, warmUp, WorkloadError, type WorkloadRecord } from "../bench/workload.ts";
 import { PER_IO_ROWS, perIoTable, summaryTable } from "../bench/report.ts";
@@ -55,6 +55,13 @@ function fmt(v: number): string {
 function main(args: string[]): number {
   const o = parseOrUsage("demo", args, DEFAULTS);
   if (typeof o === "number") return o;
+  if (o.backend === "real") {
+    const why = realBackendUnavailable();
+    if (why !== null) {
+      console.error(`demo: --backend=real: ${why}`);
+      return 1;
+    }
+  }
   let failed = false;
   for (const iommu of o.iommu) {
     using tb = openTestbed({
