@@ -35,7 +35,7 @@ import { type CoherentBuffer, DMA_MAPPING_ERROR, type DmaDir, type Scatterlist }
 
 /** Events kept in {@link DmaDebug.events} (older ones drop out; the counters keep counting). */
 export const DMA_DEBUG_MAX_EVENTS = 256;
-/** Unmapped handles and pages remembered to name double unmaps and use-after-unmap. */
+/** Unmapped entries remembered (a ring) to name double unmaps and use-after-unmap. */
 export const DMA_DEBUG_MAX_REMEMBERED = 4096;
 
 const PAGE_SHIFT = 12n;
@@ -120,6 +120,16 @@ export interface DmaDebugEvent {
   message: string;
 }
 
+/** A live entry with its bus page range and end precomputed (the hot paths use them). */
+interface Live extends DmaDebugEntry {
+  /** First bus page number. */
+  readonly first: number;
+  /** Last bus page number. */
+  readonly last: number;
+  /** handle + size */
+  readonly end: bigint;
+}
+
 /** A mapping as the caller names it at unmap or sync time. */
 interface Ref {
   handle: bigint;
@@ -146,13 +156,12 @@ export class DmaDebug {
   deviceUnmappedBytes = 0;
   readonly #stats: Stats | undefined;
   /** dma_entry_hash: live entries by handle. */
-  readonly #byHandle = new Map<bigint, DmaDebugEntry[]>();
+  readonly #byHandle = new Map<bigint, Live[]>();
   /** Live entries by every bus page they touch, for syncs and device accesses. */
-  readonly #byPage = new Map<number, DmaDebugEntry[]>();
-  /** Recently unmapped entries by handle (double-free). */
-  readonly #freedHandles = new Map<bigint, DmaDebugEntry>();
-  /** Recently unmapped entries by bus page (names a use after unmap). */
-  readonly #freedPages = new Map<number, DmaDebugEntry>();
+  readonly #byPage = new Map<number, Live[]>();
+  /** Recently unmapped entries, a ring (searched only when reporting). */
+  readonly #freed: (Live | undefined)[] = new Array(DMA_DEBUG_MAX_REMEMBERED);
+  #freedNext = 0;
   #live = 0;
 
   /** A checker for `device`, bumping `stats` counters when given. */
@@ -178,47 +187,21 @@ export class DmaDebug {
   /** debug_dma_map_page(): record a single mapping (not when the map failed). */
   mapPage(handle: bigint, paddr: bigint, size: number, dir: DmaDir): void {
     if (handle === DMA_MAPPING_ERROR) return;
-    this.#add({
-      device: this.device,
-      handle,
-      size,
-      direction: dir,
-      type: "single",
-      paddr,
-      sgCallEnts: 0,
-      sgMappedEnts: 0,
-    });
+    this.#add(handle, size, dir, "single", paddr, 0, 0);
   }
 
   /** debug_dma_map_sg(): one entry per DMA segment returned. */
   mapSg(sgl: readonly Scatterlist[], nents: number, mappedEnts: number, dir: DmaDir): void {
     for (let i = 0; i < mappedEnts; i++) {
       const s = sgl[i];
-      this.#add({
-        device: this.device,
-        handle: s.dmaAddress,
-        size: s.dmaLength,
-        direction: dir,
-        type: "scatter-gather",
-        paddr: (BigInt(s.page.pfn) << PAGE_SHIFT) + BigInt(s.offset),
-        sgCallEnts: nents,
-        sgMappedEnts: mappedEnts,
-      });
+      const paddr = (BigInt(s.page.pfn) << PAGE_SHIFT) + BigInt(s.offset);
+      this.#add(s.dmaAddress, s.dmaLength, dir, "scatter-gather", paddr, nents, mappedEnts);
     }
   }
 
   /** debug_dma_alloc_coherent() */
   allocCoherent(buf: CoherentBuffer, size: number): void {
-    this.#add({
-      device: this.device,
-      handle: buf.dma,
-      size,
-      direction: 0,
-      type: "coherent",
-      paddr: BigInt(buf.pfn) << PAGE_SHIFT,
-      sgCallEnts: 0,
-      sgMappedEnts: 0,
-    });
+    this.#add(buf.dma, size, 0, "coherent", BigInt(buf.pfn) << PAGE_SHIFT, 0, 0);
   }
 
   // --------------------------------------------------------- unmap side
@@ -269,19 +252,19 @@ export class DmaDebug {
   /** debug_dma_sync_single_for_cpu() / _for_device(): check_sync(). */
   sync(handle: bigint, size: number, dir: DmaDir, toCpu: boolean): void {
     const entry = this.#findContaining(handle);
-    const at = `[device address=${hex(handle)}]`;
+    const at = (): string => `[device address=${hex(handle)}]`;
     if (!entry) {
       this.#report(
         "sync-not-allocated",
         handle,
         size,
         dir,
-        `device driver tries to sync DMA memory it has not allocated ${at} [size=${size} bytes]`,
+        `device driver tries to sync DMA memory it has not allocated ${at()} [size=${size} bytes]`,
       );
       return;
     }
     const end = handle - entry.handle + BigInt(size);
-    if (end > BigInt(entry.size)) {
+    if (handle + BigInt(size) > entry.end) {
       this.#report(
         "sync-outside-range",
         handle,
@@ -293,16 +276,15 @@ export class DmaDebug {
       );
     }
     if (entry.direction === 0) return;
-    const dirs = `[mapped with ${DMA_DIR_NAMES[entry.direction]}] [synced with ${
-      DMA_DIR_NAMES[dir]
-    }]`;
+    const dirs = (): string =>
+      `[mapped with ${DMA_DIR_NAMES[entry.direction]}] [synced with ${DMA_DIR_NAMES[dir]}]`;
     if (dir !== entry.direction) {
       this.#report(
         "sync-direction",
         handle,
         size,
         dir,
-        `device driver syncs DMA memory with different direction ${at} [size=${entry.size} bytes] ${dirs}`,
+        `device driver syncs DMA memory with different direction ${at()} [size=${entry.size} bytes] ${dirs()}`,
       );
     }
     if (toCpu && entry.direction !== 2 && dir !== 1) {
@@ -311,7 +293,7 @@ export class DmaDebug {
         handle,
         size,
         dir,
-        `device driver syncs device read-only DMA memory for cpu ${at} [size=${entry.size} bytes] ${dirs}`,
+        `device driver syncs device read-only DMA memory for cpu ${at()} [size=${entry.size} bytes] ${dirs()}`,
       );
     }
     if (!toCpu && entry.direction !== 1 && dir !== 2) {
@@ -320,7 +302,7 @@ export class DmaDebug {
         handle,
         size,
         dir,
-        `device driver syncs device write-only DMA memory to device ${at} [size=${entry.size} bytes] ${dirs}`,
+        `device driver syncs device write-only DMA memory to device ${at()} [size=${entry.size} bytes] ${dirs()}`,
       );
     }
   }
@@ -361,7 +343,7 @@ export class DmaDebug {
     // Fast path: one live entry on the first page covers the whole access.
     const l0 = this.#byPage.get(first);
     if (l0) {
-      for (const e of l0) if (e.handle <= addr && e.handle + BigInt(e.size) >= end) return 0;
+      for (const e of l0) if (e.handle <= addr && e.end >= end) return 0;
     }
     let uncovered = 0;
     let firstUncovered = -1n;
@@ -377,9 +359,8 @@ export class DmaDebug {
     if (uncovered === 0) return 0;
     this.deviceUnmappedBytes += uncovered;
     this.#stats?.add("dmaDebugDeviceUnmappedBytes", uncovered);
-    const was = this.#freedPages.get(Number(firstUncovered >> PAGE_SHIFT));
-    const history = was && was.handle <= firstUncovered &&
-        firstUncovered < was.handle + BigInt(was.size)
+    const was = this.#lastFreed((e) => e.handle <= firstUncovered && firstUncovered < e.end);
+    const history = was
       ? ` [unmapped: was ${was.type} ${DMA_DIR_NAMES[was.direction]} at ${
         hex(was.handle)
       } size=${was.size}]`
@@ -398,35 +379,68 @@ export class DmaDebug {
 
   // ----------------------------------------------------------- internals
 
-  #add(e: DmaDebugEntry): void {
-    let list = this.#byHandle.get(e.handle);
-    if (!list) this.#byHandle.set(e.handle, list = []);
-    list.push(e);
-    this.#freedHandles.delete(e.handle);
+  /** add_dma_entry() */
+  #add(
+    handle: bigint,
+    size: number,
+    direction: DmaDir,
+    type: DmaDebugType,
+    paddr: bigint,
+    sgCallEnts: number,
+    sgMappedEnts: number,
+  ): void {
+    const end = handle + BigInt(size);
+    const e: Live = {
+      device: this.device,
+      handle,
+      size,
+      direction,
+      type,
+      paddr,
+      sgCallEnts,
+      sgMappedEnts,
+      first: Number(handle >> PAGE_SHIFT),
+      last: Number((size > 0 ? end - 1n : handle) >> PAGE_SHIFT),
+      end,
+    };
+    const list = this.#byHandle.get(e.handle);
+    if (list) list.push(e);
+    else this.#byHandle.set(e.handle, [e]);
     this.#live++;
-    forPages(e, (p) => {
-      let pl = this.#byPage.get(p);
-      if (!pl) this.#byPage.set(p, pl = []);
-      pl.push(e);
-    });
+    for (let p = e.first; p <= e.last; p++) {
+      const pl = this.#byPage.get(p);
+      if (pl) pl.push(e);
+      else this.#byPage.set(p, [e]);
+    }
   }
 
-  #remove(e: DmaDebugEntry): void {
+  #remove(e: Live): void {
     const list = this.#byHandle.get(e.handle)!;
-    list.splice(list.indexOf(e), 1);
-    if (list.length === 0) this.#byHandle.delete(e.handle);
+    if (list.length === 1) this.#byHandle.delete(e.handle);
+    else list.splice(list.indexOf(e), 1);
     this.#live--;
-    remember(this.#freedHandles, e.handle, e);
-    forPages(e, (p) => {
+    for (let p = e.first; p <= e.last; p++) {
       const pl = this.#byPage.get(p)!;
-      pl.splice(pl.indexOf(e), 1);
-      if (pl.length === 0) this.#byPage.delete(p);
-      remember(this.#freedPages, p, e);
-    });
+      if (pl.length === 1) this.#byPage.delete(p);
+      else pl.splice(pl.indexOf(e), 1);
+    }
+    this.#freed[this.#freedNext] = e;
+    this.#freedNext = (this.#freedNext + 1) % DMA_DEBUG_MAX_REMEMBERED;
+  }
+
+  /** The most recently unmapped entry that `match` accepts (reports only: a linear scan). */
+  #lastFreed(match: (e: Live) => boolean): Live | undefined {
+    const n = DMA_DEBUG_MAX_REMEMBERED;
+    for (let i = 1; i <= n; i++) {
+      const e = this.#freed[(this.#freedNext - i + n) % n];
+      if (e === undefined) return undefined;
+      if (match(e)) return e;
+    }
+    return undefined;
   }
 
   /** __hash_bucket_find(exact_match): the one entry, or among several the perfect fit. */
-  #findExact(ref: Ref): DmaDebugEntry | undefined {
+  #findExact(ref: Ref): Live | undefined {
     const list = this.#byHandle.get(ref.handle);
     if (!list) return undefined;
     if (list.length === 1) return list[0];
@@ -442,17 +456,17 @@ export class DmaDebug {
   }
 
   /** bucket_find_contain(): a live entry holding `handle`. */
-  #findContaining(handle: bigint): DmaDebugEntry | undefined {
+  #findContaining(handle: bigint): Live | undefined {
     const list = this.#byPage.get(Number(handle >> PAGE_SHIFT));
-    return list?.find((e) => e.handle <= handle && handle < e.handle + BigInt(e.size));
+    return list?.find((e) => e.handle <= handle && handle < e.end);
   }
 
   /** check_unmap() */
   #checkUnmap(ref: Ref): void {
     const entry = this.#findExact(ref);
     const size = ref.size ?? 0;
-    const at = `[device address=${hex(ref.handle)}]`;
     if (!entry) {
+      const at = `[device address=${hex(ref.handle)}]`;
       if (ref.handle === DMA_MAPPING_ERROR) {
         this.#report(
           "free-invalid-address",
@@ -463,7 +477,7 @@ export class DmaDebug {
         );
         return;
       }
-      const was = this.#freedHandles.get(ref.handle);
+      const was = this.#lastFreed((e) => e.handle === ref.handle);
       this.#report(
         was ? "double-free" : "free-not-allocated",
         ref.handle,
@@ -474,13 +488,14 @@ export class DmaDebug {
       );
       return;
     }
+    const at = (): string => `[device address=${hex(ref.handle)}]`;
     if (ref.size !== undefined && ref.size !== entry.size) {
       this.#report(
         "free-size",
         ref.handle,
         size,
         ref.direction,
-        `device driver frees DMA memory with different size ${at} [map size=${entry.size} bytes] [unmap size=${size} bytes]`,
+        `device driver frees DMA memory with different size ${at()} [map size=${entry.size} bytes] [unmap size=${size} bytes]`,
       );
     }
     if (ref.type !== entry.type) {
@@ -489,7 +504,7 @@ export class DmaDebug {
         ref.handle,
         size,
         ref.direction,
-        `device driver frees DMA memory with wrong function ${at} [size=${size} bytes] [mapped as ${entry.type}] [unmapped as ${ref.type}]`,
+        `device driver frees DMA memory with wrong function ${at()} [size=${size} bytes] [mapped as ${entry.type}] [unmapped as ${ref.type}]`,
       );
     } else if (
       entry.type === "coherent" && ref.paddr !== undefined && ref.paddr !== entry.paddr
@@ -499,7 +514,7 @@ export class DmaDebug {
         ref.handle,
         size,
         ref.direction,
-        `device driver frees DMA memory with different CPU address ${at} [size=${size} bytes] [cpu alloc address=0x${
+        `device driver frees DMA memory with different CPU address ${at()} [size=${size} bytes] [cpu alloc address=0x${
           entry.paddr.toString(16)
         }] [cpu free address=0x${ref.paddr.toString(16)}]`,
       );
@@ -519,7 +534,7 @@ export class DmaDebug {
         ref.handle,
         size,
         ref.direction,
-        `device driver frees DMA memory with different direction ${at} [size=${size} bytes] [mapped with ${
+        `device driver frees DMA memory with different direction ${at()} [size=${size} bytes] [mapped with ${
           DMA_DIR_NAMES[entry.direction]
         }] [unmapped with ${DMA_DIR_NAMES[ref.direction]}]`,
       );
@@ -549,29 +564,15 @@ export class DmaDebug {
   }
 }
 
-/** Call `f` with every bus page number `e` touches. */
-function forPages(e: DmaDebugEntry, f: (page: number) => void): void {
-  const first = Number(e.handle >> PAGE_SHIFT);
-  const last = Number((e.handle + BigInt(Math.max(e.size, 1)) - 1n) >> PAGE_SHIFT);
-  for (let p = first; p <= last; p++) f(p);
-}
-
-/** Keep `key` as the newest of at most DMA_DEBUG_MAX_REMEMBERED. */
-function remember<K>(m: Map<K, DmaDebugEntry>, key: K, e: DmaDebugEntry): void {
-  m.delete(key);
-  m.set(key, e);
-  if (m.size > DMA_DEBUG_MAX_REMEMBERED) m.delete(m.keys().next().value as K);
-}
-
 /** Bytes of [lo, hi) (within one page) that no entry of `list` covers, and the first of them. */
 function uncoveredIn(
-  list: readonly DmaDebugEntry[] | undefined,
+  list: readonly Live[] | undefined,
   lo: bigint,
   hi: bigint,
 ): { bytes: number; first: bigint } {
   if (!list || list.length === 0) return { bytes: Number(hi - lo), first: lo };
   const spans = list
-    .map((e) => [e.handle, e.handle + BigInt(e.size)] as const)
+    .map((e) => [e.handle, e.end] as const)
     .filter(([s, t]) => s < hi && t > lo)
     .sort((a, b) => (a[0] < b[0] ? -1 : a[0] > b[0] ? 1 : 0));
   let pos = lo;
