@@ -79,6 +79,8 @@ export interface RunOptions {
   verify?: boolean;
   /** real: where the emulated namespace keeps its data: a media file (default) or memory. */
   media?: "file" | "memory";
+  /** CONFIG_DMA_API_DEBUG on the host stack (`--dma-debug=0|1`; demo default on, bench off). */
+  dmaDebug?: boolean;
 }
 
 /** Parse argv into {@link RunOptions}, with `defaults` for what is not given. */
@@ -104,6 +106,7 @@ export function parseRunArgs(args: string[], defaults: RunOptions): RunOptions {
         fio: { type: "boolean" },
         verify: { type: "string" },
         media: { type: "string" },
+        "dma-debug": { type: "string" },
         help: { type: "boolean", short: "h" },
       },
     }));
@@ -131,6 +134,13 @@ export function parseRunArgs(args: string[], defaults: RunOptions): RunOptions {
       throw new UsageError(`--verify: '${values.verify}' is not 0 or 1`);
     }
     o.verify = values.verify === "1";
+  }
+  const dmaDebug = values["dma-debug"];
+  if (dmaDebug !== undefined) {
+    if (dmaDebug !== "0" && dmaDebug !== "1") {
+      throw new UsageError(`--dma-debug: '${dmaDebug}' is not 0 or 1`);
+    }
+    o.dmaDebug = dmaDebug === "1";
   }
   if (values.media !== undefined) {
     o.media = parseList("media", values.media, ["file", "memory"] as const)[0];
@@ -162,6 +172,8 @@ export const USAGE = `flags (fio's words where fio has one):
   --ios=N                    measured I/Os per configuration
   --seed=N                   seed for offsets and data
   --verify=0|1               check every byte read (1, default) or only lengths (0, like fio)
+  --dma-debug=0|1            the DMA-API debug checker (CONFIG_DMA_API_DEBUG): on in the demo,
+                             off in bench (it costs the mapping paths more than dma)
   --media=file|memory        real: the emulated namespace's data in a media file (default, read
                              and written O_DIRECT by the device) or in process memory
   --json=FILE  --svg=FILE    write the records / a chart

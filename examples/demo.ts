@@ -69,6 +69,7 @@ function main(args: string[]): number {
       seed: o.seed,
       iommu: iommu as IommuMode,
       mediaInMemory: o.media === "memory",
+      dmaDebug: o.dmaDebug,
     });
     const where = tb.nvmeDevice ?? "an O_DIRECT scratch file";
     const how = tb.backend === "sim"

@@ -110,6 +110,7 @@ class RealHost implements Disposable {
       iommu,
       namespaces,
       dmaMapSupported: opts.dmaMapSupported ?? true,
+      dmaDebug: opts.dmaDebug,
       controller: (dma) => {
         const emu = NvmeEmu.create({
           namespaces: namespaces.map((n, i) => ({

@@ -62,6 +62,8 @@ export interface AttachNvmeOptions {
   maxRetries?: number;
   /** Controller number in device names (default 0: /dev/nvme0n1). */
   instance?: number;
+  /** CONFIG_DMA_API_DEBUG for the controller's DMA setup (default true). */
+  dmaDebug?: boolean;
 }
 
 /** One namespace as attached: its device node path and sizes. */
@@ -98,7 +100,11 @@ export interface NvmeHost extends Disposable {
 
 /** Build DMA, controller and driver, probe, and register the namespaces' device nodes. */
 export function attachNvme(kernel: Kernel, opts: AttachNvmeOptions): NvmeHost {
-  const dmaSetup = createDma(kernel, { mode: opts.iommu });
+  const dmaSetup = createDma(kernel, {
+    mode: opts.iommu,
+    debug: opts.dmaDebug,
+    device: `nvme${opts.instance ?? 0}`,
+  });
   const ref: { driver?: NvmeDev } = {};
   const outstanding = () => ref.driver?.outstandingCommands ?? 0;
   let model: NvmeController | undefined;

@@ -49,6 +49,9 @@ export const COUNTER_NAMES = [
   "deviceDmaReads",
   "deviceDmaWrites",
   "deviceErrors",
+  // DMA-API debug checker (sim/dma/debug.ts)
+  "dmaDebugErrors",
+  "dmaDebugDeviceUnmappedBytes",
 ] as const;
 
 /** One counter name. */

@@ -53,6 +53,7 @@ export class SimTestbed implements Testbed {
       iommu: opts.iommu ?? "strict",
       namespaces: opts.namespaces,
       dmaMapSupported: opts.dmaMapSupported ?? true,
+      dmaDebug: opts.dmaDebug,
     });
   }
 

@@ -31,8 +31,21 @@ export interface BusTranslator {
   translatePage(addr: bigint, write: boolean): bigint | DmaFault;
 }
 
-/** Build the device port: `translator` absent means bus address = physical address. */
-export function createDevicePort(phys: PhysMem, translator?: BusTranslator): DeviceDmaPort {
+/**
+ * Told of every device access that reaches memory (after translation, before
+ * the copy): the DMA-API debug checker's view of the device.
+ */
+export type DeviceAccessObserver = (addr: bigint, len: number, write: boolean) => void;
+
+/**
+ * Build the device port: `translator` absent means bus address = physical
+ * address; `observer` hears every access that was not refused.
+ */
+export function createDevicePort(
+  phys: PhysMem,
+  translator?: BusTranslator,
+  observer?: DeviceAccessObserver,
+): DeviceDmaPort {
   const resolve = (addr: bigint, len: number, write: boolean): PhysChunk[] | DmaFault => {
     if (!Number.isInteger(len) || len < 0 || len > BUS_MAX_ACCESS_BYTES) {
       throw new RangeError(`DeviceDmaPort: bad length ${len}`);
@@ -64,6 +77,7 @@ export function createDevicePort(phys: PhysMem, translator?: BusTranslator): Dev
     read(addr: bigint, len: number): Uint8Array | DmaFault {
       const r = resolve(addr, len, false);
       if (!Array.isArray(r)) return r;
+      observer?.(addr, len, false);
       const out = new Uint8Array(len);
       let pos = 0;
       for (const c of r) {
@@ -75,6 +89,7 @@ export function createDevicePort(phys: PhysMem, translator?: BusTranslator): Dev
     write(addr: bigint, data: Uint8Array): DmaFault | null {
       const r = resolve(addr, data.length, true);
       if (!Array.isArray(r)) return r;
+      observer?.(addr, data.length, true);
       let pos = 0;
       for (const c of r) {
         phys.write(c.phys, data.subarray(pos, pos + c.len));

@@ -21,6 +21,7 @@ import type { Kernel } from "../kernel.ts";
 import type { Page } from "../memory/phys.ts";
 import { pfnToPhys } from "../memory/phys.ts";
 import { createDevicePort } from "./bus.ts";
+import { DmaDebug } from "./debug.ts";
 import { DirectOps } from "./direct.ts";
 import {
   type DeviceDmaLimits,
@@ -28,7 +29,7 @@ import {
   type DmaMapOps,
   validDmaDirection,
 } from "./dma_map_ops.ts";
-import { DmaPoolImpl } from "./dmapool.ts";
+import { DmaPoolImpl, type PoolBackend } from "./dmapool.ts";
 import { IommuDmaOps } from "./dma_iommu.ts";
 import { Iommu, IOTLB_DEFAULT_ENTRIES } from "./iommu.ts";
 import { IOVA_DEFAULT_FQ_SIZE } from "./dma_iommu.ts";
@@ -45,6 +46,7 @@ import type {
 import { DMA_MAPPING_ERROR, IOMMU_MODES } from "./types.ts";
 
 export type { DeviceDmaPort, DmaApi, IommuMode } from "./types.ts";
+export { DmaDebug } from "./debug.ts";
 export { Iommu } from "./iommu.ts";
 
 /** Default swiotlb size: 32768 slots of 2 KiB (64 MiB, the kernel's default). */
@@ -73,6 +75,13 @@ export interface DmaOptions {
   minAlignMask?: number;
   /** lazy/strict/passthrough: IOTLB entries (a bounded cache), default 128. */
   iotlbEntries?: number;
+  /**
+   * CONFIG_DMA_API_DEBUG: record every mapping and check unmaps, syncs,
+   * leaks at teardown and the device's accesses (default true).
+   */
+  debug?: boolean;
+  /** Device name in debug reports (default "dma0"). */
+  device?: string;
 }
 
 /** A device's DMA setup: driver API, device port, and the IOMMU if one is in the path. */
@@ -83,6 +92,8 @@ export interface Dma extends Disposable {
   port: DeviceDmaPort;
   /** The IOMMU (passthrough, lazy, strict). */
   iommu?: Iommu;
+  /** The DMA-API debug checker, unless turned off. */
+  debug: DmaDebug | undefined;
 }
 
 /** Build the DMA setup of one device on `kernel` in the given mode. */
@@ -127,17 +138,25 @@ export function createDma(kernel: Kernel, opts: DmaOptions): Dma {
       break;
   }
   const pools = new Set<DmaPoolImpl>();
-  const api = new DmaMappingApi(opts.mode, ops, kernel, pools);
-  const port = createDevicePort(kernel.phys, iommu);
+  const debug = (opts.debug ?? true) ? new DmaDebug(opts.device ?? "dma0", stats) : undefined;
+  const api = new DmaMappingApi(opts.mode, ops, kernel, pools, debug);
+  const port = createDevicePort(
+    kernel.phys,
+    iommu,
+    debug && ((addr, len, write) => debug.deviceAccess(addr, len, write)),
+  );
   let disposed = false;
   return {
     api,
     port,
     iommu,
+    debug,
     [Symbol.dispose]() {
       if (disposed) return;
       disposed = true;
       for (const p of pools) p.release();
+      // The device is going away: what the driver still has mapped is a leak.
+      debug?.checkLeaks();
       ops[Symbol.dispose]();
       swiotlb?.[Symbol.dispose]();
       iommu?.[Symbol.dispose]();
@@ -165,12 +184,35 @@ class DmaMappingApi implements DmaApi {
   readonly #ops: DmaMapOps;
   readonly #kernel: Kernel;
   readonly #pools: Set<DmaPoolImpl>;
+  readonly #debug: DmaDebug | undefined;
+  /** Where pools get their pages: the backend, seen by the debug checker. */
+  readonly #poolBackend: PoolBackend;
 
-  constructor(mode: IommuMode, ops: DmaMapOps, kernel: Kernel, pools: Set<DmaPoolImpl>) {
+  constructor(
+    mode: IommuMode,
+    ops: DmaMapOps,
+    kernel: Kernel,
+    pools: Set<DmaPoolImpl>,
+    debug: DmaDebug | undefined,
+  ) {
     this.mode = mode;
     this.#ops = ops;
     this.#kernel = kernel;
     this.#pools = pools;
+    this.#debug = debug;
+    this.#poolBackend = debug
+      ? {
+        allocCoherent: (size) => {
+          const buf = ops.allocCoherent(size);
+          if (buf) debug.allocCoherent(buf, size);
+          return buf;
+        },
+        freeCoherent: (buf) => {
+          debug.freeCoherent(buf);
+          ops.freeCoherent(buf);
+        },
+      }
+      : ops;
   }
 
   /** dma_map_sg_attrs() */
@@ -188,7 +230,9 @@ class DmaMappingApi implements DmaApi {
       }
     }
     const ents = this.#ops.mapSg(sgl, sgl.length, dir);
-    return ents < 0 ? 0 : ents;
+    if (ents <= 0) return 0;
+    this.#debug?.mapSg(sgl, sgl.length, ents, dir);
+    return ents;
   }
 
   /** dma_unmap_sg_attrs() */
@@ -198,6 +242,7 @@ class DmaMappingApi implements DmaApi {
       throw new RangeError(`dma_unmap_sg: nents ${nents} for a list of ${sgl.length}`);
     }
     this.#kernel.stats.add("dmaUnmapSgCalls");
+    this.#debug?.unmapSg(sgl, nents, dir);
     this.#ops.unmapSg(sgl, nents, dir);
   }
 
@@ -208,12 +253,16 @@ class DmaMappingApi implements DmaApi {
     if (!Number.isInteger(offset) || offset < 0 || !Number.isInteger(size) || size <= 0) {
       return DMA_MAPPING_ERROR;
     }
-    return this.#ops.mapPage(pfnToPhys(page.pfn, offset), size, dir);
+    const phys = pfnToPhys(page.pfn, offset);
+    const addr = this.#ops.mapPage(phys, size, dir);
+    this.#debug?.mapPage(addr, phys, size, dir);
+    return addr;
   }
 
   /** dma_unmap_page_attrs() */
   unmapPage(addr: bigint, size: number, dir: DmaDir): void {
     checkDir(dir);
+    this.#debug?.unmapPage(addr, size, dir);
     if (addr === DMA_MAPPING_ERROR) throw new Error("dma_unmap_page: DMA_MAPPING_ERROR");
     this.#kernel.stats.add("dmaUnmapPageCalls");
     this.#ops.unmapPage(addr, size, dir);
@@ -228,6 +277,7 @@ class DmaMappingApi implements DmaApi {
   syncSingleForCpu(addr: bigint, size: number, dir: DmaDir): void {
     checkDir(dir);
     this.#kernel.stats.add("dmaSyncs");
+    this.#debug?.sync(addr, size, dir, true);
     this.#ops.syncForCpu(addr, size, dir);
   }
 
@@ -235,24 +285,32 @@ class DmaMappingApi implements DmaApi {
   syncSingleForDevice(addr: bigint, size: number, dir: DmaDir): void {
     checkDir(dir);
     this.#kernel.stats.add("dmaSyncs");
+    this.#debug?.sync(addr, size, dir, false);
     this.#ops.syncForDevice(addr, size, dir);
   }
 
   /** dma_alloc_attrs() */
   allocCoherent(size: number): CoherentBuffer | null {
-    const buf = this.#ops.allocCoherent(size);
+    const buf = this.#poolBackend.allocCoherent(size);
     if (buf) this.#kernel.stats.add("bytesAllocated", buf.npages * 4096);
     return buf;
   }
 
   /** dma_free_attrs() */
   freeCoherent(buf: CoherentBuffer): void {
-    this.#ops.freeCoherent(buf);
+    this.#poolBackend.freeCoherent(buf);
   }
 
   /** dma_pool_create() */
   createPool(name: string, size: number, align: number, boundary: number): DmaPool {
-    const pool = new DmaPoolImpl(this.#ops, this.#kernel.stats, name, size, align, boundary);
+    const pool = new DmaPoolImpl(
+      this.#poolBackend,
+      this.#kernel.stats,
+      name,
+      size,
+      align,
+      boundary,
+    );
     this.#pools.add(pool);
     return pool;
   }

@@ -38,6 +38,11 @@ export interface TestbedOptions {
   /** Whether to time each stage (default true). */
   timing?: boolean;
   /**
+   * CONFIG_DMA_API_DEBUG on the NVMe controller's DMA setup (default true):
+   * reports land in the `dmaDebugErrors` and `dmaDebugDeviceUnmappedBytes` counters.
+   */
+  dmaDebug?: boolean;
+  /**
    * real: how the C controller runs: "thread" (default), a device thread that
    * polls its doorbells and sleeps when idle; "inline", stepped by the host
    * while it waits (deterministic).

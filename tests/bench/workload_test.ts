@@ -173,7 +173,10 @@ Deno.test("cli: fio-style flags parse, and each mistake names its flag", () => {
   assert.equal(parseSize("bs", "1m"), 1 << 20);
   assert.equal(parseRunArgs(["--verify=0"], DEFAULTS).verify, false);
   assert.equal(parseRunArgs([], DEFAULTS).verify, undefined);
+  assert.equal(parseRunArgs(["--dma-debug=0"], DEFAULTS).dmaDebug, false);
+  assert.equal(parseRunArgs(["--dma-debug=1"], DEFAULTS).dmaDebug, true);
   const bad: [string[], RegExp][] = [
+    [["--dma-debug=yes"], /--dma-debug: 'yes'/],
     [["--bs=3k"], /--bs/],
     [["--qd=0"], /--qd/],
     [["--path=fast"], /--path: 'fast'/],

@@ -30,7 +30,9 @@ Deno.test("lazy: a stale IOTLB entry still translates after unmap, until the flu
   assert.equal(a.data[0], 0xee);
   // B was never cached: the walk finds no PTE.
   assert.deepEqual(dma.port.read(iovaB, 4), { addr: iovaB, reason: "unmapped" });
-  assertDelta(k, s0, { iommuFaults: 1 });
+  // The stale write reached memory after the unmap: the DMA-API debug checker reports its byte.
+  assertDelta(k, s0, { iommuFaults: 1, dmaDebugErrors: 1, dmaDebugDeviceUnmappedBytes: 1 });
+  assert.equal(dma.debug!.counts["device-unmapped-access"], 1);
   // The IOVAs are not reused before the flush.
   const c = dma.api.mapPage(a, 0, 4096, BIDI);
   assert.equal(c, 0xffff_d000n);

@@ -16,6 +16,7 @@ import {
   type Testbed,
   type TestbedOptions,
 } from "../../mod.ts";
+import assert from "node:assert/strict";
 import { type CaseConfig, prpBoundaries, randomWritesThenReads } from "./cases.ts";
 
 const BACKENDS: readonly Backend[] = ["sim", "real"];
@@ -43,6 +44,26 @@ function openOrSkip(backend: Backend, opts: TestbedOptions): Testbed | null {
   return tb;
 }
 
+/**
+ * Run a case, tear the testbed down, then require a clean DMA-API debug
+ * report (CONFIG_DMA_API_DEBUG is on by default): no bad unmap or sync, no
+ * leak at teardown, no device access to an unmapped address.
+ */
+function runCase(tb: Testbed, body: (tb: Testbed) => void): void {
+  const stats = tb.stats;
+  try {
+    body(tb);
+  } finally {
+    tb[Symbol.dispose]();
+  }
+  if (!stats) return;
+  assert.deepEqual(
+    { errors: stats.counters.dmaDebugErrors, bytes: stats.counters.dmaDebugDeviceUnmappedBytes },
+    { errors: 0, bytes: 0 },
+    "DMA-API debug reports",
+  );
+}
+
 function seedOf(iommu: IommuMode, path: IoPath, salt: number): number {
   return 0xe2e0 + IOMMU_MODES.indexOf(iommu) * 16 + IO_PATHS.indexOf(path) * 4 + salt;
 }
@@ -64,8 +85,10 @@ for (const backend of BACKENDS) {
             namespaces: [{ lbaSize, sizeBytes: BigInt(NS_BYTES) }],
           });
           if (!tb) return;
-          using _ = tb;
-          randomWritesThenReads(tb, cfg, { nsBytes: NS_BYTES, ios: 64, maxQd: 8 });
+          runCase(
+            tb,
+            (t) => randomWritesThenReads(t, cfg, { nsBytes: NS_BYTES, ios: 64, maxQd: 8 }),
+          );
         }
       });
 
@@ -77,8 +100,7 @@ for (const backend of BACKENDS) {
           namespaces: [{ lbaSize: 512, sizeBytes: 64n << 20n }],
         });
         if (!tb) return;
-        using _ = tb;
-        prpBoundaries(tb, cfg);
+        runCase(tb, (t) => prpBoundaries(t, cfg));
       });
     }
   }
