@@ -164,19 +164,14 @@ function ioProbe(arg: Uint8Array, nrArgs: number): number {
 }
 
 /**
- * The proposal's MAP/UNMAP_BUFFERS, checks in order: CAP_SYS_ADMIN (-EPERM),
- * nr_args == 1 (-EINVAL), copy the 32-byte argument (-EFAULT), then the
- * range checks of {@link ioMapBuffersCheck}.
+ * io_register_map_buffers() / io_register_unmap_buffers() (the proposal, v2),
+ * entered from the dispatch once `arg` is non-NULL and `nr_args` is 1:
+ * CAP_SYS_ADMIN (-EPERM), then get_map_range(): copy the 32-byte argument
+ * (-EFAULT), then the range checks of {@link ioMapBuffersCheck}.
  */
-function registerMapBuffers(
-  ctx: IoRingCtx,
-  arg: Uint8Array | null,
-  nrArgs: number,
-  map: boolean,
-): number {
+function ioRegisterMapBuffers(ctx: IoRingCtx, arg: Uint8Array, map: boolean): number {
   if (!ctx.kernel.capSysAdmin) return -Errno.EPERM;
-  if (nrArgs !== 1) return -Errno.EINVAL;
-  if (!arg || arg.length < MAP_BUFFERS.SIZE) return -Errno.EFAULT;
+  if (arg.length < MAP_BUFFERS.SIZE) return -Errno.EFAULT;
   const a = ioMapBuffersCheck(arg, ctx.fileTable.nr, ctx.bufTable.nr);
   if (typeof a === "number") return a;
   const file = ctx.fileTable.get(a.fd);
@@ -244,10 +239,13 @@ export function ioUringRegister(
       return registerRsrc(ctx, arg, nrArgs, "buffer");
     case R.REGISTER_BUFFERS_UPDATE:
       return registerRsrcUpdate(ctx, arg, nrArgs, "buffer");
+    // The proposal's dispatch checks these before the handler's CAP_SYS_ADMIN check.
     case R.REGISTER_MAP_BUFFERS:
-      return registerMapBuffers(ctx, arg, nrArgs, true);
+      if (!arg || nrArgs !== 1) return -Errno.EINVAL;
+      return ioRegisterMapBuffers(ctx, arg, true);
     case R.REGISTER_UNMAP_BUFFERS:
-      return registerMapBuffers(ctx, arg, nrArgs, false);
+      if (!arg || nrArgs !== 1) return -Errno.EINVAL;
+      return ioRegisterMapBuffers(ctx, arg, false);
     default:
       return -Errno.EINVAL;
   }

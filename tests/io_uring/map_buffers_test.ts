@@ -12,6 +12,7 @@ import assert from "node:assert/strict";
 import { Kernel } from "../../sim/kernel.ts";
 import { attachNvme, type NvmeHost } from "../../sim/host.ts";
 import type { SimRing } from "../../sim/io_uring/io_uring.ts";
+import { ioUringRegister } from "../../sim/io_uring/register.ts";
 import { doSysOpen, filpOpen } from "../../sim/fs/namei.ts";
 import { filesOf } from "../../sim/fs/fdtable.ts";
 import type { File } from "../../sim/fs/file.ts";
@@ -102,28 +103,53 @@ Deno.test("map: opcodes are the rebased 38/39", () => {
   assert.equal(IORING_REGISTER_UNMAP_BUFFERS, 39);
 });
 
-Deno.test("map: without CAP_SYS_ADMIN both ops are -EPERM, before any other check", () => {
+Deno.test("map: dispatch: a NULL argument or nr_args != 1 is -EINVAL, before CAP_SYS_ADMIN", () => {
+  using f = fixture();
+  const arg = encodeMapBuffers(NVME, 0, 1);
+  for (const op of [IORING_REGISTER_MAP_BUFFERS, IORING_REGISTER_UNMAP_BUFFERS]) {
+    for (const cap of [false, true]) {
+      f.k.capSysAdmin = cap;
+      assert.equal(f.ring.register(op, arg, 0), -Errno.EINVAL);
+      assert.equal(f.ring.register(op, arg, 2), -Errno.EINVAL);
+      assert.equal(f.ring.register(op, null, 1), -Errno.EINVAL);
+      assert.equal(f.ring.register(op, new Uint8Array(0), 1), -Errno.EINVAL, "zero-length is NULL");
+      assert.equal(f.ring.register(op, null, 2), -Errno.EINVAL);
+    }
+  }
+  assert.deepEqual(f.mapped(), [null, null, null, null]);
+});
+
+Deno.test("map: the register guard runs first: a short non-NULL argument is -EFAULT", () => {
+  using f = fixture();
+  const short = encodeMapBuffers(NVME, 0, 1).subarray(0, 31);
+  for (const cap of [false, true]) {
+    f.k.capSysAdmin = cap;
+    assert.equal(f.ring.register(IORING_REGISTER_MAP_BUFFERS, short, 1), -Errno.EFAULT);
+    assert.equal(f.ring.register(IORING_REGISTER_UNMAP_BUFFERS, short, 1), -Errno.EFAULT);
+    // With nr_args 2 the guard asks for no bytes, and the dispatch's -EINVAL answers.
+    assert.equal(f.ring.register(IORING_REGISTER_MAP_BUFFERS, short, 2), -Errno.EINVAL);
+  }
+});
+
+Deno.test("map: without CAP_SYS_ADMIN a well-formed call is -EPERM, before get_map_range", () => {
   using f = fixture();
   f.k.capSysAdmin = false;
   assert.equal(f.map(NVME, 0, 1), -Errno.EPERM);
   assert.equal(f.unmap(NVME, 0, 1), -Errno.EPERM);
-  // EPERM wins over a bad nr_args and a NULL argument.
-  assert.equal(f.ring.register(IORING_REGISTER_MAP_BUFFERS, null, 2), -Errno.EPERM);
-  assert.equal(f.ring.register(IORING_REGISTER_UNMAP_BUFFERS, null, 2), -Errno.EPERM);
+  // Every check of get_map_range and of the handler comes later.
+  assert.equal(f.map(NVME, 0, 1, 1), -Errno.EPERM);
+  assert.equal(f.map(99, 0, 1), -Errno.EPERM);
+  assert.equal(f.map(NVME, 2, 2), -Errno.EPERM);
+  assert.equal(f.map(EMPTY, 0, 1), -Errno.EPERM);
+  // Past the guard (ioUringRegister is the kernel's __io_uring_register), a short argument is
+  // get_map_range's copy_from_user fault, which comes after the capability check.
+  const short = encodeMapBuffers(NVME, 0, 1).subarray(0, 31);
+  assert.equal(ioUringRegister(f.ring, IORING_REGISTER_MAP_BUFFERS, short, 1), -Errno.EPERM);
   f.k.capSysAdmin = true;
+  assert.equal(ioUringRegister(f.ring, IORING_REGISTER_MAP_BUFFERS, short, 1), -Errno.EFAULT);
+  assert.equal(ioUringRegister(f.ring, IORING_REGISTER_UNMAP_BUFFERS, short, 1), -Errno.EFAULT);
   assert.equal(f.map(NVME, 0, 1), 0);
   assert.deepEqual(f.mapped(), [NVME, null, null, null]);
-});
-
-Deno.test("map: nr_args != 1 is -EINVAL, checked before the argument is copied", () => {
-  using f = fixture();
-  const arg = encodeMapBuffers(NVME, 0, 1);
-  assert.equal(f.ring.register(IORING_REGISTER_MAP_BUFFERS, arg, 0), -Errno.EINVAL);
-  assert.equal(f.ring.register(IORING_REGISTER_MAP_BUFFERS, arg, 2), -Errno.EINVAL);
-  assert.equal(f.ring.register(IORING_REGISTER_MAP_BUFFERS, null, 2), -Errno.EINVAL);
-  assert.equal(f.ring.register(IORING_REGISTER_MAP_BUFFERS, null, 1), -Errno.EFAULT);
-  assert.equal(f.ring.register(IORING_REGISTER_MAP_BUFFERS, arg.subarray(0, 31), 1), -Errno.EFAULT);
-  assert.deepEqual(f.mapped(), [null, null, null, null]);
 });
 
 Deno.test("map: nonzero flags or rsvd is -EINVAL", () => {
