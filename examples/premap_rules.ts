@@ -71,6 +71,8 @@ function walk(tb: Testbed, ring: Ring, nvme: string | undefined): void {
       `  WRITE_FIXED 8k through the premapped buffer`.padEnd(60) + ` -> ${describeResult(c.res)}`,
     );
   }
+  show("unmap naming slot 3 (empty): fd is only range-checked", ring.unmapBuffers(3, 0, 1));
+  show("map it again (the unmap undid it)", ring.mapBuffers(0, 0, 1));
   show("unmap", ring.unmapBuffers(0, 0, 1));
 }
 

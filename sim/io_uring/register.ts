@@ -174,8 +174,8 @@ function ioRegisterMapBuffers(ctx: IoRingCtx, arg: Uint8Array, map: boolean): nu
   if (arg.length < MAP_BUFFERS.SIZE) return -Errno.EFAULT;
   const a = ioMapBuffersCheck(arg, ctx.fileTable.nr, ctx.bufTable.nr);
   if (typeof a === "number") return a;
-  const file = ctx.fileTable.get(a.fd);
-  return map ? ioMapBuffers(ctx.bufTable, file, a) : ioUnmapBuffers(ctx.bufTable, file, a);
+  if (!map) return ioUnmapBuffers(ctx.bufTable, a);
+  return ioMapBuffers(ctx.bufTable, ctx.fileTable.get(a.fd), a);
 }
 
 /** __io_uring_register(): dispatch one register opcode. */

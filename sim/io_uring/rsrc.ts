@@ -338,12 +338,15 @@ export function ioMapBuffers(bufs: BufTable, file: File | null, a: MapBuffersArg
   return err;
 }
 
-/** io_register_unmap_buffers() (the proposal): unmap what slot `fd` holds in the range. */
-export function ioUnmapBuffers(bufs: BufTable, file: File | null, a: MapBuffersArg): number {
-  if (!file) return -Errno.EBADF;
+/**
+ * io_register_unmap_buffers() (the proposal): unmap every mapped buffer in
+ * `[bufStart, bufEnd)`, whichever slot it was mapped on. `fd` was only
+ * range-checked (get_map_range); the slot itself is never looked at.
+ */
+export function ioUnmapBuffers(bufs: BufTable, a: MapBuffersArg): number {
   for (let i = a.bufStart; i < a.bufEnd; i++) {
     const imu = bufs.get(i);
-    if (imu?.dma && imu.dma.slot === a.fd) unmapBuf(imu);
+    if (imu?.dma) unmapBuf(imu);
   }
   return 0;
 }

@@ -37,6 +37,8 @@ Deno.test("examples/premap_rules.ts: each rule's errno on sim, EPERM without the
       /map buffer 1 again +-> -16 \(EBUSY\)/,
       /old mapping is gone\) +-> 0/,
       /premapped buffer +-> 8192/,
+      /unmap naming slot 3 \(empty\): fd is only range-checked +-> 0$/m,
+      /map it again \(the unmap undid it\) +-> 0$/m,
     ]
   ) assert.match(out, line);
   const noCap = run("premap_rules.ts", ["--no-cap-sys-admin"]);

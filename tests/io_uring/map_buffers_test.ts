@@ -203,11 +203,16 @@ Deno.test("map: buf_end above nr_user_bufs is clamped", () => {
   assert.equal(f.livePages(), 4);
 });
 
-Deno.test("map: an empty file slot is -EBADF", () => {
+Deno.test("map: an empty file slot is -EBADF for MAP; UNMAP only range-checks fd", () => {
   using f = fixture();
   assert.equal(f.map(EMPTY, 0, 2), -Errno.EBADF);
-  assert.equal(f.unmap(EMPTY, 0, 2), -Errno.EBADF);
   assert.equal(f.livePages(), 0);
+  assert.equal(f.map(NVME, 0, 2), 0);
+  // io_register_unmap_buffers never looks at the slot: an empty one is no error, and it unmaps.
+  assert.equal(f.unmap(EMPTY, 0, 2), 0);
+  assert.deepEqual(f.mapped(), [null, null, null, null]);
+  assert.equal(f.livePages(), 0);
+  assert.equal(f.unmap(EMPTY + 1, 0, 2), -Errno.EINVAL, "fd >= nr_user_files is still -EINVAL");
 });
 
 Deno.test("map: a file not opened O_DIRECT is -EOPNOTSUPP", () => {
@@ -296,18 +301,23 @@ Deno.test("map: a failure part-way unmaps what this call mapped (EBUSY and dma_m
   assert.equal(f.livePages(), 0);
 });
 
-Deno.test("undo: UNMAP_BUFFERS undoes only the given slot's mappings", () => {
+Deno.test("undo: UNMAP_BUFFERS unmaps every mapped buffer in the range, whatever its slot", () => {
   using f = fixture();
   assert.equal(f.map(NVME, 0, 2), 0);
   assert.equal(f.map(NVME2, 2, 4), 0);
-  assert.equal(f.unmap(NVME, 0, NBUF), 0);
-  assert.deepEqual(f.mapped(), [null, null, NVME2, NVME2]);
+  // The fd names slot NVME, yet buffer 2 (mapped on NVME2) goes too: v2 unmaps by range only.
+  assert.equal(f.unmap(NVME, 1, 3), 0);
+  assert.deepEqual(f.mapped(), [NVME, null, null, NVME2]);
   assert.equal(f.livePages(), 8);
+  // Any slot in range will do, one holding another file included.
+  assert.equal(f.unmap(BUFFERED, 3, 4), 0);
+  assert.deepEqual(f.mapped(), [NVME, null, null, null]);
   // Unmapping what is not mapped is a no-op.
-  assert.equal(f.unmap(NVME, 0, NBUF), 0);
-  assert.equal(f.unmap(NVME2, 3, 4), 0);
-  assert.deepEqual(f.mapped(), [null, null, NVME2, null]);
+  assert.equal(f.unmap(REG, 1, NBUF), 0);
+  assert.deepEqual(f.mapped(), [NVME, null, null, null]);
   assert.equal(f.livePages(), 4);
+  assert.equal(f.unmap(NVME2, 0, NBUF), 0);
+  assert.equal(f.livePages(), 0);
 });
 
 Deno.test("undo: unregistering buffers", () => {
