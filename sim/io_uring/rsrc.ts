@@ -93,6 +93,20 @@ export function decodeIovecs(b: Uint8Array, nr: number): UserRange[] {
 /** The ring's registered buffer table (ctx->buf_table) and its memlock account. */
 export class BufTable {
   #nodes: (IoMappedUbuf | null)[] = [];
+  /**
+   * ctx->dummy_ubuf: what a sparse slot holds for the proposal's MAP/UNMAP
+   * (no pages, zero bvecs, never freed). {@link BufTable.get} still answers
+   * null for a sparse slot, so fixed I/O on one stays -EFAULT.
+   */
+  readonly #dummy: IoMappedUbuf = {
+    ubuf: 0n,
+    len: 0,
+    bvec: [],
+    pages: [],
+    acctPages: 0,
+    refs: 1,
+    dma: null,
+  };
   readonly #mm: UserMm;
   readonly #capIpcLock: boolean;
   readonly #limitPages: number;
@@ -119,6 +133,15 @@ export class BufTable {
   get(index: number): IoMappedUbuf | null {
     if (!Number.isInteger(index) || index < 0 || index >= this.#nodes.length) return null;
     return this.#nodes[index];
+  }
+
+  /**
+   * `ctx->user_bufs[index]` as the proposal's MAP/UNMAP read it: the buffer,
+   * the dummy buffer for a sparse slot, or null out of range.
+   */
+  mapTarget(index: number): IoMappedUbuf | null {
+    if (!Number.isInteger(index) || index < 0 || index >= this.#nodes.length) return null;
+    return this.#nodes[index] ?? this.#dummy;
   }
 
   /** io_sqe_buffer_register(): pin, account and describe one buffer; null for a sparse slot. */
@@ -230,12 +253,12 @@ export class BufTable {
     if (this.#acctPages < 0) throw new Error("memlock account underflow");
   }
 
-  /** Indices of buffers mapped on `slot`. */
+  /** Indices of buffers (the dummy for sparse slots) mapped on `slot`. */
   mappedOn(slot: number): number[] {
     const out: number[] = [];
-    this.#nodes.forEach((n, i) => {
-      if (n?.dma && n.dma.slot === slot) out.push(i);
-    });
+    for (let i = 0; i < this.#nodes.length; i++) {
+      if (this.mapTarget(i)?.dma?.slot === slot) out.push(i);
+    }
     return out;
   }
 }
@@ -268,7 +291,7 @@ export function putDmaUser(d: IoBufDma): void {
  * or replaced, so every buffer mapped on it is unmapped.
  */
 export function ioFileSlotRelease(bufs: BufTable, slot: number): void {
-  for (const i of bufs.mappedOn(slot)) unmapBuf(bufs.get(i)!);
+  for (const i of bufs.mappedOn(slot)) unmapBuf(bufs.mapTarget(i)!);
 }
 
 /** Parsed struct io_uring_map_buffers. */
@@ -313,11 +336,8 @@ export function ioMapBuffers(bufs: BufTable, file: File | null, a: MapBuffersArg
   const done: IoMappedUbuf[] = [];
   let err = 0;
   for (let i = a.bufStart; i < a.bufEnd; i++) {
-    const imu = bufs.get(i);
-    if (!imu) {
-      err = -Errno.EFAULT;
-      break;
-    }
+    // A sparse slot is the dummy buffer: zero bvecs go to the driver, which decides.
+    const imu = bufs.mapTarget(i)!;
     if (imu.dma) {
       err = -Errno.EBUSY;
       break;
@@ -345,8 +365,8 @@ export function ioMapBuffers(bufs: BufTable, file: File | null, a: MapBuffersArg
  */
 export function ioUnmapBuffers(bufs: BufTable, a: MapBuffersArg): number {
   for (let i = a.bufStart; i < a.bufEnd; i++) {
-    const imu = bufs.get(i);
-    if (imu?.dma) unmapBuf(imu);
+    const imu = bufs.mapTarget(i)!;
+    if (imu.dma) unmapBuf(imu);
   }
   return 0;
 }

@@ -301,6 +301,57 @@ Deno.test("map: a failure part-way unmaps what this call mapped (EBUSY and dma_m
   assert.equal(f.livePages(), 0);
 });
 
+Deno.test("map: a sparse buffer reaches the driver's dma_map, which refuses zero bvecs", () => {
+  using f = fixture();
+  // Buffer 1 becomes sparse: the kernel's dummy buffer, with no pages and zero bvecs.
+  const sparse = iovecsInUser(f.k, [{ addr: 0n, len: 0 }]);
+  assert.equal(
+    f.ring.register(
+      IORING_REGISTER.REGISTER_BUFFERS_UPDATE,
+      encodeRsrcUpdate2(1, sparse.start, 1),
+      32,
+    ),
+    1,
+  );
+  assert.equal(f.ring.bufTable.get(1), null);
+  const c = f.k.stats.counters;
+  // nvme-pci's dma_map answers zero bvecs with -EINVAL; buffer 0, mapped first, is unmapped.
+  assert.equal(f.map(NVME, 0, 3), -Errno.EINVAL);
+  assert.equal(c.dmaMapPageCalls, 4);
+  assert.equal(c.dmaUnmapPageCalls, 4);
+  assert.deepEqual(f.mapped(), [null, null, null, null]);
+  assert.equal(f.map(NVME, 1, 2), -Errno.EINVAL);
+  assert.equal(c.dmaMapPageCalls, 4);
+  // The driver is asked, with zero bvecs, and nothing after the sparse buffer is tried.
+  const dev = f.host.namespaces[0].path;
+  const real = filpOpen(f.k, dev, O.RDWR | O.DIRECT) as File;
+  const asked: number[] = [];
+  const spy: File = {
+    ...real,
+    fOp: {
+      ...real.fOp,
+      dmaMap: (file, bvecs) => (asked.push(bvecs.length), real.fOp.dmaMap!(file, bvecs)),
+    },
+  };
+  const arr = fdsInUser(f.k, [filesOf(f.k).install(spy)]);
+  assert.equal(
+    f.ring.register(
+      IORING_REGISTER.REGISTER_FILES_UPDATE2,
+      encodeRsrcUpdate2(EMPTY, arr.start, 1),
+      32,
+    ),
+    1,
+  );
+  assert.equal(f.map(EMPTY, 0, NBUF), -Errno.EINVAL);
+  assert.deepEqual(asked, [4, 0]);
+  assert.deepEqual(f.mapped(), [null, null, null, null]);
+  assert.equal(f.livePages(), 0);
+  // Past the sparse buffer, mapping works; UNMAP over a sparse buffer is fine.
+  assert.equal(f.map(NVME, 2, NBUF), 0);
+  assert.equal(f.unmap(NVME, 0, NBUF), 0);
+  assert.equal(f.livePages(), 0);
+});
+
 Deno.test("undo: UNMAP_BUFFERS unmaps every mapped buffer in the range, whatever its slot", () => {
   using f = fixture();
   assert.equal(f.map(NVME, 0, 2), 0);
