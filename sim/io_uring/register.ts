@@ -35,7 +35,13 @@ import {
 } from "../uapi/io_uring.ts";
 import type { IoRingCtx } from "./io_uring_types.ts";
 import { IORING_OP_LAST, ioUringOpSupported } from "./opdef.ts";
-import { decodeIovecs, ioMapBuffers, ioMapBuffersCheck, ioUnmapBuffers } from "./rsrc.ts";
+import {
+  decodeIovecs,
+  ioMapBuffers,
+  ioMapBuffersCheck,
+  ioUnmapBuffers,
+  unmapWhen,
+} from "./rsrc.ts";
 
 function view(b: Uint8Array): DataView {
   return new DataView(b.buffer, b.byteOffset, b.byteLength);
@@ -174,7 +180,7 @@ function ioRegisterMapBuffers(ctx: IoRingCtx, arg: Uint8Array, map: boolean): nu
   if (arg.length < MAP_BUFFERS.SIZE) return -Errno.EFAULT;
   const a = ioMapBuffersCheck(arg, ctx.fileTable.nr, ctx.bufTable.nr);
   if (typeof a === "number") return a;
-  if (!map) return ioUnmapBuffers(ctx.bufTable, a);
+  if (!map) return ioUnmapBuffers(ctx.bufTable, a, unmapWhen(ctx.kernel.premap));
   return ioMapBuffers(ctx.bufTable, ctx.fileTable.get(a.fd), a);
 }
 
