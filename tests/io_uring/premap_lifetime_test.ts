@@ -9,10 +9,20 @@
  *   unregistering the buffer defers the unmap to the last in-flight user.
  * - `premap: "hardened"`: every unmap waits for the in-flight I/O, which
  *   completes with its full length.
+ *
+ * The last two tests run the UNMAP case on the real backend (C controller
+ * stepped inline), which builds its own Kernel from the same option.
  */
 
 import assert from "node:assert/strict";
-import { type Completion, IOSQE, O, openTestbed, type PremapVariant } from "../../mod.ts";
+import {
+  type Completion,
+  IOSQE,
+  O,
+  openTestbed,
+  type PremapVariant,
+  realNvmeUnavailable,
+} from "../../mod.ts";
 import type { SimTestbed } from "../../sim/testbed.ts";
 import { pattern } from "./_util.ts";
 
@@ -116,5 +126,49 @@ for (const premap of ["v2", "hardened"] as const) {
     assert.equal(f.finish().res, BUF);
     assert.equal(f.livePages(), 0);
     assert.deepEqual(f.buf.bytes, pattern(BUF, 9));
+  });
+}
+
+// The real backend builds its own Kernel from the same option: the C controller, stepped inline
+// (so the read stays in flight until the wait), sees the same lifetime.
+const noReal = realNvmeUnavailable();
+for (const premap of ["v2", "hardened"] as const) {
+  Deno.test({
+    name: `lifetime ${premap} (real, inline device): UNMAP with a READ_FIXED in flight` +
+      (noReal ? ` (SKIP: ${noReal})` : ""),
+    ignore: noReal !== null,
+    fn() {
+      using tb = openTestbed({
+        backend: "real",
+        device: "inline",
+        mediaInMemory: true,
+        iommu: "strict",
+        premap,
+      });
+      using ring = tb.ring({ entries: 8 });
+      using buf = tb.allocBuffer(BUF);
+      assert.equal(ring.registerFiles([tb.open(tb.nvmeDevice!, O.RDWR | O.DIRECT)]).res, 0);
+      assert.equal(ring.registerBuffers([{ addr: buf.addr, len: BUF }]).res, 0);
+      assert.equal(ring.mapBuffers(0, 0, 1).res, 0);
+      buf.bytes.set(pattern(BUF, 4));
+      ring.writeFixed(0, buf.addr, BUF, 0n, 0, { flags: IOSQE.FIXED_FILE, userData: 1n });
+      assert.deepEqual(ring.submitAndReap(1).map((c) => c.res), [BUF]);
+      buf.bytes.fill(0);
+      ring.readFixed(0, buf.addr, BUF, 0n, 0, { flags: IOSQE.FIXED_FILE, userData: 2n });
+      assert.equal(ring.submit(0).res, 1);
+      const c = tb.stats!.counters;
+      assert.equal(ring.unmapBuffers(0, 0, 1).res, 0);
+      assert.equal(c.dmaMapPageCalls - c.dmaUnmapPageCalls, premap === "v2" ? 0 : 4);
+      assert.equal(ring.submit(1).res, 0);
+      const res = ring.reap().map((x) => x.res);
+      assert.equal(c.dmaMapPageCalls - c.dmaUnmapPageCalls, 0);
+      if (premap === "v2") {
+        assert.deepEqual(res, [-5]);
+        assert.deepEqual(buf.bytes, new Uint8Array(BUF));
+      } else {
+        assert.deepEqual(res, [BUF]);
+        assert.deepEqual(buf.bytes, pattern(BUF, 4));
+      }
+    },
   });
 }
