@@ -43,6 +43,7 @@ export { realBackendUnavailable, realNvmeUnavailable } from "./ffi/testbed.ts";
 export type {
   Backend,
   NamespaceOptions,
+  PremapVariant,
   RingOptions,
   Testbed,
   TestbedOptions,

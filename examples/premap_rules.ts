@@ -40,11 +40,14 @@ function walk(tb: Testbed, ring: Ring, nvme: string | undefined): void {
     "register buffers [a, b]",
     ring.registerBuffers([{ addr: a.addr, len: 8192 }, { addr: b.addr, len: 8192 }]),
   );
-  console.log("argument checks, in the order of the proposal:");
+  console.log("dispatch checks (before CAP_SYS_ADMIN, as the proposal's __io_uring_register):");
   const raw = (opcode: number, arg: Uint8Array, nr: number) => ({
     ...wrap(ring.raw.register(opcode, arg, nr)),
   });
-  show("nr_args = 2", raw(IORING_REGISTER.REGISTER_MAP_BUFFERS, encodeMapBuffers(0, 0, 1), 2));
+  const MAP = IORING_REGISTER.REGISTER_MAP_BUFFERS;
+  show("NULL argument", raw(MAP, new Uint8Array(0), 1));
+  show("nr_args = 2", raw(MAP, encodeMapBuffers(0, 0, 1), 2));
+  console.log("then CAP_SYS_ADMIN (-EPERM), then the argument, in the order of the proposal:");
   show("flags = 1", ring.mapBuffers(0, 0, 1, 1));
   show("fd (fixed index) 9 >= nr_user_files 4", ring.mapBuffers(9, 0, 1));
   show("buf_start -1", ring.mapBuffers(0, -1, 1));
@@ -68,6 +71,8 @@ function walk(tb: Testbed, ring: Ring, nvme: string | undefined): void {
       `  WRITE_FIXED 8k through the premapped buffer`.padEnd(60) + ` -> ${describeResult(c.res)}`,
     );
   }
+  show("unmap naming slot 3 (empty): fd is only range-checked", ring.unmapBuffers(3, 0, 1));
+  show("map it again (the unmap undid it)", ring.mapBuffers(0, 0, 1));
   show("unmap", ring.unmapBuffers(0, 0, 1));
 }
 

@@ -101,6 +101,7 @@ class RealHost implements Disposable {
       seed: opts.seed ?? 1,
       capSysAdmin: opts.capSysAdmin ?? true,
       timing: opts.timing ?? true,
+      premap: opts.premap,
       clock: new MonotonicClock(),
       frameBacking: this.frames,
     });

@@ -72,6 +72,16 @@ export class MonotonicClock implements KernelClock {
 /** Opens a device node: returns a file or a negative errno. */
 export type DeviceOpener = (path: string, flags: number) => File | number;
 
+/**
+ * Which variant of the proposal's mapping lifetime runs (DESIGN.md section 2):
+ * `"v2"`, as posted (PATCHv2, the default): IORING_REGISTER_UNMAP_BUFFERS and
+ * removing a file slot unmap at once, even while I/O that uses the tag is in
+ * flight (only unregistering or updating the buffer waits for its last
+ * in-flight user); `"hardened"`, the project's safe variant: every unmap
+ * waits until no I/O uses the tag.
+ */
+export type PremapVariant = "v2" | "hardened";
+
 /** Options for {@link Kernel}. */
 export interface KernelOptions {
   /** Seed for every random choice in the simulation. */
@@ -84,6 +94,8 @@ export interface KernelOptions {
   clock?: KernelClock;
   /** Where page frames live (default JavaScript memory; the real backend's is native). */
   frameBacking?: FrameBacking;
+  /** The proposal's mapping lifetime (default "v2", as posted). */
+  premap?: PremapVariant;
 }
 
 /** The simulated kernel context shared by the layers of one testbed. */
@@ -100,6 +112,8 @@ export class Kernel {
   readonly clock: KernelClock;
   /** capable(CAP_SYS_ADMIN) for the calling process. */
   capSysAdmin: boolean;
+  /** The proposal's mapping lifetime; read at each unmap (io_uring and the nvme driver). */
+  premap: PremapVariant;
   /** Device nodes by path (e.g. "/dev/nvme0n1"). */
   readonly devices: Map<string, DeviceOpener> = new Map();
   /** `current->files`: the fd table of the host's one process (see `filesOf`). */
@@ -119,6 +133,10 @@ export class Kernel {
     this.phys = new PhysMem({ seed, backing: opts.frameBacking });
     this.mm = new UserMm(this.phys, this.stats);
     this.capSysAdmin = opts.capSysAdmin ?? true;
+    this.premap = opts.premap ?? "v2";
+    if (this.premap !== "v2" && this.premap !== "hardened") {
+      throw new RangeError(`Kernel: premap must be "v2" or "hardened", got ${String(opts.premap)}`);
+    }
     this.clock = opts.clock ?? new VirtualClock();
   }
 

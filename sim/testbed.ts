@@ -48,6 +48,7 @@ export class SimTestbed implements Testbed {
       seed: this.seed,
       capSysAdmin: opts.capSysAdmin ?? true,
       timing: opts.timing ?? true,
+      premap: opts.premap,
     });
     this.host = attachNvme(this.kernel, {
       iommu: opts.iommu ?? "strict",

@@ -45,7 +45,7 @@ import { IO_ISSUE_DEFS, IORING_OP_LAST } from "./opdef.ts";
 import { ioUringRegister } from "./register.ts";
 import { registerGuard } from "../uapi/register_rules.ts";
 import { ioIsUringFops, ioUringGetFile, type RingFileCtx } from "./ring_file.ts";
-import { BufTable, ioFileSlotRelease } from "./rsrc.ts";
+import { BufTable, ioFileSlotRelease, unmapWhen } from "./rsrc.ts";
 
 /** offsetof(struct io_rings, ...): the ring header fields (Linux 6.18, observed). */
 export const IO_RINGS = {
@@ -236,7 +236,7 @@ export class SimRing implements RingFileCtx, Disposable {
       memlockLimitBytes: o.memlockLimitBytes,
     });
     this.fileTable = new FileTable(
-      (slot) => ioFileSlotRelease(this.bufTable, slot),
+      (slot) => ioFileSlotRelease(this.bufTable, slot, unmapWhen(kernel.premap)),
       (f) => ioIsUringFops(f),
     );
   }

@@ -35,7 +35,13 @@ import {
 } from "../uapi/io_uring.ts";
 import type { IoRingCtx } from "./io_uring_types.ts";
 import { IORING_OP_LAST, ioUringOpSupported } from "./opdef.ts";
-import { decodeIovecs, ioMapBuffers, ioMapBuffersCheck, ioUnmapBuffers } from "./rsrc.ts";
+import {
+  decodeIovecs,
+  ioMapBuffers,
+  ioMapBuffersCheck,
+  ioUnmapBuffers,
+  unmapWhen,
+} from "./rsrc.ts";
 
 function view(b: Uint8Array): DataView {
   return new DataView(b.buffer, b.byteOffset, b.byteLength);
@@ -164,23 +170,18 @@ function ioProbe(arg: Uint8Array, nrArgs: number): number {
 }
 
 /**
- * The proposal's MAP/UNMAP_BUFFERS, checks in order: CAP_SYS_ADMIN (-EPERM),
- * nr_args == 1 (-EINVAL), copy the 32-byte argument (-EFAULT), then the
- * range checks of {@link ioMapBuffersCheck}.
+ * io_register_map_buffers() / io_register_unmap_buffers() (the proposal, v2),
+ * entered from the dispatch once `arg` is non-NULL and `nr_args` is 1:
+ * CAP_SYS_ADMIN (-EPERM), then get_map_range(): copy the 32-byte argument
+ * (-EFAULT), then the range checks of {@link ioMapBuffersCheck}.
  */
-function registerMapBuffers(
-  ctx: IoRingCtx,
-  arg: Uint8Array | null,
-  nrArgs: number,
-  map: boolean,
-): number {
+function ioRegisterMapBuffers(ctx: IoRingCtx, arg: Uint8Array, map: boolean): number {
   if (!ctx.kernel.capSysAdmin) return -Errno.EPERM;
-  if (nrArgs !== 1) return -Errno.EINVAL;
-  if (!arg || arg.length < MAP_BUFFERS.SIZE) return -Errno.EFAULT;
+  if (arg.length < MAP_BUFFERS.SIZE) return -Errno.EFAULT;
   const a = ioMapBuffersCheck(arg, ctx.fileTable.nr, ctx.bufTable.nr);
   if (typeof a === "number") return a;
-  const file = ctx.fileTable.get(a.fd);
-  return map ? ioMapBuffers(ctx.bufTable, file, a) : ioUnmapBuffers(ctx.bufTable, file, a);
+  if (!map) return ioUnmapBuffers(ctx.bufTable, a, unmapWhen(ctx.kernel.premap));
+  return ioMapBuffers(ctx.bufTable, ctx.fileTable.get(a.fd), a);
 }
 
 /** __io_uring_register(): dispatch one register opcode. */
@@ -244,10 +245,13 @@ export function ioUringRegister(
       return registerRsrc(ctx, arg, nrArgs, "buffer");
     case R.REGISTER_BUFFERS_UPDATE:
       return registerRsrcUpdate(ctx, arg, nrArgs, "buffer");
+    // The proposal's dispatch checks these before the handler's CAP_SYS_ADMIN check.
     case R.REGISTER_MAP_BUFFERS:
-      return registerMapBuffers(ctx, arg, nrArgs, true);
+      if (!arg || nrArgs !== 1) return -Errno.EINVAL;
+      return ioRegisterMapBuffers(ctx, arg, true);
     case R.REGISTER_UNMAP_BUFFERS:
-      return registerMapBuffers(ctx, arg, nrArgs, false);
+      if (!arg || nrArgs !== 1) return -Errno.EINVAL;
+      return ioRegisterMapBuffers(ctx, arg, false);
     default:
       return -Errno.EINVAL;
   }

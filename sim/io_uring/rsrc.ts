@@ -8,8 +8,11 @@
  * request one more; pages are unpinned when the last goes. A DMA mapping
  * belongs to one buffer and one file slot; it is released (the driver's
  * dma_unmap) when unmapped, when its buffer leaves the table, or when its
- * file slot is emptied or replaced, but never while an I/O still uses the
- * tag: then the release waits for that I/O to complete.
+ * file slot is emptied or replaced. When that happens while an I/O still
+ * uses the tag depends on `Kernel.premap`: as posted (`"v2"`), UNMAP_BUFFERS
+ * and file-slot removal release it at once (the I/O is left with a dead
+ * tag), and only a buffer leaving the table waits for the last in-flight
+ * user (the rsrc node's deferred put); `"hardened"` always waits.
  *
  * @module
  */
@@ -23,6 +26,7 @@ import { type Page, PAGE_SIZE } from "../memory/phys.ts";
 import { Errno } from "../uapi/errno.ts";
 import { IORING_MAX_BUF_SIZE, IORING_MAX_REG_BUFFERS, O } from "../uapi/io_uring.ts";
 import type { UserRange } from "../block/iov_iter.ts";
+import type { PremapVariant } from "../kernel.ts";
 
 const U64_MAX = (1n << 64n) - 1n;
 
@@ -36,8 +40,10 @@ export interface IoBufDma {
   readonly slot: number;
   /** In-flight I/Os using the tag. */
   users: number;
-  /** Detached from its buffer: dma_unmap runs when `users` reaches 0. */
+  /** Detached from its buffer: dma_unmap runs when `users` reaches 0, unless already released. */
   detached: boolean;
+  /** dma_unmap has run (the file reference is dropped); the tag is dead. */
+  released: boolean;
 }
 
 /** struct io_mapped_ubuf */
@@ -93,6 +99,20 @@ export function decodeIovecs(b: Uint8Array, nr: number): UserRange[] {
 /** The ring's registered buffer table (ctx->buf_table) and its memlock account. */
 export class BufTable {
   #nodes: (IoMappedUbuf | null)[] = [];
+  /**
+   * ctx->dummy_ubuf: what a sparse slot holds for the proposal's MAP/UNMAP
+   * (no pages, zero bvecs, never freed). {@link BufTable.get} still answers
+   * null for a sparse slot, so fixed I/O on one stays -EFAULT.
+   */
+  readonly #dummy: IoMappedUbuf = {
+    ubuf: 0n,
+    len: 0,
+    bvec: [],
+    pages: [],
+    acctPages: 0,
+    refs: 1,
+    dma: null,
+  };
   readonly #mm: UserMm;
   readonly #capIpcLock: boolean;
   readonly #limitPages: number;
@@ -119,6 +139,15 @@ export class BufTable {
   get(index: number): IoMappedUbuf | null {
     if (!Number.isInteger(index) || index < 0 || index >= this.#nodes.length) return null;
     return this.#nodes[index];
+  }
+
+  /**
+   * `ctx->user_bufs[index]` as the proposal's MAP/UNMAP read it: the buffer,
+   * the dummy buffer for a sparse slot, or null out of range.
+   */
+  mapTarget(index: number): IoMappedUbuf | null {
+    if (!Number.isInteger(index) || index < 0 || index >= this.#nodes.length) return null;
+    return this.#nodes[index] ?? this.#dummy;
   }
 
   /** io_sqe_buffer_register(): pin, account and describe one buffer; null for a sparse slot. */
@@ -210,7 +239,8 @@ export class BufTable {
     const imu = this.#nodes[i];
     if (!imu) return;
     this.#nodes[i] = null;
-    if (imu.dma) unmapBuf(imu);
+    // io_buffer_unmap() runs io_dma_unmap() when the rsrc node's last user is gone.
+    if (imu.dma) unmapBuf(imu, "deferred");
     this.put(imu);
   }
 
@@ -230,45 +260,59 @@ export class BufTable {
     if (this.#acctPages < 0) throw new Error("memlock account underflow");
   }
 
-  /** Indices of buffers mapped on `slot`. */
+  /** Indices of buffers (the dummy for sparse slots) mapped on `slot`. */
   mappedOn(slot: number): number[] {
     const out: number[] = [];
-    this.#nodes.forEach((n, i) => {
-      if (n?.dma && n.dma.slot === slot) out.push(i);
-    });
+    for (let i = 0; i < this.#nodes.length; i++) {
+      if (this.mapTarget(i)?.dma?.slot === slot) out.push(i);
+    }
     return out;
   }
 }
 
-/** Release a DMA mapping now, or when its last in-flight user completes. */
+/** The driver's dma_unmap and the file reference, once. */
 function releaseDma(d: IoBufDma): void {
-  if (d.users > 0) return;
+  if (d.released) throw new Error("dma tag: released twice");
+  d.released = true;
   d.file.fOp.dmaUnmap?.(d.file, d.tag);
   fput(d.file);
 }
 
-/** Detach a buffer's DMA mapping (the proposal's io_buffer_dma_unmap). */
-export function unmapBuf(imu: IoMappedUbuf): void {
+/**
+ * When an unmap releases the mapping: `"now"` even with I/O in flight (the
+ * posted io_dma_unmap() from UNMAP_BUFFERS and io_dma_unmap_file()), or
+ * `"deferred"` until the last in-flight user completes.
+ */
+export type UnmapWhen = "now" | "deferred";
+
+/** When UNMAP_BUFFERS and file-slot removal release a mapping under `premap`. */
+export function unmapWhen(premap: PremapVariant): UnmapWhen {
+  return premap === "hardened" ? "deferred" : "now";
+}
+
+/** io_dma_unmap() (the proposal): detach a buffer's DMA mapping and release it `when`. */
+export function unmapBuf(imu: IoMappedUbuf, when: UnmapWhen): void {
   const d = imu.dma;
   if (!d) return;
   imu.dma = null;
   d.detached = true;
-  releaseDma(d);
+  if (when === "now" || d.users === 0) releaseDma(d);
 }
 
-/** Drop an in-flight I/O's use of a tag; the detached mapping is released at the last. */
+/** Drop an in-flight I/O's use of a tag; a detached mapping not yet released goes at the last. */
 export function putDmaUser(d: IoBufDma): void {
   if (d.users <= 0) throw new Error("dma tag: user count underflow");
   d.users--;
-  if (d.detached) releaseDma(d);
+  if (d.detached && !d.released && d.users === 0) releaseDma(d);
 }
 
 /**
- * io_file_slot_release() (the proposal): a fixed file slot is being emptied
- * or replaced, so every buffer mapped on it is unmapped.
+ * io_dma_unmap_file() (the proposal): a fixed file slot is being emptied or
+ * replaced (update, unregister, ring teardown), so every buffer mapped on it
+ * is unmapped, `when` as {@link unmapWhen} says.
  */
-export function ioFileSlotRelease(bufs: BufTable, slot: number): void {
-  for (const i of bufs.mappedOn(slot)) unmapBuf(bufs.get(i)!);
+export function ioFileSlotRelease(bufs: BufTable, slot: number, when: UnmapWhen): void {
+  for (const i of bufs.mappedOn(slot)) unmapBuf(bufs.mapTarget(i)!, when);
 }
 
 /** Parsed struct io_uring_map_buffers. */
@@ -313,11 +357,8 @@ export function ioMapBuffers(bufs: BufTable, file: File | null, a: MapBuffersArg
   const done: IoMappedUbuf[] = [];
   let err = 0;
   for (let i = a.bufStart; i < a.bufEnd; i++) {
-    const imu = bufs.get(i);
-    if (!imu) {
-      err = -Errno.EFAULT;
-      break;
-    }
+    // A sparse slot is the dummy buffer: zero bvecs go to the driver, which decides.
+    const imu = bufs.mapTarget(i)!;
     if (imu.dma) {
       err = -Errno.EBUSY;
       break;
@@ -331,19 +372,31 @@ export function ioMapBuffers(bufs: BufTable, file: File | null, a: MapBuffersArg
       err = tag < 0 ? tag : -Errno.EINVAL;
       break;
     }
-    imu.dma = { tag, file: getFile(file), slot: a.fd, users: 0, detached: false };
+    imu.dma = {
+      tag,
+      file: getFile(file),
+      slot: a.fd,
+      users: 0,
+      detached: false,
+      released: false,
+    };
     done.push(imu);
   }
-  if (err) { for (let k = done.length - 1; k >= 0; k--) unmapBuf(done[k]); }
+  // No I/O can use a tag this call made: release at once, in reverse.
+  if (err) { for (let k = done.length - 1; k >= 0; k--) unmapBuf(done[k], "now"); }
   return err;
 }
 
-/** io_register_unmap_buffers() (the proposal): unmap what slot `fd` holds in the range. */
-export function ioUnmapBuffers(bufs: BufTable, file: File | null, a: MapBuffersArg): number {
-  if (!file) return -Errno.EBADF;
+/**
+ * io_register_unmap_buffers() (the proposal): unmap every mapped buffer in
+ * `[bufStart, bufEnd)`, whichever slot it was mapped on. `fd` was only
+ * range-checked (get_map_range); the slot itself is never looked at. Each
+ * mapping is released `when` as {@link unmapWhen} says.
+ */
+export function ioUnmapBuffers(bufs: BufTable, a: MapBuffersArg, when: UnmapWhen): number {
   for (let i = a.bufStart; i < a.bufEnd; i++) {
-    const imu = bufs.get(i);
-    if (imu?.dma && imu.dma.slot === a.fd) unmapBuf(imu);
+    const imu = bufs.mapTarget(i)!;
+    if (imu.dma) unmapBuf(imu, when);
   }
   return 0;
 }

@@ -145,7 +145,7 @@ export class NvmeDmaMapping implements DmaTag {
   readonly driver = "nvme";
   /** I/Os using it now. */
   inflight = 0;
-  /** dma_unmap was called (freed once the last I/O completes). */
+  /** dma_unmap was called (with `premap: "hardened"`, freed once the last I/O completes). */
   dying = false;
   /** Freed. */
   freed = false;
@@ -904,15 +904,21 @@ export class NvmeDev implements BlkMqOps, Disposable {
     const dir = dirOf(rq);
     if (iod.premap) {
       const m = iod.premap;
-      for (const s of iod.syncs) {
-        this.#timedDma(() => this.#dma.syncSingleForCpu(s.addr, s.len, DmaDirection.BIDIRECTIONAL));
+      // A mapping freed under this I/O (v2's dma_unmap does not wait) has no bounce slots
+      // left: swiotlb's sync of a released slot copies nothing, so none is issued.
+      if (!m.freed) {
+        for (const s of iod.syncs) {
+          this.#timedDma(() =>
+            this.#dma.syncSingleForCpu(s.addr, s.len, DmaDirection.BIDIRECTIONAL)
+          );
+        }
       }
       iod.syncs = [];
       this.#freeList(iod);
       iod.premap = undefined;
       m.inflight--;
       if (m.inflight < 0) throw new Error(`premap ${m.tagId}: inflight underflow`);
-      if (m.dying && m.inflight === 0) this.#freeMapping(m);
+      if (m.dying && !m.freed && m.inflight === 0) this.#freeMapping(m);
       return;
     }
     if (iod.dmaLen) {
@@ -1025,14 +1031,19 @@ export class NvmeDev implements BlkMqOps, Disposable {
     return m;
   }
 
-  /** nvme_pci_dma_unmap() (the proposal): unmap the pages and free the array (after in-flight I/O). */
+  /**
+   * nvme_pci_dma_unmap() (the proposal): unmap the pages and free the array.
+   * As posted (`Kernel.premap` "v2") at once, even under in-flight I/O, whose
+   * PRPs then point at unmapped IOVAs and a freed array; "hardened" frees
+   * after the last in-flight I/O completes.
+   */
   dmaUnmap(_q: RequestQueue, tag: DmaTag): void {
     if (!(tag instanceof NvmeDmaMapping) || tag.dev !== this) {
       throw new Error(`nvme dma_unmap: tag ${tag.tagId} is not this device's`);
     }
     if (tag.dying || tag.freed) throw new Error(`nvme dma_unmap: tag ${tag.tagId} unmapped twice`);
     tag.dying = true;
-    if (tag.inflight === 0) this.#freeMapping(tag);
+    if (tag.inflight === 0 || this.#kernel.premap !== "hardened") this.#freeMapping(tag);
   }
 
   #freeMapping(m: NvmeDmaMapping): void {

@@ -8,6 +8,9 @@
 import type { Ring, UserBuffer } from "./ring_api.ts";
 import type { IommuMode } from "../dma/types.ts";
 import type { Stats } from "../stats.ts";
+import type { PremapVariant } from "../kernel.ts";
+
+export type { PremapVariant };
 import { IORING_SETUP, PARAMS } from "./io_uring.ts";
 
 /** Which stack runs under the application ring. */
@@ -35,6 +38,12 @@ export interface TestbedOptions {
   namespaces?: NamespaceOptions[];
   /** Whether the nvme driver implements dma_map (default true). */
   dmaMapSupported?: boolean;
+  /**
+   * The proposal's mapping lifetime (default "v2", as posted: UNMAP_BUFFERS
+   * and file-slot removal unmap at once, even with I/O in flight);
+   * "hardened" waits for in-flight I/O before every unmap.
+   */
+  premap?: PremapVariant;
   /** Whether to time each stage (default true). */
   timing?: boolean;
   /**

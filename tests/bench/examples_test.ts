@@ -27,7 +27,9 @@ Deno.test("examples/premap_rules.ts: each rule's errno on sim, EPERM without the
   assert.equal(code, 0, err);
   for (
     const line of [
+      /NULL argument +-> -22 \(EINVAL\)/,
       /nr_args = 2 +-> -22 \(EINVAL\)/,
+      /flags = 1 +-> -22 \(EINVAL\)/,
       /slot 3 is empty +-> -9 \(EBADF\)/,
       /without O_DIRECT +-> -95 \(EOPNOTSUPP\)/,
       /\(no dma_map\) +-> -22 \(EINVAL\)/,
@@ -35,9 +37,15 @@ Deno.test("examples/premap_rules.ts: each rule's errno on sim, EPERM without the
       /map buffer 1 again +-> -16 \(EBUSY\)/,
       /old mapping is gone\) +-> 0/,
       /premapped buffer +-> 8192/,
+      /unmap naming slot 3 \(empty\): fd is only range-checked +-> 0$/m,
+      /map it again \(the unmap undid it\) +-> 0$/m,
     ]
   ) assert.match(out, line);
   const noCap = run("premap_rules.ts", ["--no-cap-sys-admin"]);
   assert.equal(noCap.code, 0, noCap.err);
-  assert.match(noCap.out, /nr_args = 2 +-> -1 \(EPERM\)/);
+  // The dispatch's checks come before the capability check; everything after it is -EPERM.
+  assert.match(noCap.out, /NULL argument +-> -22 \(EINVAL\)/);
+  assert.match(noCap.out, /nr_args = 2 +-> -22 \(EINVAL\)/);
+  assert.match(noCap.out, /flags = 1 +-> -1 \(EPERM\)/);
+  assert.match(noCap.out, /slot 3 is empty +-> -1 \(EPERM\)/);
 });

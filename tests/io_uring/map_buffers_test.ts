@@ -12,6 +12,7 @@ import assert from "node:assert/strict";
 import { Kernel } from "../../sim/kernel.ts";
 import { attachNvme, type NvmeHost } from "../../sim/host.ts";
 import type { SimRing } from "../../sim/io_uring/io_uring.ts";
+import { ioUringRegister } from "../../sim/io_uring/register.ts";
 import { doSysOpen, filpOpen } from "../../sim/fs/namei.ts";
 import { filesOf } from "../../sim/fs/fdtable.ts";
 import type { File } from "../../sim/fs/file.ts";
@@ -102,28 +103,53 @@ Deno.test("map: opcodes are the rebased 38/39", () => {
   assert.equal(IORING_REGISTER_UNMAP_BUFFERS, 39);
 });
 
-Deno.test("map: without CAP_SYS_ADMIN both ops are -EPERM, before any other check", () => {
+Deno.test("map: dispatch: a NULL argument or nr_args != 1 is -EINVAL, before CAP_SYS_ADMIN", () => {
+  using f = fixture();
+  const arg = encodeMapBuffers(NVME, 0, 1);
+  for (const op of [IORING_REGISTER_MAP_BUFFERS, IORING_REGISTER_UNMAP_BUFFERS]) {
+    for (const cap of [false, true]) {
+      f.k.capSysAdmin = cap;
+      assert.equal(f.ring.register(op, arg, 0), -Errno.EINVAL);
+      assert.equal(f.ring.register(op, arg, 2), -Errno.EINVAL);
+      assert.equal(f.ring.register(op, null, 1), -Errno.EINVAL);
+      assert.equal(f.ring.register(op, new Uint8Array(0), 1), -Errno.EINVAL, "zero-length is NULL");
+      assert.equal(f.ring.register(op, null, 2), -Errno.EINVAL);
+    }
+  }
+  assert.deepEqual(f.mapped(), [null, null, null, null]);
+});
+
+Deno.test("map: the register guard runs first: a short non-NULL argument is -EFAULT", () => {
+  using f = fixture();
+  const short = encodeMapBuffers(NVME, 0, 1).subarray(0, 31);
+  for (const cap of [false, true]) {
+    f.k.capSysAdmin = cap;
+    assert.equal(f.ring.register(IORING_REGISTER_MAP_BUFFERS, short, 1), -Errno.EFAULT);
+    assert.equal(f.ring.register(IORING_REGISTER_UNMAP_BUFFERS, short, 1), -Errno.EFAULT);
+    // With nr_args 2 the guard asks for no bytes, and the dispatch's -EINVAL answers.
+    assert.equal(f.ring.register(IORING_REGISTER_MAP_BUFFERS, short, 2), -Errno.EINVAL);
+  }
+});
+
+Deno.test("map: without CAP_SYS_ADMIN a well-formed call is -EPERM, before get_map_range", () => {
   using f = fixture();
   f.k.capSysAdmin = false;
   assert.equal(f.map(NVME, 0, 1), -Errno.EPERM);
   assert.equal(f.unmap(NVME, 0, 1), -Errno.EPERM);
-  // EPERM wins over a bad nr_args and a NULL argument.
-  assert.equal(f.ring.register(IORING_REGISTER_MAP_BUFFERS, null, 2), -Errno.EPERM);
-  assert.equal(f.ring.register(IORING_REGISTER_UNMAP_BUFFERS, null, 2), -Errno.EPERM);
+  // Every check of get_map_range and of the handler comes later.
+  assert.equal(f.map(NVME, 0, 1, 1), -Errno.EPERM);
+  assert.equal(f.map(99, 0, 1), -Errno.EPERM);
+  assert.equal(f.map(NVME, 2, 2), -Errno.EPERM);
+  assert.equal(f.map(EMPTY, 0, 1), -Errno.EPERM);
+  // Past the guard (ioUringRegister is the kernel's __io_uring_register), a short argument is
+  // get_map_range's copy_from_user fault, which comes after the capability check.
+  const short = encodeMapBuffers(NVME, 0, 1).subarray(0, 31);
+  assert.equal(ioUringRegister(f.ring, IORING_REGISTER_MAP_BUFFERS, short, 1), -Errno.EPERM);
   f.k.capSysAdmin = true;
+  assert.equal(ioUringRegister(f.ring, IORING_REGISTER_MAP_BUFFERS, short, 1), -Errno.EFAULT);
+  assert.equal(ioUringRegister(f.ring, IORING_REGISTER_UNMAP_BUFFERS, short, 1), -Errno.EFAULT);
   assert.equal(f.map(NVME, 0, 1), 0);
   assert.deepEqual(f.mapped(), [NVME, null, null, null]);
-});
-
-Deno.test("map: nr_args != 1 is -EINVAL, checked before the argument is copied", () => {
-  using f = fixture();
-  const arg = encodeMapBuffers(NVME, 0, 1);
-  assert.equal(f.ring.register(IORING_REGISTER_MAP_BUFFERS, arg, 0), -Errno.EINVAL);
-  assert.equal(f.ring.register(IORING_REGISTER_MAP_BUFFERS, arg, 2), -Errno.EINVAL);
-  assert.equal(f.ring.register(IORING_REGISTER_MAP_BUFFERS, null, 2), -Errno.EINVAL);
-  assert.equal(f.ring.register(IORING_REGISTER_MAP_BUFFERS, null, 1), -Errno.EFAULT);
-  assert.equal(f.ring.register(IORING_REGISTER_MAP_BUFFERS, arg.subarray(0, 31), 1), -Errno.EFAULT);
-  assert.deepEqual(f.mapped(), [null, null, null, null]);
 });
 
 Deno.test("map: nonzero flags or rsvd is -EINVAL", () => {
@@ -177,11 +203,16 @@ Deno.test("map: buf_end above nr_user_bufs is clamped", () => {
   assert.equal(f.livePages(), 4);
 });
 
-Deno.test("map: an empty file slot is -EBADF", () => {
+Deno.test("map: an empty file slot is -EBADF for MAP; UNMAP only range-checks fd", () => {
   using f = fixture();
   assert.equal(f.map(EMPTY, 0, 2), -Errno.EBADF);
-  assert.equal(f.unmap(EMPTY, 0, 2), -Errno.EBADF);
   assert.equal(f.livePages(), 0);
+  assert.equal(f.map(NVME, 0, 2), 0);
+  // io_register_unmap_buffers never looks at the slot: an empty one is no error, and it unmaps.
+  assert.equal(f.unmap(EMPTY, 0, 2), 0);
+  assert.deepEqual(f.mapped(), [null, null, null, null]);
+  assert.equal(f.livePages(), 0);
+  assert.equal(f.unmap(EMPTY + 1, 0, 2), -Errno.EINVAL, "fd >= nr_user_files is still -EINVAL");
 });
 
 Deno.test("map: a file not opened O_DIRECT is -EOPNOTSUPP", () => {
@@ -270,18 +301,74 @@ Deno.test("map: a failure part-way unmaps what this call mapped (EBUSY and dma_m
   assert.equal(f.livePages(), 0);
 });
 
-Deno.test("undo: UNMAP_BUFFERS undoes only the given slot's mappings", () => {
+Deno.test("map: a sparse buffer reaches the driver's dma_map, which refuses zero bvecs", () => {
+  using f = fixture();
+  // Buffer 1 becomes sparse: the kernel's dummy buffer, with no pages and zero bvecs.
+  const sparse = iovecsInUser(f.k, [{ addr: 0n, len: 0 }]);
+  assert.equal(
+    f.ring.register(
+      IORING_REGISTER.REGISTER_BUFFERS_UPDATE,
+      encodeRsrcUpdate2(1, sparse.start, 1),
+      32,
+    ),
+    1,
+  );
+  assert.equal(f.ring.bufTable.get(1), null);
+  const c = f.k.stats.counters;
+  // nvme-pci's dma_map answers zero bvecs with -EINVAL; buffer 0, mapped first, is unmapped.
+  assert.equal(f.map(NVME, 0, 3), -Errno.EINVAL);
+  assert.equal(c.dmaMapPageCalls, 4);
+  assert.equal(c.dmaUnmapPageCalls, 4);
+  assert.deepEqual(f.mapped(), [null, null, null, null]);
+  assert.equal(f.map(NVME, 1, 2), -Errno.EINVAL);
+  assert.equal(c.dmaMapPageCalls, 4);
+  // The driver is asked, with zero bvecs, and nothing after the sparse buffer is tried.
+  const dev = f.host.namespaces[0].path;
+  const real = filpOpen(f.k, dev, O.RDWR | O.DIRECT) as File;
+  const asked: number[] = [];
+  const spy: File = {
+    ...real,
+    fOp: {
+      ...real.fOp,
+      dmaMap: (file, bvecs) => (asked.push(bvecs.length), real.fOp.dmaMap!(file, bvecs)),
+    },
+  };
+  const arr = fdsInUser(f.k, [filesOf(f.k).install(spy)]);
+  assert.equal(
+    f.ring.register(
+      IORING_REGISTER.REGISTER_FILES_UPDATE2,
+      encodeRsrcUpdate2(EMPTY, arr.start, 1),
+      32,
+    ),
+    1,
+  );
+  assert.equal(f.map(EMPTY, 0, NBUF), -Errno.EINVAL);
+  assert.deepEqual(asked, [4, 0]);
+  assert.deepEqual(f.mapped(), [null, null, null, null]);
+  assert.equal(f.livePages(), 0);
+  // Past the sparse buffer, mapping works; UNMAP over a sparse buffer is fine.
+  assert.equal(f.map(NVME, 2, NBUF), 0);
+  assert.equal(f.unmap(NVME, 0, NBUF), 0);
+  assert.equal(f.livePages(), 0);
+});
+
+Deno.test("undo: UNMAP_BUFFERS unmaps every mapped buffer in the range, whatever its slot", () => {
   using f = fixture();
   assert.equal(f.map(NVME, 0, 2), 0);
   assert.equal(f.map(NVME2, 2, 4), 0);
-  assert.equal(f.unmap(NVME, 0, NBUF), 0);
-  assert.deepEqual(f.mapped(), [null, null, NVME2, NVME2]);
+  // The fd names slot NVME, yet buffer 2 (mapped on NVME2) goes too: v2 unmaps by range only.
+  assert.equal(f.unmap(NVME, 1, 3), 0);
+  assert.deepEqual(f.mapped(), [NVME, null, null, NVME2]);
   assert.equal(f.livePages(), 8);
+  // Any slot in range will do, one holding another file included.
+  assert.equal(f.unmap(BUFFERED, 3, 4), 0);
+  assert.deepEqual(f.mapped(), [NVME, null, null, null]);
   // Unmapping what is not mapped is a no-op.
-  assert.equal(f.unmap(NVME, 0, NBUF), 0);
-  assert.equal(f.unmap(NVME2, 3, 4), 0);
-  assert.deepEqual(f.mapped(), [null, null, NVME2, null]);
+  assert.equal(f.unmap(REG, 1, NBUF), 0);
+  assert.deepEqual(f.mapped(), [NVME, null, null, null]);
   assert.equal(f.livePages(), 4);
+  assert.equal(f.unmap(NVME2, 0, NBUF), 0);
+  assert.equal(f.livePages(), 0);
 });
 
 Deno.test("undo: unregistering buffers", () => {
@@ -356,8 +443,8 @@ Deno.test("undo: ring teardown", () => {
   f[Symbol.dispose]();
 });
 
-Deno.test("undo: an unmap during in-flight I/O waits for it; the I/O completes intact", () => {
-  using f = fixture();
+/** Write buffer 0's pattern to LBA 0, map buffer 1 and start a READ_FIXED into it (in flight). */
+function readInFlight(f: Fx): void {
   f.mem.bytes.set(pattern(BUF, 3), 0);
   const w = { opcode: IORING_OP.WRITE_FIXED, fd: NVME, flags: IOSQE.FIXED_FILE, bufIndex: 0 };
   assert.deepEqual(
@@ -371,6 +458,25 @@ Deno.test("undo: an unmap during in-flight I/O waits for it; the I/O completes i
     [],
   );
   assert.equal(f.ring.inflight, 1);
+}
+
+Deno.test("undo (v2): an unmap during in-flight I/O unmaps at once; the I/O is left without it", () => {
+  using f = fixture();
+  readInFlight(f);
+  assert.equal(f.unmap(NVME, 1, 2), 0);
+  assert.deepEqual(f.mapped(), [null, null, null, null]);
+  assert.equal(f.livePages(), 0, "unmapped while the I/O holds the tag");
+  assert.equal(f.host.driver.liveMappings, 0, "the flat PRP array is freed too");
+  assert.equal(f.ring.submit(1), 0);
+  // PRP2 pointed into the freed array: the device's fetch of the list fails.
+  assert.deepEqual(pairs(f.ring.reap()), [[2, -Errno.EIO]]);
+  assert.equal(f.livePages(), 0);
+});
+
+Deno.test("undo (hardened): an unmap during in-flight I/O waits for it; the I/O completes intact", () => {
+  using f = fixture();
+  f.k.premap = "hardened";
+  readInFlight(f);
   assert.equal(f.unmap(NVME, 1, 2), 0);
   assert.deepEqual(f.mapped(), [null, null, null, null]);
   assert.equal(f.livePages(), 4, "pages stay mapped while the I/O holds the tag");

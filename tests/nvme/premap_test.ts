@@ -233,19 +233,39 @@ Deno.test("v1 bug: remaining counter read before set; the device rejects the emp
   assert.equal(r2.rig.host.driver.retriedCommands, 1);
 });
 
-Deno.test("premap: unmap while I/O is in flight frees after completion", () => {
-  const { rig, tag } = premapRig(22, 8192, 0);
+/** Start a premapped 8 KiB read (in flight: the device runs only when the kernel polls). */
+function startRead(rig: Rig, tag: NvmeDmaMapping): { res: () => number | undefined } {
   let res: number | undefined;
   const r = rig.file.fOp.readIter!(
     { file: rig.file, pos: 0n, flags: 1 << 17, complete: (x) => (res = x) },
     iovIterDmaTag("read", tag, 0, 8192),
   );
   assert.equal(r, -Errno.EIOCBQUEUED);
+  return { res: () => res };
+}
+
+Deno.test("premap (v2): unmap while I/O is in flight frees at once; the device faults, -EIO", () => {
+  const { rig, tag } = premapRig(22, 8192, 0);
+  assert.equal(rig.kernel.premap, "v2");
+  const io = startRead(rig, tag);
+  rig.file.fOp.dmaUnmap!(rig.file, tag);
+  assert.equal(tag.freed, true, "nvme_pci_dma_unmap does not wait");
+  assert.equal(rig.host.driver.liveMappings, 0);
+  rig.kernel.runUntil(() => io.res() !== undefined);
+  assert.equal(io.res(), -Errno.EIO);
+  assert.ok(rig.kernel.stats.counters.iommuFaults > 0, "PRP1's IOVA is no longer mapped");
+  assert.equal(rig.host.driver.liveMappings, 0);
+});
+
+Deno.test("premap (hardened): unmap while I/O is in flight frees after completion", () => {
+  const { rig, tag } = premapRig(22, 8192, 0);
+  rig.kernel.premap = "hardened";
+  const io = startRead(rig, tag);
   rig.file.fOp.dmaUnmap!(rig.file, tag);
   assert.equal(tag.freed, false);
   assert.equal(rig.host.driver.liveMappings, 1);
-  rig.kernel.runUntil(() => res !== undefined);
-  assert.equal(res, 8192);
+  rig.kernel.runUntil(() => io.res() !== undefined);
+  assert.equal(io.res(), 8192);
   assert.equal(tag.freed, true);
   assert.equal(rig.host.driver.liveMappings, 0);
 });
