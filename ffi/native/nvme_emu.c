@@ -266,6 +266,9 @@ struct nvme_emu {
   int32_t tlb_lru_head, tlb_lru_tail, tlb_free;
   /* invalidation queue */
   pthread_mutex_t inv_mu;
+  /* The IOTLB (the IOMMU's cache): held while a translation looks it up or fills
+   * it, and while an invalidation is applied. Lock order: mu, then tlb_mu. */
+  pthread_mutex_t tlb_mu;
   struct inv_req *invq;
   size_t invq_n, invq_cap;
   _Atomic uint64_t inv_posted, inv_done;
