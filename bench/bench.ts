@@ -100,56 +100,60 @@ async function runAll(
   fioDir: string | undefined,
 ): Promise<void> {
   const iommus = iommusFor(o);
-  for (const iommu of iommus) {
-    // With --fio our ring runs on a kernel file as fio does, so deno/fio compares like with like.
-    using tb = openTestbed({
-      backend: o.backend,
-      seed: o.seed,
-      iommu,
-      mediaInMemory: o.media === "memory",
-      nvme: !o.fio,
-      dmaDebug: o.dmaDebug,
-    });
-    warmUp(tb, o.paths, o.bs, o.qd[0], o.seed);
-    for (const rw of o.rw) {
-      for (const qd of o.qd) {
-        for (const bs of o.bs) {
-          for (const path of o.paths) {
-            try {
-              const cfg = {
-                path,
-                bs,
-                qd,
-                rw,
-                ios: o.ios,
-                seed: o.seed,
-                regionBytes: REGION_BYTES,
-                verify: o.verify,
-              };
-              const r = runWorkload(tb, cfg, iommu);
-              if (tb.backend === "real" && !tb.nvmeDevice) r.iommu = "n/a";
-              records.push(r);
-            } catch (e) {
-              if (!(e instanceof WorkloadError)) throw e;
-              notRun.push(`${iommu} ${rw} bs=${bs} qd=${qd} ${path}: ${e.message}`);
-            }
-            if (fioDir === undefined || path === "dma") continue;
-            try {
-              records.push(
-                await runFio({
+  for (const premap of o.premap ?? ["v2" as const]) {
+    for (const iommu of iommus) {
+      // With --fio our ring runs on a kernel file as fio does, so deno/fio compares like with like.
+      using tb = openTestbed({
+        backend: o.backend,
+        seed: o.seed,
+        iommu,
+        premap,
+        mediaInMemory: o.media === "memory",
+        nvme: !o.fio,
+        dmaDebug: o.dmaDebug,
+      });
+      warmUp(tb, o.paths, o.bs, o.qd[0], o.seed);
+      for (const rw of o.rw) {
+        for (const qd of o.qd) {
+          for (const bs of o.bs) {
+            for (const path of o.paths) {
+              try {
+                const cfg = {
                   path,
                   bs,
                   qd,
                   rw,
                   ios: o.ios,
+                  seed: o.seed,
                   regionBytes: REGION_BYTES,
-                  filename: `${fioDir}/fio-${path}-${rw}-${bs}-${qd}.dat`,
-                  runtimeSec: FIO_RUNTIME_SEC,
-                }),
-              );
-            } catch (e) {
-              if (!(e instanceof WorkloadError)) throw e;
-              notRun.push(`fio ${rw} bs=${bs} qd=${qd} ${path}: ${e.message}`);
+                  verify: o.verify,
+                  premap,
+                };
+                const r = runWorkload(tb, cfg, iommu);
+                if (tb.backend === "real" && !tb.nvmeDevice) r.iommu = "n/a";
+                records.push(r);
+              } catch (e) {
+                if (!(e instanceof WorkloadError)) throw e;
+                notRun.push(`${iommu} ${rw} bs=${bs} qd=${qd} ${path}: ${e.message}`);
+              }
+              if (fioDir === undefined || path === "dma") continue;
+              try {
+                records.push(
+                  await runFio({
+                    path,
+                    bs,
+                    qd,
+                    rw,
+                    ios: o.ios,
+                    regionBytes: REGION_BYTES,
+                    filename: `${fioDir}/fio-${path}-${rw}-${bs}-${qd}.dat`,
+                    runtimeSec: FIO_RUNTIME_SEC,
+                  }),
+                );
+              } catch (e) {
+                if (!(e instanceof WorkloadError)) throw e;
+                notRun.push(`fio ${rw} bs=${bs} qd=${qd} ${path}: ${e.message}`);
+              }
             }
           }
         }
@@ -166,15 +170,18 @@ function report(
   iommus: string[],
 ): void {
   if (records.some((r) => r.perIo !== null)) {
-    for (const iommu of iommus) {
-      for (const qd of o.qd) {
-        for (const rw of o.rw) {
-          const sel = records.filter((r) =>
-            r.iommu === iommu && r.qd === qd && r.rw === rw && r.perIo !== null
-          );
-          if (sel.length === 0) continue;
-          console.log(`\nper I/O, iommu=${iommu} qd=${qd} ${rw}`);
-          console.log(perIoTable(sel));
+    for (const premap of o.premap ?? ["v2"]) {
+      for (const iommu of iommus) {
+        for (const qd of o.qd) {
+          for (const rw of o.rw) {
+            const sel = records.filter((r) =>
+              r.premap === premap && r.iommu === iommu && r.qd === qd && r.rw === rw &&
+              r.perIo !== null
+            );
+            if (sel.length === 0) continue;
+            console.log(`\nper I/O, premap=${premap} iommu=${iommu} qd=${qd} ${rw}`);
+            console.log(perIoTable(sel));
+          }
         }
       }
     }

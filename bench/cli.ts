@@ -79,6 +79,8 @@ export interface RunOptions {
   verify?: boolean;
   /** real: where the emulated namespace keeps its data: a media file (default) or memory. */
   media?: "file" | "memory";
+  /** Premap variants to run: "v2" (the posted series, default) and/or "hardened". */
+  premap?: ("v2" | "hardened")[];
   /** CONFIG_DMA_API_DEBUG on the host stack (`--dma-debug=0|1`; demo default on, bench off). */
   dmaDebug?: boolean;
 }
@@ -106,6 +108,7 @@ export function parseRunArgs(args: string[], defaults: RunOptions): RunOptions {
         fio: { type: "boolean" },
         verify: { type: "string" },
         media: { type: "string" },
+        premap: { type: "string" },
         "dma-debug": { type: "string" },
         help: { type: "boolean", short: "h" },
       },
@@ -142,6 +145,9 @@ export function parseRunArgs(args: string[], defaults: RunOptions): RunOptions {
     }
     o.dmaDebug = dmaDebug === "1";
   }
+  if (values.premap !== undefined) {
+    o.premap = parseList("premap", values.premap, ["v2", "hardened"] as const);
+  }
   if (values.media !== undefined) {
     o.media = parseList("media", values.media, ["file", "memory"] as const)[0];
     if (o.backend !== "real") {
@@ -174,6 +180,7 @@ export const USAGE = `flags (fio's words where fio has one):
   --verify=0|1               check every byte read (1, default) or only lengths (0, like fio)
   --dma-debug=0|1            the DMA-API debug checker (CONFIG_DMA_API_DEBUG): on in the demo,
                              off in bench (it costs the mapping paths more than dma)
+  --premap=v2,hardened       the proposal as posted (v2, default) and/or the project's safe variant
   --media=file|memory        real: the emulated namespace's data in a media file (default, read
                              and written O_DIRECT by the device) or in process memory
   --json=FILE  --svg=FILE    write the records / a chart

@@ -109,6 +109,7 @@ export function parseFioJson(text: string, job: FioJob): WorkloadRecord {
   const ioBytes = num(d, "io_bytes", dir);
   return {
     backend: "fio",
+    premap: "n/a",
     path: job.path,
     bs: job.bs,
     qd: job.qd,

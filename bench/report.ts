@@ -87,6 +87,7 @@ export function perIoTable(records: readonly WorkloadRecord[]): string {
 export function summaryTable(records: readonly WorkloadRecord[]): string {
   const head = [
     "backend",
+    "premap",
     "iommu",
     "rw",
     "bs",
@@ -103,6 +104,7 @@ export function summaryTable(records: readonly WorkloadRecord[]): string {
   ];
   const rows = records.map((r) => [
     r.backend,
+    r.premap ?? "v2",
     r.iommu,
     r.rw,
     sizeLabel(r.bs),

@@ -31,6 +31,8 @@ export type RwMode = "randread" | "randwrite";
 
 /** One job. */
 export interface WorkloadConfig {
+  /** The premap variant the testbed was opened with, recorded in the result (default "v2"). */
+  premap?: string;
   /** Buffer path. */
   path: IoPath;
   /** Block size in bytes (multiple of 4096). */
@@ -77,6 +79,8 @@ export interface WorkloadRecord {
   rw: RwMode;
   /** IOMMU mode of the simulated host ("n/a" on real). */
   iommu: string;
+  /** Which variant of the proposal ran: "v2" (the posted series, default) or "hardened". */
+  premap: string;
   /** Measured I/Os. */
   ios: number;
   /** What the I/O went to: a block device path or a scratch file. */
@@ -375,6 +379,7 @@ export function runWorkload(tb: Testbed, cfg: WorkloadConfig, iommu = "n/a"): Wo
     qd: cfg.qd,
     rw: cfg.rw,
     iommu,
+    premap: cfg.premap ?? "v2",
     ios: cfg.ios,
     target: job.target,
     iops: cfg.ios / (elapsedMs / 1000),

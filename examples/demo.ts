@@ -63,56 +63,68 @@ function main(args: string[]): number {
     }
   }
   let failed = false;
-  for (const iommu of o.iommu) {
-    using tb = openTestbed({
-      backend: o.backend,
-      seed: o.seed,
-      iommu: iommu as IommuMode,
-      mediaInMemory: o.media === "memory",
-      dmaDebug: o.dmaDebug,
-    });
-    const where = tb.nvmeDevice ?? "an O_DIRECT scratch file";
-    const how = tb.backend === "sim"
-      ? ""
-      : tb.nvmeDevice
-      ? ` (live kernel io_uring; TypeScript host stack; C controller on its own thread; media in ${
-        o.media === "memory" ? "memory" : "a file"
-      })`
-      : " (live kernel io_uring; the C controller is not built: no emulated namespace)";
-    console.log(
-      `premap demo: backend=${tb.backend} iommu=${iommu}${how}` +
-        ` seed=${o.seed} target=${where} ios=${o.ios} per cell`,
-    );
-    warmUp(tb, o.paths, o.bs, o.qd[0], o.seed);
-    for (const qd of o.qd) {
-      for (const rw of o.rw) {
-        const records: WorkloadRecord[] = [];
-        for (const bs of o.bs) {
-          for (const path of o.paths) {
-            try {
-              const cfg = { path, bs, qd, rw, ios: o.ios, seed: o.seed, verify: o.verify };
-              records.push(runWorkload(tb, cfg, iommu));
-            } catch (e) {
-              if (!(e instanceof WorkloadError)) throw e;
-              console.log(`  ${rw} qd=${qd} ${bs / 1024}k ${path}: not run: ${e.message}`);
+  for (const premap of o.premap ?? ["v2" as const]) {
+    for (const iommu of o.iommu) {
+      using tb = openTestbed({
+        backend: o.backend,
+        seed: o.seed,
+        iommu: iommu as IommuMode,
+        premap,
+        mediaInMemory: o.media === "memory",
+        dmaDebug: o.dmaDebug,
+      });
+      const where = tb.nvmeDevice ?? "an O_DIRECT scratch file";
+      const how = tb.backend === "sim"
+        ? ""
+        : tb.nvmeDevice
+        ? ` (live kernel io_uring; TypeScript host stack; C controller on its own thread; media in ${
+          o.media === "memory" ? "memory" : "a file"
+        })`
+        : " (live kernel io_uring; the C controller is not built: no emulated namespace)";
+      console.log(
+        `premap demo: backend=${tb.backend} premap=${premap} iommu=${iommu}${how}` +
+          ` seed=${o.seed} target=${where} ios=${o.ios} per cell`,
+      );
+      warmUp(tb, o.paths, o.bs, o.qd[0], o.seed);
+      for (const qd of o.qd) {
+        for (const rw of o.rw) {
+          const records: WorkloadRecord[] = [];
+          for (const bs of o.bs) {
+            for (const path of o.paths) {
+              try {
+                const cfg = {
+                  path,
+                  bs,
+                  qd,
+                  rw,
+                  ios: o.ios,
+                  seed: o.seed,
+                  verify: o.verify,
+                  premap,
+                };
+                records.push(runWorkload(tb, cfg, iommu));
+              } catch (e) {
+                if (!(e instanceof WorkloadError)) throw e;
+                console.log(`  ${rw} qd=${qd} ${bs / 1024}k ${path}: not run: ${e.message}`);
+              }
             }
           }
+          const ok = records.every((r) => r.verified);
+          const what = o.verify === false
+            ? "every completion full-length (bytes not checked: --verify=0)"
+            : "every completion full-length and every byte read verified";
+          console.log(`\n${rw} qd=${qd}: ${what}: ${ok ? "yes" : "NO"}`);
+          if (!ok) failed = true;
+          if (records.length === 0) continue;
+          if (tb.stats) {
+            console.log(perIoTable(records));
+            const sentence = skippedSentence(records);
+            if (sentence) console.log(sentence);
+          } else console.log(summaryTable(records));
         }
-        const ok = records.every((r) => r.verified);
-        const what = o.verify === false
-          ? "every completion full-length (bytes not checked: --verify=0)"
-          : "every completion full-length and every byte read verified";
-        console.log(`\n${rw} qd=${qd}: ${what}: ${ok ? "yes" : "NO"}`);
-        if (!ok) failed = true;
-        if (records.length === 0) continue;
-        if (tb.stats) {
-          console.log(perIoTable(records));
-          const sentence = skippedSentence(records);
-          if (sentence) console.log(sentence);
-        } else console.log(summaryTable(records));
       }
+      console.log("");
     }
-    console.log("");
   }
   console.log(
     "Counts are exact for the simulated kernel path; times are wall-clock ns of the TypeScript\n" +
