@@ -15,7 +15,7 @@ function runDemo(args: string[]) {
 Deno.test("demo: sim backend, no permissions, verified, dma flat", () => {
   const { code, out, err } = runDemo(["--ios=32", "--qd=2"]);
   assert.equal(code, 0, err);
-  assert.match(out, /backend=sim iommu=strict/);
+  assert.match(out, /backend=sim premap=v2 iommu=strict/);
   assert.match(
     out,
     /randwrite qd=2: every completion full-length and every byte read verified: yes/,

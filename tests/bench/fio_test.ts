@@ -220,6 +220,6 @@ Deno.test({
       "fio: fio is not installed (no 'fio' on PATH): install it with apt-get install -y fio; " +
       "running without it",
     ]);
-    assert.match(text, /real +n\/a +randread +4k +1 +none +20 /);
+    assert.match(text, /real +v2 +n\/a +randread +4k +1 +none +20 /);
   },
 });
