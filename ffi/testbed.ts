@@ -112,6 +112,7 @@ class RealHost implements Disposable {
       namespaces,
       dmaMapSupported: opts.dmaMapSupported ?? true,
       dmaDebug: opts.dmaDebug,
+      maxSectorsKb: opts.nvmeLimits?.maxSectorsKb,
       controller: (dma) => {
         const emu = NvmeEmu.create({
           namespaces: namespaces.map((n, i) => ({
@@ -121,6 +122,7 @@ class RealHost implements Disposable {
               (opts.mediaInMemory ? undefined : `${mediaDir}/ns${i + 1}.img`),
           })),
           maxQueues: 8,
+          mdts: opts.nvmeLimits?.mdts,
           mode: this.threaded ? "thread" : "inline",
           seed: this.kernel.rng.nextU32(),
         });

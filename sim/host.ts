@@ -14,11 +14,12 @@
 
 import type { Kernel, Poller } from "./kernel.ts";
 import type { NvmeControllerPort } from "./device/port.ts";
-import { Errno } from "./uapi/errno.ts";
+import { Errno, ErrnoError } from "./uapi/errno.ts";
 import { createDma, type Dma } from "./dma/mapping.ts";
 import type { DmaApi, IommuMode } from "./dma/types.ts";
 import { type NamespaceConfig, NvmeController } from "./device/controller.ts";
 import { blkdevOpen, BlockDevice } from "./block/bdev.ts";
+import { queueMaxSectorsStore } from "./block/blk-sysfs.ts";
 import { NvmeDev, type NvmeNamespace, type NvmeV1Bugs } from "./nvme/pci.ts";
 
 /** A controller the host can attach: its MMIO seam, how the simulation steps it, teardown. */
@@ -52,6 +53,12 @@ export interface AttachNvmeOptions {
   bugs?: NvmeV1Bugs;
   /** Controller MDTS (default 5: 128 KiB). */
   mdts?: number;
+  /**
+   * max_sectors_kb written to every namespace's queue after probe, as through
+   * sysfs (`queueMaxSectorsStore`); outside [4, max_hw_sectors_kb] attachNvme
+   * throws an ErrnoError(-EINVAL). Default: the driver's, min(max_hw_sectors_kb, 1280).
+   */
+  maxSectorsKb?: number;
   /** Controller SGL support (default true). */
   sgls?: boolean;
   /** Controller reports a volatile write cache, so fsync sends Flush (default false). */
@@ -153,6 +160,19 @@ export function attachNvme(kernel: Kernel, opts: AttachNvmeOptions): NvmeHost {
     kernel.devices.set(path, (p, flags) => blkdevOpen(kernel, bdev, p, flags));
     return { path, nsid: ns.info.nsid, lbaSize: ns.lbaSize, sizeBytes: ns.sizeBytes, bdev, ns };
   });
+  if (opts.maxSectorsKb !== undefined) {
+    for (const n of namespaces) {
+      const e = queueMaxSectorsStore(n.bdev.queue, opts.maxSectorsKb);
+      if (e < 0) {
+        for (const m of namespaces) kernel.devices.delete(m.path);
+        kernel.removePoller(poller);
+        driver[Symbol.dispose]();
+        attached[Symbol.dispose]();
+        dmaSetup[Symbol.dispose]();
+        throw new ErrnoError(e, `max_sectors_kb ${opts.maxSectorsKb}`);
+      }
+    }
+  }
   let disposed = false;
   return {
     driver,

@@ -55,6 +55,8 @@ export class SimTestbed implements Testbed {
       namespaces: opts.namespaces,
       dmaMapSupported: opts.dmaMapSupported ?? true,
       dmaDebug: opts.dmaDebug,
+      mdts: opts.nvmeLimits?.mdts,
+      maxSectorsKb: opts.nvmeLimits?.maxSectorsKb,
     });
   }
 

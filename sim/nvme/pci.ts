@@ -68,14 +68,17 @@ import {
 export const NVME_CTRL_PAGE_SHIFT = 12;
 /** NVME_CTRL_PAGE_SIZE */
 export const NVME_CTRL_PAGE_SIZE = 1 << NVME_CTRL_PAGE_SHIFT;
-/** NVME_MAX_SEGS */
-export const NVME_MAX_SEGS = 128;
+/**
+ * NVME_MAX_SEGS (6.0): with {@link NVME_MAX_KB_SZ}, sized so that no command
+ * needs an iod scatterlist allocation over one page.
+ */
+export const NVME_MAX_SEGS = 127;
 /** NVME_SMALL_POOL_SIZE: the "prp list 256" pool's block size. */
 export const NVME_SMALL_POOL_SIZE = 256;
 /** NVME_AQ_DEPTH */
 export const NVME_AQ_DEPTH = 32;
-/** NVME_MAX_KB_SZ: largest transfer the driver issues. */
-export const NVME_MAX_KB_SZ = 8192;
+/** NVME_MAX_KB_SZ (6.0): largest transfer the driver issues, in KiB (max_hw_sectors_kb cap). */
+export const NVME_MAX_KB_SZ = 4096;
 /** sgl_threshold module parameter default (SZ_32K). */
 export const SGL_THRESHOLD_DEFAULT = 32 * 1024;
 /** io_queue_depth module parameter default. */
@@ -375,7 +378,10 @@ export class NvmeDev implements BlkMqOps, Disposable {
       (new DataView(id.cpu.buffer, id.cpu.byteOffset).getUint32(536, true) & 3) !== 0;
     this.vwc = (id.cpu[525] & 1) !== 0;
     const nn = new DataView(id.cpu.buffer, id.cpu.byteOffset).getUint32(516, true);
-    // max_hw_sectors: min(NVME_MAX_KB_SZ, dma_opt_mapping_size, MDTS).
+    // max_hw_sectors as 6.0 derives it: nvme_reset_work() sets
+    // min(NVME_MAX_KB_SZ << 1, dma_max_mapping_size() >> 9) (the later clamp by
+    // dma_opt_mapping_size() is not in 6.0), then nvme_init_identify() lowers it to MDTS
+    // (nvme_mps_to_sectors(); CAP.MPSMIN is 0 here, so in 4 KiB units) when MDTS is nonzero.
     let maxHw = Math.min(NVME_MAX_KB_SZ << 1, Math.floor(this.#dma.maxMappingSize() / 512));
     if (this.mdts) maxHw = Math.min(maxHw, 1 << (this.mdts + NVME_CTRL_PAGE_SHIFT - SECTOR_SHIFT));
     this.maxHwSectors = maxHw;
@@ -447,7 +453,13 @@ export class NvmeDev implements BlkMqOps, Disposable {
     return 0;
   }
 
-  /** nvme_update_disk_info() / nvme_set_queue_limits(): the namespace's queue. */
+  /**
+   * nvme_update_disk_info() / nvme_set_queue_limits(): the namespace's queue.
+   * max_segments is max_hw_sectors in controller pages plus one, capped by
+   * ctrl->max_segments (NVME_MAX_SEGS); blk_queue_max_hw_sectors() sets
+   * max_sectors to min(max_hw_sectors, BLK_DEF_MAX_SECTORS), which sysfs's
+   * max_sectors_kb may then change (`queueMaxSectorsStore`).
+   */
   #addNamespace(info: NvmeNsInfo): void {
     const lbs = 1 << info.lbaShift;
     const maxHw = this.maxHwSectors;

@@ -39,6 +39,13 @@ export interface TestbedOptions {
   /** Whether the nvme driver implements dma_map (default true). */
   dmaMapSupported?: boolean;
   /**
+   * Transfer limits of the NVMe path: the controller's MDTS (log2 of its largest
+   * transfer in 4 KiB pages, 1..12; default 5, 128 KiB) and the namespace queue's
+   * max_sectors_kb as written through sysfs (4 KiB .. max_hw_sectors_kb, which is
+   * min(4096, MDTS); default min(max_hw_sectors_kb, 1280); else an ErrnoError -EINVAL).
+   */
+  nvmeLimits?: { mdts?: number; maxSectorsKb?: number };
+  /**
    * The proposal's mapping lifetime (default "v2", as posted: UNMAP_BUFFERS
    * and file-slot removal unmap at once, even with I/O in flight);
    * "hardened" waits for in-flight I/O before every unmap.
