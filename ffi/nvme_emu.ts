@@ -53,7 +53,7 @@ export const NVME_EMU_LAYOUT = {
     ns: 56,
   },
   ns: { SIZE: 288, lbaSize: 0, flags: 4, sizeBytes: 8, mediaPath: 16 },
-  stats: { SIZE: 26 * 8 },
+  stats: { SIZE: 27 * 8 },
 } as const;
 
 /** Fields of `struct nvme_emu_stats`, in order (each a u64). */
@@ -84,6 +84,7 @@ export const NVME_EMU_STAT_FIELDS = [
   "wakeups",
   "busyNs",
   "pollLoops",
+  "iommuFaults",
 ] as const;
 
 /** `struct nvme_emu_stats`, decoded (counters as numbers: exact below 2^53). */

@@ -138,12 +138,19 @@ class RealHost implements Disposable {
         }
         // The device's own DMA counters join the host's, as the TS controller's do on sim.
         const stats = this.kernel.stats;
-        let seen = { reads: 0, writes: 0 };
+        let seen = { reads: 0, writes: 0, faults: 0, errors: 0 };
         const fold = () => {
           const s = emu.stats();
           stats.add("deviceDmaReads", s.dmaReads - seen.reads);
           stats.add("deviceDmaWrites", s.dmaWrites - seen.writes);
-          seen = { reads: s.dmaReads, writes: s.dmaWrites };
+          stats.add("iommuFaults", s.iommuFaults - seen.faults);
+          stats.add("deviceErrors", s.errors - seen.errors);
+          seen = {
+            reads: s.dmaReads,
+            writes: s.dmaWrites,
+            faults: s.iommuFaults,
+            errors: s.errors,
+          };
         };
         return {
           port: emu,

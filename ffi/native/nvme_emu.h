@@ -111,6 +111,7 @@ struct nvme_emu_stats {
   uint64_t wakeups;           /* thread mode: futex wakes issued by the host */
   uint64_t busy_ns;           /* thread mode: time spent executing commands */
   uint64_t poll_loops;        /* thread mode: idle polling iterations */
+  uint64_t iommu_faults;      /* of dma_faults, those the IOMMU raised (unmapped, permission) */
 };
 
 /* DMA fault reasons (nvme_emu_last_fault). */
