@@ -1094,10 +1094,13 @@ export class NvmeDev implements BlkMqOps, Disposable {
       cmd.prp2 = m.entry(index + 1);
     } else {
       const nprps = Math.ceil(length / NVME_CTRL_PAGE_SIZE);
-      const start = (index + 1) * 8;
-      if ((start & (NVME_CTRL_PAGE_SIZE - 1)) + nprps * 8 <= NVME_CTRL_PAGE_SIZE) {
+      // The posted test: prp_list_start >> 12 == prp_list_end >> 12, the end exclusive, so a
+      // run ending exactly on the last slot of an array page is copied, not pointed at.
+      const listStart = m.prps.dma + BigInt((index + 1) * 8);
+      const listEnd = listStart + BigInt(nprps * 8);
+      if (listStart >> BigInt(NVME_CTRL_PAGE_SHIFT) === listEnd >> BigInt(NVME_CTRL_PAGE_SHIFT)) {
         // The entries sit in one page of the flat array: point straight at them.
-        cmd.prp2 = m.prps.dma + BigInt(start);
+        cmd.prp2 = listStart;
       } else {
         let k = index + 1;
         let list: bigint | null;
