@@ -49,7 +49,7 @@ export interface AttachNvmeOptions {
   sglThreshold?: number;
   /** Whether the driver has the proposal's dma_map (default true). */
   dmaMapSupported?: boolean;
-  /** Reproduce the published v1 bugs. */
+  /** Reproduce the published bugs (v1 PAGE_SIZE for PAGE_SHIFT, v2 remaining counter). */
   bugs?: NvmeV1Bugs;
   /** Controller MDTS (default 5: 128 KiB). */
   mdts?: number;

@@ -94,7 +94,7 @@ export const NVME_ADMIN_TIMEOUT_NS = 60e9;
 /** NVME_CAP_TIMEOUT unit: CAP.TO counts 500 ms. */
 const NVME_CAP_TO_UNIT_NS = 500e6;
 
-/** Reproductions of the published v1 bugs, for tests that show a checking device catches them. */
+/** Reproductions of published bugs (v1, v2), for tests that show a checking device catches them. */
 export interface NvmeV1Bugs {
   /**
    * Pages per host page computed with PAGE_SIZE where PAGE_SHIFT belongs:
@@ -108,8 +108,12 @@ export interface NvmeV1Bugs {
    * on 4 KiB pages too and lets the checking device show the consequence.
    */
   v1PageShift?: boolean;
-  /** The PRP-copy loop reads its remaining-entries counter before setting it. */
-  v1UninitRemaining?: boolean;
+  /**
+   * PATCHv2's PRP-copy loop (nvme_premapped) reads its remaining-entries
+   * counter before setting it (a v2 bug, not v1's; the option kept its place
+   * here beside the v1 switch).
+   */
+  v2UninitRemaining?: boolean;
 }
 
 /** Driver options (module parameters and testbed switches). */
@@ -124,7 +128,7 @@ export interface NvmePciOptions {
   dmaMapSupported?: boolean;
   /** nvme_max_retries (default 5). */
   maxRetries?: number;
-  /** v1 bugs to reproduce. */
+  /** Posted bugs to reproduce. */
   bugs?: NvmeV1Bugs;
 }
 
@@ -209,8 +213,8 @@ export interface NvmeIod {
   status: number;
   /** nvme_req(req)->retries */
   retries: number;
-  /** The v1 bug's counter: stale from the request's previous use. */
-  v1Remaining: number;
+  /** The v2 bug's counter: stale from the request's previous use. */
+  v2Remaining: number;
   /** Data path used, for traces. */
   path: NvmeSubmitEvent["path"];
 }
@@ -631,7 +635,7 @@ export class NvmeDev implements BlkMqOps, Disposable {
       syncs: [],
       status: 0,
       retries: 0,
-      v1Remaining: 0,
+      v2Remaining: 0,
       path: "none",
     };
   }
@@ -1104,16 +1108,16 @@ export class NvmeDev implements BlkMqOps, Disposable {
       } else {
         let k = index + 1;
         let list: bigint | null;
-        if (this.#opts.bugs.v1UninitRemaining) {
-          // v1: the loop bound is read before it is set (stale from this request's last use).
-          const remaining = iod.v1Remaining;
+        if (this.#opts.bugs.v2UninitRemaining) {
+          // v2: the loop bound is read before it is set (stale from this request's last use).
+          const remaining = iod.v2Remaining;
           let copied = 0;
           list = this.#buildPrpList(
             iod,
             nprps,
             () => (copied++ < remaining && k < m.nrEntries ? m.entry(k++) : 0n),
           );
-          iod.v1Remaining = nprps;
+          iod.v2Remaining = nprps;
         } else {
           list = this.#buildPrpList(iod, nprps, () => m.entry(k++));
         }

@@ -1,7 +1,7 @@
 /**
  * The proposal's premapped path in nvme-pci: exact PRPs (in place and
  * copied), per-I/O costs against the bvec and ubuf paths, dma_map argument
- * errors, and the two published v1 bugs caught by the checking device.
+ * errors, and the published v1 (PAGE_SIZE for PAGE_SHIFT) and v2 (remaining counter) bugs caught by the checking device.
  */
 import assert from "node:assert/strict";
 import { makeRig, pinBvecs, type Rig, rw } from "../block/helpers.ts";
@@ -211,10 +211,10 @@ Deno.test("v1 bug: pages per host page from PAGE_SIZE; the device's DMA faults, 
   assert.equal(rw(rig, iovIterDmaTag("read", tag, 0, 4096), 0n), 4096);
 });
 
-Deno.test("v1 bug: remaining counter read before set; the device rejects the empty list", () => {
+Deno.test("v2 bug: remaining counter read before set; the device rejects the empty list", () => {
   const seed = 20;
   const { rig, tag } = premapRig(seed, 768 * 4096, 0, {
-    bugs: { v1UninitRemaining: true },
+    bugs: { v2UninitRemaining: true },
     maxRetries: 0,
   });
   const src = rig.kernel.mm.mmap(4096);
@@ -225,7 +225,7 @@ Deno.test("v1 bug: remaining counter read before set; the device rejects the emp
   assert.equal(d.deviceErrors, 1);
   assert.equal(d.prpPoolAllocs, d.prpPoolFrees);
   // With retries (the default), the second attempt reads the now-set counter and succeeds.
-  const r2 = premapRig(seed + 1, 768 * 4096, 0, { bugs: { v1UninitRemaining: true } });
+  const r2 = premapRig(seed + 1, 768 * 4096, 0, { bugs: { v2UninitRemaining: true } });
   const b2 = r2.rig.kernel.stats.snapshot();
   assert.equal(rw(r2.rig, iovIterDmaTag("write", r2.tag, 509 * 4096, 5 * 4096), 0n), 20480);
   const d2 = Stats.diff(b2, r2.rig.kernel.stats.snapshot()).counters;
