@@ -336,13 +336,13 @@ export class RingWrapper implements RawRing {
       this.#shadowPending = 0;
       this.#shadowTokens = 0;
     }
-    this.#forward();
+    this.#forwardVia(this);
     const r = this.#enter(0);
     if (r < 0) return r;
     submitted += r;
-    while (this.#readyCount() < waitNr) {
+    while (this.#ready.length < waitNr) {
       this.#pump();
-      if (this.#readyCount() >= waitNr) break;
+      if (this.#ready.length >= waitNr) break;
       if (!this.#host.threaded && this.#host.outstanding() > 0) continue; // inline: step it
       // An interrupt message already consumed must be delivered before sleeping: the
       // device sends at most one message per vector until the host takes it.
@@ -426,10 +426,6 @@ export class RingWrapper implements RawRing {
     return this.#live.sqEntries - this.#live.sqSpace;
   }
 
-  #readyCount(): number {
-    return this.#ready.length;
-  }
-
   /** io_uring_enter(to_submit): the application's SQEs submitted (the wrapper's not counted). */
   #enter(waitNr: number): number {
     const own = this.#msgsPending + this.#liveTokens;
@@ -445,7 +441,7 @@ export class RingWrapper implements RawRing {
     this.#drainKernelCq();
     this.#irqSeen = false;
     this.#host.poll();
-    this.#forward();
+    this.#forwardVia(this);
     // Interrupts this ring delivered may have completed other rings' I/O: post theirs too.
     for (const w of this.#host.wrappers) if (w !== this) w.#forwardVia(this);
     for (let round = 0; round < 64; round++) {
@@ -478,11 +474,6 @@ export class RingWrapper implements RawRing {
       }
       this.#ready.push(c);
     }
-  }
-
-  /** Queue one MSG_RING to this ring per host-stack completion; returns how many. */
-  #forward(): number {
-    return this.#forwardVia(this);
   }
 
   /** Queue, on `via`'s ring, one MSG_RING into this ring per host-stack completion. */

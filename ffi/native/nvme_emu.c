@@ -227,9 +227,6 @@ struct segment {
   bool bit_bucket;
 };
 
-struct inv_req {
-  uint64_t pfn, npages;
-};
 
 #define MEDIA_CHUNK 4096u
 #define MR_BITS 13
@@ -264,13 +261,11 @@ struct nvme_emu {
   int32_t *tlb_hash;
   uint32_t tlb_hmask;
   int32_t tlb_lru_head, tlb_lru_tail, tlb_free;
-  /* invalidation queue */
+  /* invalidations: posted and acknowledged in order */
   pthread_mutex_t inv_mu;
   /* The IOTLB (the IOMMU's cache): held while a translation looks it up or fills
    * it, and while an invalidation is applied. Lock order: mu, then tlb_mu. */
   pthread_mutex_t tlb_mu;
-  struct inv_req *invq;
-  size_t invq_n, invq_cap;
   _Atomic uint64_t inv_posted, inv_done;
 
   /* controller state (under mu) */

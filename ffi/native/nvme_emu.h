@@ -19,8 +19,8 @@
  * 0 (read) or bit 1 (write) is set; bits 51:12 hold the physical address of
  * the next table page (levels 4..2) or of the target page (level 1). This is
  * the byte layout sim/dma/io_pgtable.ts writes on both backends. Translations
- * are cached in the device's IOTLB (LRU, keyed by IOVA page) until the host
- * posts an invalidation and the device acknowledges it.
+ * are cached in an IOTLB (LRU, keyed by IOVA page) until the host posts an
+ * invalidation, which is applied and acknowledged at once.
  *
  * Every device access to host memory goes through one bounds-checked helper:
  * the whole range is translated and checked before a byte moves, and a
@@ -31,7 +31,7 @@
  * device's work on the caller's thread (deterministic; the differential test
  * and the sim-like runs use it). NVME_EMU_THREAD: a device thread polls the
  * doorbells while commands are outstanding and for idle_poll_ns after the last
- * work, then sleeps on a futex until the next doorbell or invalidation.
+ * work, then sleeps on a futex until the next doorbell.
  *
  * Errors: functions returning int32_t return 0 (or a count) on success and a
  * negative errno on failure. Nothing here aborts on bad input.
@@ -145,8 +145,9 @@ int32_t nvme_emu_frame_unmap(struct nvme_emu *e, uint64_t pfn, uint64_t npages);
 /* Select the translation between bus and physical addresses. iotlb flushed. */
 int32_t nvme_emu_iommu_attach(struct nvme_emu *e, uint32_t mode, uint64_t root_pa);
 /* Post an IOTLB invalidation: npages pages from iova_pfn, or everything when
- * npages is 0. Returns its sequence number (1, 2, ...). Inline mode
- * acknowledges at once; the device thread acknowledges before its next DMA. */
+ * npages is 0. Applied and acknowledged before it returns, in either mode (the
+ * IOTLB has its own lock; a translation already made keeps its pages). Returns
+ * its sequence number (1, 2, ...). */
 uint64_t nvme_emu_inv_post(struct nvme_emu *e, uint64_t iova_pfn, uint64_t npages);
 /* Highest sequence number acknowledged. */
 uint64_t nvme_emu_inv_done(struct nvme_emu *e);
