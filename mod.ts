@@ -40,6 +40,7 @@ export function openTestbed(opts: TestbedOptions = {}): Testbed {
 }
 
 export { realBackendUnavailable, realNvmeUnavailable } from "./ffi/testbed.ts";
+export { PREMAP_VARIANTS } from "./sim/kernel.ts";
 export type {
   Backend,
   NamespaceOptions,

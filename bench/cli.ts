@@ -8,6 +8,7 @@
 
 import { parseArgs } from "node:util";
 import { IOMMU_MODES, type IommuMode } from "../sim/dma/types.ts";
+import { PREMAP_VARIANTS, type PremapVariant } from "../sim/kernel.ts";
 import type { Backend } from "../sim/uapi/testbed.ts";
 import { IO_PATHS, type IoPath, type RwMode } from "./workload.ts";
 
@@ -80,7 +81,7 @@ export interface RunOptions {
   /** real: where the emulated namespace keeps its data: a media file (default) or memory. */
   media?: "file" | "memory";
   /** Premap variants to run: "v2" (the posted series, default) and/or "hardened". */
-  premap?: ("v2" | "hardened")[];
+  premap?: PremapVariant[];
   /** CONFIG_DMA_API_DEBUG on the host stack (`--dma-debug=0|1`; demo default on, bench off). */
   dmaDebug?: boolean;
 }
@@ -146,7 +147,7 @@ export function parseRunArgs(args: string[], defaults: RunOptions): RunOptions {
     o.dmaDebug = dmaDebug === "1";
   }
   if (values.premap !== undefined) {
-    o.premap = parseList("premap", values.premap, ["v2", "hardened"] as const);
+    o.premap = parseList("premap", values.premap, PREMAP_VARIANTS);
   }
   if (values.media !== undefined) {
     o.media = parseList("media", values.media, ["file", "memory"] as const)[0];
@@ -180,7 +181,7 @@ export const USAGE = `flags (fio's words where fio has one):
   --verify=0|1               check every byte read (1, default) or only lengths (0, like fio)
   --dma-debug=0|1            the DMA-API debug checker (CONFIG_DMA_API_DEBUG): on in the demo,
                              off in bench (it costs the mapping paths more than dma)
-  --premap=v2,hardened       the proposal as posted (v2, default) and/or the project's safe variant
+  --premap=v2,v3,hardened    the proposal as posted (v2, default; v3) and/or the project's safe variant
   --media=file|memory        real: the emulated namespace's data in a media file (default, read
                              and written O_DIRECT by the device) or in process memory
   --json=FILE  --svg=FILE    write the records / a chart

@@ -1,23 +1,24 @@
 /**
  * IORING_REGISTER_UNMAP_BUFFERS while a premapped I/O is in flight
  * (DESIGN.md section 2, "Lifetime as posted"), for the posted code (`v2`,
- * the default) and the project's `hardened` variant, under IOMMU `strict`
- * and `off`, for a READ_FIXED and a WRITE_FIXED of 16 KiB.
+ * the default, and `v3`) and the project's `hardened` variant, under IOMMU
+ * `strict` and `off`, for a READ_FIXED and a WRITE_FIXED of 16 KiB.
  *
  * Each case registers and premaps one 16 KiB buffer, queues the I/O without
  * waiting (its PRPs written, the doorbell rung: on `sim` the device runs only
  * when the kernel is polled, so the command stays in flight), unmaps the
  * buffer, then waits and prints one row: the CQE, the NVMe status(es) the
  * controller posted (sim), the IOMMU faults, the DMA-API debug checker's
- * reports, and the bytes the device moved to or from pages no longer mapped
- * for it. Two 8 KiB cases follow (v2, IOMMU off: PRP2 is then the second
+ * reports, what KASAN would report (the driver's use of the freed mapping),
+ * and the bytes the device moved to or from pages no longer mapped for it. Two 8 KiB cases follow (v2, IOMMU off: PRP2 is then the second
  * array entry itself, so no PRP list is fetched from the freed array), then
  * the checker's messages (sim) and what the rows mean.
  *
- * Under v2 with IOMMU off at 16 KiB the model refuses the controller's fetch
- * of the PRP list from the freed array (a freed kernel frame is gone from the
- * simulated bus), so the command fails before data moves and the checker
- * counts nothing; on a real machine that page is still RAM and would be read.
+ * Under v2 with IOMMU off at 16 KiB the controller fetches its PRP list from
+ * the freed array: freed kernel memory is poisoned (0x6b) and quarantined,
+ * still RAM on the bus as on a real machine, so it reads poison as PRP
+ * entries and fails the command (PRP Offset Invalid), and the checker
+ * reports the read of memory no longer mapped for the device.
  *
  *   deno run examples/unmap_race.ts                              # sim
  *   deno run --allow-all examples/unmap_race.ts --backend=real   # C controller, stepped inline
@@ -68,6 +69,8 @@ export interface RaceRow {
   deviceErrors: number;
   /** DMA-API debug reports during the I/O. */
   dmaDebugErrors: number;
+  /** KASAN-style reports from the driver (its use of the freed mapping). */
+  kasanReports: number;
   /** Bytes the device moved to/from bus addresses no live mapping covers (the checker's count). */
   unmappedBytes: number;
   /** 4 KiB pages of the buffer (read) or the media (write) now holding the I/O's data (NaN: unknown). */
@@ -184,6 +187,7 @@ export function runCase(
     iommuFaults: d("iommuFaults"),
     deviceErrors: d("deviceErrors"),
     dmaDebugErrors: d("dmaDebugErrors"),
+    kasanReports: d("kasanReports"),
     unmappedBytes: d("dmaDebugDeviceUnmappedBytes"),
     dataPagesMoved,
     messages: debug?.events.slice(eventsBefore).map((e) => e.message),
@@ -211,6 +215,7 @@ function printTable(rows: RaceRow[]): void {
     "IOMMU faults",
     "dev errors",
     "checker reports",
+    "KASAN",
     "bytes via unmapped IOVAs",
     "data moved (pages)",
   ];
@@ -225,6 +230,7 @@ function printTable(rows: RaceRow[]): void {
     String(r.iommuFaults),
     String(r.deviceErrors),
     String(r.dmaDebugErrors),
+    String(r.kasanReports),
     String(r.unmappedBytes),
     Number.isNaN(r.dataPagesMoved) ? "n/a" : `${r.dataPagesMoved}/${r.bytes / PAGE}`,
   ]);
@@ -241,18 +247,23 @@ What this shows:
   pages' DMA mappings are gone and the flat PRP array the command's PRP2 points into is freed
   before the controller fetches it ("mapped after UNMAP: 0 pages"). A use after unmap.
 - v2, IOMMU strict: the controller's DMA through the stale IOVAs faults in the IOMMU (DMAR
-  fault); it completes the command with Data Transfer Error, nvme retries it once, the retry
-  finds the tag gone and fails in the driver, and the application sees -EIO. Nothing reaches
-  the buffer or the media, and the checker reports nothing: the IOMMU stopped the access.
+  fault); it completes the command with Data Transfer Error; the completion's
+  nvme_unmap_data and the retry's nvme_premapped both dereference the freed mapping (KASAN
+  column: use-after-free; the kernel would read freed slab memory, the testbed fails the
+  retried request), so the application sees -EIO.
+  Nothing reaches the buffer or the media, and the DMA checker reports nothing: the IOMMU
+  stopped the access.
 - v2, IOMMU off, 16 KiB: bus address = physical address, so nothing translates the PRPs. The
-  controller's first access is the PRP list at PRP2, inside the freed array. In this model a
-  freed kernel frame no longer exists on the bus, so that fetch is refused (as a master abort)
-  and the command fails with Data Transfer Error, -EIO, no data moved and no checker report.
-  On a real machine without an IOMMU the freed page is still RAM: the controller would read
-  whatever the page now holds as PRPs, and DMA to or from the addresses it finds there.
+  controller's first access is the PRP list at PRP2, inside the freed array. Freed kernel
+  memory stays RAM, poisoned with 0x6b and quarantined: the controller reads poison as PRP
+  entries (0x6b6b6b6b6b6b6b6b, not page aligned), fails the command with PRP Offset Invalid
+  and DNR (no retry), and the DMA-API checker reports the device's read of the freed
+  coherent array. Had the page been reused, the controller would have read whatever the new
+  owner wrote there as PRPs and moved data to or from those addresses.
 - v2, IOMMU off, 8 KiB: no PRP list is read; the controller moves the data to and from the
   buffer's pages after their unmap and the command succeeds. Only the DMA-API debug checker
   notices: every byte is counted as device access to unmapped DMA addresses.
+- v3: the io_uring side of PATCHv3 is v2's, so the race and its outcomes are the same.
 - hardened: UNMAP_BUFFERS waits for the in-flight I/O (the pages stay mapped until its CQE),
   the I/O completes with its full length, and the unmap follows: no fault, no report.`;
 
@@ -293,7 +304,7 @@ function main(args: string[]): number {
       `IORING_REGISTER_UNMAP_BUFFERS is called, then the CQE is waited for`,
   );
   const rows: RaceRow[] = [];
-  for (const premap of ["v2", "hardened"] as const) {
+  for (const premap of ["v2", "v3", "hardened"] as const) {
     for (const iommu of ["strict", "off"] as const) {
       for (const dir of ["read", "write"] as const) {
         rows.push(runCase(backend, premap, iommu, dir, seed));

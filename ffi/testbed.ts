@@ -113,6 +113,7 @@ class RealHost implements Disposable {
       dmaMapSupported: opts.dmaMapSupported ?? true,
       dmaDebug: opts.dmaDebug,
       maxSectorsKb: opts.nvmeLimits?.maxSectorsKb,
+      bugs: opts.premapBugs,
       controller: (dma) => {
         const emu = NvmeEmu.create({
           namespaces: namespaces.map((n, i) => ({

@@ -20,7 +20,7 @@ import type { DmaApi, IommuMode } from "./dma/types.ts";
 import { type NamespaceConfig, NvmeController } from "./device/controller.ts";
 import { blkdevOpen, BlockDevice } from "./block/bdev.ts";
 import { queueMaxSectorsStore } from "./block/blk-sysfs.ts";
-import { NvmeDev, type NvmeNamespace, type NvmeV1Bugs } from "./nvme/pci.ts";
+import { NvmeDev, type NvmeNamespace, type NvmePostedBugs } from "./nvme/pci.ts";
 
 /** A controller the host can attach: its MMIO seam, how the simulation steps it, teardown. */
 export interface AttachedController extends Disposable {
@@ -50,7 +50,7 @@ export interface AttachNvmeOptions {
   /** Whether the driver has the proposal's dma_map (default true). */
   dmaMapSupported?: boolean;
   /** Reproduce the published bugs (v1 PAGE_SIZE for PAGE_SHIFT, v2 remaining counter). */
-  bugs?: NvmeV1Bugs;
+  bugs?: NvmePostedBugs;
   /** Controller MDTS (default 5: 128 KiB). */
   mdts?: number;
   /**

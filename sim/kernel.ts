@@ -73,14 +73,24 @@ export class MonotonicClock implements KernelClock {
 export type DeviceOpener = (path: string, flags: number) => File | number;
 
 /**
- * Which variant of the proposal's mapping lifetime runs (DESIGN.md section 2):
- * `"v2"`, as posted (PATCHv2, the default): IORING_REGISTER_UNMAP_BUFFERS and
- * removing a file slot unmap at once, even while I/O that uses the tag is in
- * flight (only unregistering or updating the buffer waits for its last
- * in-flight user); `"hardened"`, the project's safe variant: every unmap
- * waits until no I/O uses the tag.
+ * Which variant of the proposal runs (DESIGN.md section 2). `"v2"`, as
+ * posted (PATCHv2, 2 Aug 2022, the default) and `"v3"` (PATCHv3, 5 Aug
+ * 2022) do what the posted code does, flaws included:
+ * IORING_REGISTER_UNMAP_BUFFERS and removing a file slot unmap at once, even
+ * while I/O that uses the tag is in flight (only unregistering or updating
+ * the buffer waits for its last in-flight user); nvme_pci_dma_unmap() unmaps
+ * with `PAGE_SIZE - offset_in_page()` lengths; the bounce-buffer syncs
+ * recompute their index from a masked offset and sync whole controller
+ * pages; v2's PRP copy reads its remaining-entries counter before setting
+ * it, v3's nvme_premapped_slow() its index. The io_uring side of v2 and v3
+ * is the same. `"hardened"`, the project's safe variant: v2's uAPI, every
+ * unmap waits until no I/O uses the tag, unmap lengths match the mappings,
+ * syncs cover exactly the bytes an I/O touches.
  */
-export type PremapVariant = "v2" | "hardened";
+export type PremapVariant = "v2" | "v3" | "hardened";
+
+/** The variants, in the order reports list them. */
+export const PREMAP_VARIANTS: readonly PremapVariant[] = ["v2", "v3", "hardened"];
 
 /** Options for {@link Kernel}. */
 export interface KernelOptions {
@@ -94,7 +104,7 @@ export interface KernelOptions {
   clock?: KernelClock;
   /** Where page frames live (default JavaScript memory; the real backend's is native). */
   frameBacking?: FrameBacking;
-  /** The proposal's mapping lifetime (default "v2", as posted). */
+  /** Which variant of the proposal runs (default "v2", as posted). */
   premap?: PremapVariant;
 }
 
@@ -112,7 +122,7 @@ export class Kernel {
   readonly clock: KernelClock;
   /** capable(CAP_SYS_ADMIN) for the calling process. */
   capSysAdmin: boolean;
-  /** The proposal's mapping lifetime; read at each unmap (io_uring and the nvme driver). */
+  /** Which variant of the proposal runs; read by io_uring and the nvme driver at each use. */
   premap: PremapVariant;
   /** Device nodes by path (e.g. "/dev/nvme0n1"). */
   readonly devices: Map<string, DeviceOpener> = new Map();
@@ -134,8 +144,10 @@ export class Kernel {
     this.mm = new UserMm(this.phys, this.stats);
     this.capSysAdmin = opts.capSysAdmin ?? true;
     this.premap = opts.premap ?? "v2";
-    if (this.premap !== "v2" && this.premap !== "hardened") {
-      throw new RangeError(`Kernel: premap must be "v2" or "hardened", got ${String(opts.premap)}`);
+    if (!PREMAP_VARIANTS.includes(this.premap)) {
+      throw new RangeError(
+        `Kernel: premap must be one of ${PREMAP_VARIANTS.join(", ")}, got ${String(opts.premap)}`,
+      );
     }
     this.clock = opts.clock ?? new VirtualClock();
   }

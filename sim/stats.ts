@@ -29,6 +29,7 @@ export const COUNTER_NAMES = [
   "dmaUnmapPageCalls",
   "dmaSyncs",
   "bounceBytes",
+  "swiotlbWarnings",
   // IOMMU
   "iovaAllocs",
   "iovaFrees",
@@ -43,6 +44,7 @@ export const COUNTER_NAMES = [
   "prpPoolAllocs",
   "prpPoolFrees",
   "sglDescriptors",
+  "kasanReports",
   // memory
   "bytesAllocated",
   // device

@@ -57,6 +57,7 @@ export class SimTestbed implements Testbed {
       dmaDebug: opts.dmaDebug,
       mdts: opts.nvmeLimits?.mdts,
       maxSectorsKb: opts.nvmeLimits?.maxSectorsKb,
+      bugs: opts.premapBugs,
     });
   }
 

@@ -63,8 +63,9 @@ export function createDevicePort(
         if (typeof t !== "bigint") return t;
         pagePhys = t;
       }
-      // The frame must exist before anything is copied (no partial transfer).
-      if (phys.page(Number(pagePhys >> BigInt(PAGE_SHIFT))) === undefined) {
+      // The frame must be RAM before anything is copied (no partial transfer); a freed
+      // kernel frame in quarantine still is.
+      if (!phys.onBus(Number(pagePhys >> BigInt(PAGE_SHIFT)))) {
         return { addr: a, reason: "bad-address" };
       }
       chunks.push({ phys: pagePhys + BigInt(off), len: n });

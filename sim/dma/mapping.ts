@@ -94,6 +94,8 @@ export interface Dma extends Disposable {
   iommu?: Iommu;
   /** The DMA-API debug checker, unless turned off. */
   debug: DmaDebug | undefined;
+  /** The bounce pool (bounce mode), with its warnings. */
+  swiotlb?: Swiotlb;
 }
 
 /** Build the DMA setup of one device on `kernel` in the given mode. */
@@ -122,7 +124,12 @@ export function createDma(kernel: Kernel, opts: DmaOptions): Dma {
       ops = new DirectOps(kernel.phys, limits);
       break;
     case "bounce":
-      swiotlb = new Swiotlb(kernel.phys, stats, opts.swiotlbSlots ?? SWIOTLB_DEFAULT_SLOTS);
+      swiotlb = new Swiotlb(
+        kernel.phys,
+        stats,
+        opts.swiotlbSlots ?? SWIOTLB_DEFAULT_SLOTS,
+        limits.minAlignMask,
+      );
       ops = new DirectOps(kernel.phys, limits, swiotlb);
       break;
     case "lazy":
@@ -151,6 +158,7 @@ export function createDma(kernel: Kernel, opts: DmaOptions): Dma {
     port,
     iommu,
     debug,
+    swiotlb,
     [Symbol.dispose]() {
       if (disposed) return;
       disposed = true;

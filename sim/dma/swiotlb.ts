@@ -4,6 +4,17 @@
  * into slots and hands the device the slots' address; unmap and
  * sync_for_cpu copy back what the device wrote.
  *
+ * The bookkeeping is the kernel's (6.0): each slot records the original
+ * address it shadows and the bytes left in its mapping from that slot on
+ * (`orig_addr`, `alloc_size`); swiotlb_bounce() trusts only those and the
+ * caller's address, and a release frees as many slots as the slot at the
+ * caller's address (less its alignment offset) says. A caller that passes
+ * an address or size other than the mapping's is not refused: the copy is
+ * clipped with the kernel's warnings ("Access before mapping start
+ * detected", "Buffer overflow detected"), counted in `swiotlbWarnings`, and
+ * a release from the wrong slot frees the wrong run, as it would in the
+ * kernel.
+ *
  * @module
  */
 
@@ -20,19 +31,16 @@ export const IO_TLB_SEGSIZE = 128;
 /** Upper bound on pool size we accept: 2^20 slots (2 GiB). */
 export const SWIOTLB_MAX_SLABS = 1 << 20;
 
-/** One live bounce mapping (the slots' orig_addr/alloc_size bookkeeping). */
-interface BounceSlot {
-  /** First slot index. */
-  index: number;
-  /** Number of slots. */
-  nslots: number;
-  /** Bus (= physical) address handed to the device. */
+/** A WARN the pool printed (dev_WARN_ONCE in swiotlb_bounce(); each occurrence is kept). */
+export interface SwiotlbWarning {
+  /** The bounce address the caller passed. */
   tlbAddr: bigint;
-  /** Physical address of the CPU buffer. */
-  orig: bigint;
-  /** Mapping size in bytes. */
-  size: number;
+  /** The kernel's message. */
+  message: string;
 }
+
+/** Warnings kept in {@link Swiotlb.warnings} (the counter keeps counting). */
+export const SWIOTLB_MAX_WARNINGS = 64;
 
 /** nr_slots() */
 function nrSlots(bytes: number): number {
@@ -45,35 +53,51 @@ export class Swiotlb implements Disposable {
   readonly start: bigint;
   /** Number of slots. */
   readonly nslabs: number;
+  /** The last {@link SWIOTLB_MAX_WARNINGS} warnings, oldest first. */
+  readonly warnings: SwiotlbWarning[] = [];
   readonly #phys: PhysMem;
   readonly #stats: Stats;
   readonly #pfn: number;
-  readonly #owner: (BounceSlot | undefined)[];
+  readonly #minAlignMask: number;
+  /** slots[i].orig_addr (-1n: INVALID_PHYS_ADDR). */
+  readonly #orig: BigInt64Array;
+  /** slots[i].alloc_size (unsigned int). */
+  readonly #allocSize: Uint32Array;
+  /** Whether slot i is allocated (the kernel's free list says list == 0). */
+  readonly #used: Uint8Array;
+  /** Runs handed out by mapSingle and not yet released: first slot -> slots. */
+  readonly #runs = new Map<number, number>();
   #index = 0;
-  #used = 0;
+  #usedSlots = 0;
   #disposed = false;
 
-  /** swiotlb_init_remap(): reserve `nslabs` slots (rounded up to IO_TLB_SEGSIZE). */
-  constructor(phys: PhysMem, stats: Stats, nslabs: number) {
+  /**
+   * swiotlb_init_remap(): reserve `nslabs` slots (rounded up to IO_TLB_SEGSIZE)
+   * for a device whose dma_get_min_align_mask() is `minAlignMask`.
+   */
+  constructor(phys: PhysMem, stats: Stats, nslabs: number, minAlignMask = 0) {
     if (!Number.isInteger(nslabs) || nslabs <= 0 || nslabs > SWIOTLB_MAX_SLABS) {
       throw new RangeError(`swiotlb: bad slot count ${nslabs} (1..${SWIOTLB_MAX_SLABS})`);
     }
     this.nslabs = Math.ceil(nslabs / IO_TLB_SEGSIZE) * IO_TLB_SEGSIZE;
     this.#phys = phys;
     this.#stats = stats;
+    this.#minAlignMask = minAlignMask;
     this.#pfn = phys.allocContig((this.nslabs * IO_TLB_SIZE) >> PAGE_SHIFT);
     this.start = pfnToPhys(this.#pfn);
-    this.#owner = new Array(this.nslabs).fill(undefined);
+    this.#orig = new BigInt64Array(this.nslabs).fill(-1n);
+    this.#allocSize = new Uint32Array(this.nslabs);
+    this.#used = new Uint8Array(this.nslabs);
   }
 
   /** Slots in use. */
   get usedSlots(): number {
-    return this.#used;
+    return this.#usedSlots;
   }
 
-  /** Live mappings. */
+  /** Live mappings (runs handed out and not released from their first slot). */
   get mappings(): number {
-    return new Set(this.#owner.filter((o) => o !== undefined)).size;
+    return this.#runs.size;
   }
 
   /** swiotlb_find_pool(): whether `addr` lies in this pool. */
@@ -104,44 +128,48 @@ export class Swiotlb implements Disposable {
     const index = this.#findSlots(orig, size + offset, minAlignMask, boundaryMask);
     if (index < 0) return DMA_MAPPING_ERROR;
     const nslots = nrSlots(size + offset);
+    for (let i = 0; i < nslots; i++) {
+      this.#used[index + i] = 1;
+      // alloc_size - (offset + (i << IO_TLB_SHIFT)), with alloc_size = size + offset.
+      this.#allocSize[index + i] = (size - i * IO_TLB_SIZE) >>> 0;
+      this.#orig[index + i] = orig + BigInt(i * IO_TLB_SIZE);
+    }
+    this.#runs.set(index, nslots);
+    this.#usedSlots += nslots;
     const tlbAddr = this.#slotAddr(index) + BigInt(offset);
-    const slot: BounceSlot = { index, nslots, tlbAddr, orig, size };
-    for (let i = 0; i < nslots; i++) this.#owner[index + i] = slot;
-    this.#used += nslots;
     // The kernel copies for every direction, so a partial device write never
     // exposes stale slot contents ("swiotlb: fix info leak with DMA_FROM_DEVICE").
-    this.#bounce(slot, tlbAddr, size, DmaDirection.TO_DEVICE);
+    this.#bounce(tlbAddr, size, DmaDirection.TO_DEVICE);
     return tlbAddr;
   }
 
-  /** swiotlb_tbl_unmap_single(): copy back for FROM_DEVICE/BIDIRECTIONAL, release the slots. */
+  /**
+   * swiotlb_tbl_unmap_single(): copy back for FROM_DEVICE/BIDIRECTIONAL, then
+   * swiotlb_release_slots() from the slot at `tlbAddr` less its alignment offset.
+   */
   unmapSingle(tlbAddr: bigint, size: number, dir: DmaDir): void {
     this.#assertLive();
-    const slot = this.#lookup(tlbAddr, size);
-    if (slot.tlbAddr !== tlbAddr) {
-      throw new Error(`swiotlb: unmap of 0x${tlbAddr.toString(16)} inside a mapping`);
+    const index = this.#slotOf(tlbAddr);
+    if (
+      this.#orig[index] !== -1n &&
+      (dir === DmaDirection.FROM_DEVICE || dir === DmaDirection.BIDIRECTIONAL)
+    ) {
+      this.#bounce(tlbAddr, size, DmaDirection.FROM_DEVICE);
     }
-    if (dir === DmaDirection.FROM_DEVICE || dir === DmaDirection.BIDIRECTIONAL) {
-      this.#bounce(slot, tlbAddr, size, DmaDirection.FROM_DEVICE);
-    }
-    for (let i = 0; i < slot.nslots; i++) this.#owner[slot.index + i] = undefined;
-    this.#used -= slot.nslots;
-    if (this.#used < 0) throw new Error("swiotlb: used slot count underflow");
+    this.#releaseSlots(tlbAddr);
   }
 
   /** swiotlb_sync_single_for_cpu() */
   syncForCpu(tlbAddr: bigint, size: number, dir: DmaDir): void {
-    const slot = this.#lookup(tlbAddr, size);
     if (dir === DmaDirection.FROM_DEVICE || dir === DmaDirection.BIDIRECTIONAL) {
-      this.#bounce(slot, tlbAddr, size, DmaDirection.FROM_DEVICE);
+      this.#bounce(tlbAddr, size, DmaDirection.FROM_DEVICE);
     }
   }
 
   /** swiotlb_sync_single_for_device() */
   syncForDevice(tlbAddr: bigint, size: number, dir: DmaDir): void {
-    const slot = this.#lookup(tlbAddr, size);
     if (dir === DmaDirection.TO_DEVICE || dir === DmaDirection.BIDIRECTIONAL) {
-      this.#bounce(slot, tlbAddr, size, DmaDirection.TO_DEVICE);
+      this.#bounce(tlbAddr, size, DmaDirection.TO_DEVICE);
     }
   }
 
@@ -149,13 +177,60 @@ export class Swiotlb implements Disposable {
   [Symbol.dispose](): void {
     if (this.#disposed) return;
     this.#disposed = true;
-    this.#owner.fill(undefined);
-    this.#used = 0;
+    this.#used.fill(0);
+    this.#orig.fill(-1n);
+    this.#runs.clear();
+    this.#usedSlots = 0;
     this.#phys.freeContig(this.#pfn, (this.nslabs * IO_TLB_SIZE) >> PAGE_SHIFT);
   }
 
   #slotAddr(index: number): bigint {
     return this.start + BigInt(index * IO_TLB_SIZE);
+  }
+
+  #slotOf(tlbAddr: bigint): number {
+    if (!this.contains(tlbAddr)) {
+      throw new Error(`swiotlb: 0x${tlbAddr.toString(16)} is not a bounce address`);
+    }
+    return Number((tlbAddr - this.start) >> BigInt(IO_TLB_SHIFT));
+  }
+
+  /** swiotlb_align_offset() */
+  #alignOffset(addr: bigint): number {
+    return Number(addr & BigInt(this.#minAlignMask & (IO_TLB_SIZE - 1)));
+  }
+
+  /** swiotlb_release_slots() */
+  #releaseSlots(tlbAddr: bigint): void {
+    const offset = this.#alignOffset(tlbAddr);
+    const index = Number((tlbAddr - BigInt(offset) - this.start) >> BigInt(IO_TLB_SHIFT));
+    if (index < 0) {
+      this.#warn(tlbAddr, `release below the pool start (offset ${offset})`);
+      return;
+    }
+    let nslots = nrSlots(this.#allocSize[index] + offset);
+    if (index + nslots > this.nslabs) nslots = this.nslabs - index;
+    for (let i = index; i < index + nslots; i++) {
+      if (this.#used[i]) {
+        this.#used[i] = 0;
+        this.#usedSlots--;
+      }
+      this.#orig[i] = -1n;
+      this.#allocSize[i] = 0;
+    }
+    if (this.#runs.get(index) === nslots) {
+      this.#runs.delete(index);
+    } else {
+      // Slots of other runs may now be free and a run's tail still held: what the
+      // kernel's free list would hold after such a release.
+      for (const [first, n] of [...this.#runs]) {
+        if (first < index + nslots && index < first + n) {
+          let left = 0;
+          for (let i = first; i < first + n; i++) left += this.#used[i];
+          if (left === 0) this.#runs.delete(first);
+        }
+      }
+    }
   }
 
   /** swiotlb_search_pool_area(): next-fit from the rolling index. */
@@ -189,25 +264,45 @@ export class Swiotlb implements Disposable {
 
   #free(index: number, nslots: number): boolean {
     if (index + nslots > this.nslabs) return false;
-    for (let i = 0; i < nslots; i++) if (this.#owner[index + i] !== undefined) return false;
+    for (let i = 0; i < nslots; i++) if (this.#used[index + i]) return false;
     return true;
   }
 
-  #lookup(tlbAddr: bigint, size: number): BounceSlot {
-    if (!this.contains(tlbAddr)) {
-      throw new Error(`swiotlb: 0x${tlbAddr.toString(16)} is not a bounce address`);
+  /**
+   * swiotlb_bounce(): copy between the CPU buffer and the slots, trusting
+   * only the slot's orig_addr/alloc_size and the caller's address and size.
+   */
+  #bounce(tlbAddr: bigint, size: number, dir: DmaDir): void {
+    const index = this.#slotOf(tlbAddr);
+    let orig = this.#orig[index];
+    let allocSize = this.#allocSize[index];
+    if (orig === -1n) return; // INVALID_PHYS_ADDR: nothing mapped here
+    let tlbOffset = Number(tlbAddr & BigInt(IO_TLB_SIZE - 1));
+    const origOffset = this.#alignOffset(orig);
+    if (tlbOffset < origOffset) {
+      this.#warn(
+        tlbAddr,
+        `Access before mapping start detected. orig offset ${origOffset}, requested offset ${tlbOffset}.`,
+      );
+      return;
     }
-    const slot = this.#owner[Number((tlbAddr - this.start) >> BigInt(IO_TLB_SHIFT))];
-    if (!slot) throw new Error(`swiotlb: 0x${tlbAddr.toString(16)} is not mapped`);
-    if (tlbAddr + BigInt(size) > slot.tlbAddr + BigInt(slot.size)) {
-      throw new Error(`swiotlb: ${size} bytes at 0x${tlbAddr.toString(16)} exceed the mapping`);
+    tlbOffset -= origOffset;
+    if (tlbOffset > allocSize) {
+      this.#warn(
+        tlbAddr,
+        `Buffer overflow detected. Allocation size: ${allocSize}. Mapping size: ${size}+${tlbOffset}.`,
+      );
+      return;
     }
-    return slot;
-  }
-
-  /** swiotlb_bounce(): copy between the CPU buffer and the slots. */
-  #bounce(slot: BounceSlot, tlbAddr: bigint, size: number, dir: DmaDir): void {
-    const orig = slot.orig + (tlbAddr - slot.tlbAddr);
+    orig += BigInt(tlbOffset);
+    allocSize -= tlbOffset;
+    if (size > allocSize) {
+      this.#warn(
+        tlbAddr,
+        `Buffer overflow detected. Allocation size: ${allocSize}. Mapping size: ${size}.`,
+      );
+      size = allocSize;
+    }
     const buf = new Uint8Array(size);
     if (dir === DmaDirection.TO_DEVICE) {
       this.#phys.read(orig, buf);
@@ -217,6 +312,12 @@ export class Swiotlb implements Disposable {
       this.#phys.write(orig, buf);
     }
     this.#stats.add("bounceBytes", size);
+  }
+
+  #warn(tlbAddr: bigint, message: string): void {
+    this.#stats.add("swiotlbWarnings");
+    if (this.warnings.length === SWIOTLB_MAX_WARNINGS) this.warnings.shift();
+    this.warnings.push({ tlbAddr, message: `swiotlb: ${message}` });
   }
 
   #assertLive(): void {

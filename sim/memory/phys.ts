@@ -40,6 +40,15 @@ export interface Page {
   readonly owner: "user" | "kernel";
 }
 
+/** Byte written over freed kernel memory (POISON_FREE, include/linux/poison.h). */
+export const POISON_FREE = 0x6b;
+
+/**
+ * Freed kernel frames held in quarantine before their pfns can be handed out
+ * again (like KASAN's quarantine, bounded): 4096 frames, 16 MiB.
+ */
+export const KERNEL_QUARANTINE_FRAMES = 4096;
+
 /** A physical address outside any allocated frame was accessed. */
 export class PhysFault extends Error {
   /** The physical address at fault. */
@@ -79,6 +88,8 @@ export interface PhysMemOptions {
   maxAllocatedFrames?: number;
   /** Native storage and frame registration (default: JavaScript memory, no registration). */
   backing?: FrameBacking;
+  /** Freed kernel frames kept in quarantine (default {@link KERNEL_QUARANTINE_FRAMES}). */
+  quarantineFrames?: number;
 }
 
 /** The host's physical memory. */
@@ -91,6 +102,11 @@ export class PhysMem {
   #nextKernelPfn = 0x100;
   readonly #kernelFreeRuns: number[] = [];
   readonly #backing: FrameBacking | undefined;
+  /** Freed kernel frames: poisoned, still on the bus, not reusable yet. */
+  readonly #quarantine = new Map<number, Page>();
+  /** Quarantined runs, oldest first. */
+  readonly #quarantineFifo: { pfn: number; n: number }[] = [];
+  readonly #quarantineMax: number;
 
   /** Create an empty physical address space. */
   constructor(opts: PhysMemOptions) {
@@ -98,11 +114,25 @@ export class PhysMem {
     this.#rng = new Rng(opts.seed ^ 0x5eed_f4a3);
     this.#frameSpace = opts.frameSpace ?? 1 << 24;
     this.#maxAllocated = opts.maxAllocatedFrames ?? 1 << 20;
+    this.#quarantineMax = opts.quarantineFrames ?? KERNEL_QUARANTINE_FRAMES;
+    if (!Number.isInteger(this.#quarantineMax) || this.#quarantineMax < 0) {
+      throw new RangeError(`PhysMem: quarantineFrames ${opts.quarantineFrames}`);
+    }
   }
 
   /** Number of frames currently allocated. */
   get allocatedFrames(): number {
     return this.#frames.size;
+  }
+
+  /** Whether a device access to frame `pfn` reaches RAM (allocated or quarantined). */
+  onBus(pfn: number): boolean {
+    return this.#frames.has(pfn) || this.#quarantine.has(pfn);
+  }
+
+  /** Freed kernel frames in quarantine (poisoned, still readable by a device). */
+  get quarantinedFrames(): number {
+    return this.#quarantine.size;
   }
 
   /** The frame with this pfn, or undefined if it is not allocated. */
@@ -170,7 +200,14 @@ export class PhysMem {
     return start;
   }
 
-  /** Free `n` contiguous kernel frames from {@link PhysMem.allocContig}. */
+  /**
+   * Free `n` contiguous kernel frames from {@link PhysMem.allocContig}. They
+   * are poisoned with {@link POISON_FREE} and quarantined: gone for the
+   * kernel, but a device that still holds their bus address reads the poison
+   * (as it would read a freed page of RAM), and their pfns are not handed
+   * out again until later frees push them out of the bounded quarantine
+   * ({@link PhysMemOptions.quarantineFrames}).
+   */
   freeContig(pfn: number, n: number): void {
     for (let i = 0; i < n; i++) {
       const p = this.#frames.get(pfn + i);
@@ -178,10 +215,25 @@ export class PhysMem {
         throw new Error(`freeContig: pfn ${pfn + i} not a kernel frame`);
       }
       if (p.refcount !== 1) throw new Error(`freeContig: pfn ${pfn + i} refcount ${p.refcount}`);
-      this.#frames.delete(pfn + i);
-      if (n === 1) this.#kernelFreeRuns.push(pfn);
     }
-    this.#backing?.framesUnmapped(pfn, n, true);
+    this.#quarantineRun(pfn, n);
+  }
+
+  #quarantineRun(pfn: number, n: number): void {
+    for (let i = 0; i < n; i++) {
+      const p = this.#frames.get(pfn + i)!;
+      this.#frames.delete(pfn + i);
+      p.refcount = 0;
+      p.data.fill(POISON_FREE);
+      this.#quarantine.set(pfn + i, p);
+    }
+    this.#quarantineFifo.push({ pfn, n });
+    while (this.#quarantine.size > this.#quarantineMax) {
+      const old = this.#quarantineFifo.shift()!;
+      for (let i = 0; i < old.n; i++) this.#quarantine.delete(old.pfn + i);
+      if (old.n === 1) this.#kernelFreeRuns.push(old.pfn);
+      this.#backing?.framesUnmapped(old.pfn, old.n, true);
+    }
   }
 
   /** get_page(): take a reference. */
@@ -199,8 +251,13 @@ export class PhysMem {
     p.refcount--;
     if (p.refcount === 0) {
       if (p.pincount !== 0) throw new Error(`put_page: pfn ${pfn} freed while pinned`);
+      if (p.owner === "kernel") {
+        p.refcount = 1;
+        this.#quarantineRun(pfn, 1);
+        return;
+      }
       this.#frames.delete(pfn);
-      this.#backing?.framesUnmapped(pfn, 1, p.owner === "kernel");
+      this.#backing?.framesUnmapped(pfn, 1, false);
     }
   }
 
@@ -211,7 +268,7 @@ export class PhysMem {
       const a = paddr + BigInt(done);
       const pfn = Number(a >> BigInt(PAGE_SHIFT));
       const off = Number(a & BigInt(PAGE_MASK_LOW));
-      const p = this.#frames.get(pfn);
+      const p = this.#frames.get(pfn) ?? this.#quarantine.get(pfn);
       if (!p) throw new PhysFault(a, "read of unallocated frame");
       const n = Math.min(PAGE_SIZE - off, dst.length - done);
       dst.set(p.data.subarray(off, off + n), done);
@@ -226,7 +283,7 @@ export class PhysMem {
       const a = paddr + BigInt(done);
       const pfn = Number(a >> BigInt(PAGE_SHIFT));
       const off = Number(a & BigInt(PAGE_MASK_LOW));
-      const p = this.#frames.get(pfn);
+      const p = this.#frames.get(pfn) ?? this.#quarantine.get(pfn);
       if (!p) throw new PhysFault(a, "write to unallocated frame");
       const n = Math.min(PAGE_SIZE - off, src.length - done);
       p.data.set(src.subarray(done, done + n), off);

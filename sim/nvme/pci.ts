@@ -94,8 +94,14 @@ export const NVME_ADMIN_TIMEOUT_NS = 60e9;
 /** NVME_CAP_TIMEOUT unit: CAP.TO counts 500 ms. */
 const NVME_CAP_TO_UNIT_NS = 500e6;
 
-/** Reproductions of published bugs (v1, v2), for tests that show a checking device catches them. */
-export interface NvmeV1Bugs {
+/**
+ * Reproductions of published bugs, for tests that show a checking layer
+ * catches them. The uninitialised reads default to on in the variant that
+ * posted them (`Kernel.premap` "v2" and "v3"): what such a read yields is up
+ * to the compiler; the testbed's choice is the value the variable held at the
+ * request's previous pass through the same code (0 the first time).
+ */
+export interface NvmePostedBugs {
   /**
    * Pages per host page computed with PAGE_SIZE where PAGE_SHIFT belongs:
    * `1 << (PAGE_SIZE - NVME_CTRL_PAGE_SHIFT)` in place of
@@ -110,11 +116,30 @@ export interface NvmeV1Bugs {
   v1PageShift?: boolean;
   /**
    * PATCHv2's PRP-copy loop (nvme_premapped) reads its remaining-entries
-   * counter before setting it (a v2 bug, not v1's; the option kept its place
-   * here beside the v1 switch).
+   * counter (`nprps_left`) before setting it. Default: on when
+   * `Kernel.premap` is "v2".
    */
   v2UninitRemaining?: boolean;
+  /**
+   * PATCHv3's nvme_premapped_slow() copies from `mapping->prps[i]` with `i`
+   * never set (the 0-day robot's -Wuninitialized report of 7 Aug 2022).
+   * Default: on when `Kernel.premap` is "v3".
+   */
+  v3UninitIndex?: boolean;
 }
+
+/** A report of the kind KASAN would print: the driver touched memory it does not own. */
+export interface KasanReport {
+  /** use-after-free: a freed mapping or PRP array; out-of-bounds: past the array's end. */
+  kind: "use-after-free" | "out-of-bounds";
+  /** The function, as the kernel's report names it. */
+  where: string;
+  /** The readable report. */
+  message: string;
+}
+
+/** KASAN-style reports kept in {@link NvmeDev.kasanReports} (the counter keeps counting). */
+export const NVME_MAX_KASAN_REPORTS = 64;
 
 /** Driver options (module parameters and testbed switches). */
 export interface NvmePciOptions {
@@ -129,7 +154,7 @@ export interface NvmePciOptions {
   /** nvme_max_retries (default 5). */
   maxRetries?: number;
   /** Posted bugs to reproduce. */
-  bugs?: NvmeV1Bugs;
+  bugs?: NvmePostedBugs;
 }
 
 /** What a submission looked like, for tests and traces. */
@@ -215,6 +240,8 @@ export interface NvmeIod {
   retries: number;
   /** The v2 bug's counter: stale from the request's previous use. */
   v2Remaining: number;
+  /** The v3 bug's index: stale from the request's previous use. */
+  v3Index: number;
   /** Data path used, for traces. */
   path: NvmeSubmitEvent["path"];
 }
@@ -268,6 +295,11 @@ export interface NvmeNamespace {
   queue: RequestQueue;
 }
 
+/** A C int converted to size_t (a negative length becomes 2^64 - |n|, as a number). */
+function sizeT(n: number): number {
+  return n < 0 ? Number(BigInt.asUintN(64, BigInt(n))) : n;
+}
+
 function dirOf(rq: Request): DmaDir {
   return rq.op === "write" ? DmaDirection.TO_DEVICE : DmaDirection.FROM_DEVICE;
 }
@@ -277,7 +309,7 @@ export class NvmeDev implements BlkMqOps, Disposable {
   readonly #kernel: Kernel;
   readonly #ctrl: NvmeControllerPort;
   readonly #dma: DmaApi;
-  readonly #opts: Required<Omit<NvmePciOptions, "bugs">> & { bugs: NvmeV1Bugs };
+  readonly #opts: Required<Omit<NvmePciOptions, "bugs">> & { bugs: NvmePostedBugs };
   #adminq: NvmeQueue | undefined;
   readonly #adminDone = new Map<number, { status: number; result: number }>();
   #adminCid = 0;
@@ -301,6 +333,8 @@ export class NvmeDev implements BlkMqOps, Disposable {
   invalidCompletions = 0;
   /** Commands retried (nvme_retry_req). */
   retriedCommands = 0;
+  /** What KASAN would report in the premapped path (posted variants), newest last. */
+  readonly kasanReports: KasanReport[] = [];
   #smallPool: DmaPool | undefined;
   #pagePool: DmaPool | undefined;
   #coherent: CoherentBuffer[] = [];
@@ -636,6 +670,7 @@ export class NvmeDev implements BlkMqOps, Disposable {
       status: 0,
       retries: 0,
       v2Remaining: 0,
+      v3Index: 0,
       path: "none",
     };
   }
@@ -920,14 +955,13 @@ export class NvmeDev implements BlkMqOps, Disposable {
     const dir = dirOf(rq);
     if (iod.premap) {
       const m = iod.premap;
-      // A mapping freed under this I/O (v2's dma_unmap does not wait) has no bounce slots
-      // left: swiotlb's sync of a released slot copies nothing, so none is issued.
-      if (!m.freed) {
+      if (this.#kernel.premap === "hardened") {
         for (const s of iod.syncs) {
-          this.#timedDma(() =>
-            this.#dma.syncSingleForCpu(s.addr, s.len, DmaDirection.BIDIRECTIONAL)
-          );
+          this.#timedDma(() => this.#dma.syncSingleForCpu(s.addr, s.len, DmaDirection.FROM_DEVICE));
         }
+      } else {
+        if (m.freed) this.#kasan("use-after-free", "nvme_unmap_data", m, "the mapping");
+        this.#syncDmaPosted(rq, m);
       }
       iod.syncs = [];
       this.#freeList(iod);
@@ -998,16 +1032,21 @@ export class NvmeDev implements BlkMqOps, Disposable {
     if (!prps) return -Errno.ENOMEM;
     const dv = new DataView(prps.cpu.buffer, prps.cpu.byteOffset, nrEntries * 8);
     const maps: { dma: bigint; len: number }[] = [];
+    let k = 0;
     const unwind = (err: number): number => {
-      for (const m of maps.reverse()) {
-        this.#dma.unmapPage(m.dma, m.len, DmaDirection.BIDIRECTIONAL);
+      if (this.#kernel.premap === "hardened") {
+        for (const m of maps.reverse()) {
+          this.#dma.unmapPage(m.dma, m.len, DmaDirection.BIDIRECTIONAL);
+        }
+      } else {
+        // As posted: the entries written so far, PAGE_SIZE - offset_in_page() each.
+        for (let i = 0; i < k; i++) this.#unmapEntryPosted(dv.getBigUint64(8 * i, true));
       }
       this.#dma.freeCoherent(prps);
       return err;
     };
     let needSync = false;
     let length = 0;
-    let k = 0;
     for (let i = 0; i < n; i++) {
       const bv = bvecs[i];
       if (bv.len <= 0 || bv.offset < 0 || bv.offset + bv.len > PAGE_SIZE) {
@@ -1064,7 +1103,15 @@ export class NvmeDev implements BlkMqOps, Disposable {
 
   #freeMapping(m: NvmeDmaMapping): void {
     const t0 = performance.now();
-    for (const p of m.maps) this.#dma.unmapPage(p.dma, p.len, DmaDirection.BIDIRECTIONAL);
+    if (this.#kernel.premap === "hardened") {
+      for (const p of m.maps) this.#dma.unmapPage(p.dma, p.len, DmaDirection.BIDIRECTIONAL);
+    } else {
+      // nvme_pci_dma_unmap() as posted: one unmap per array entry (one controller page per
+      // host page here), at the entry's address, PAGE_SIZE - offset_in_page(entry) bytes.
+      // The first entry is the bus address less the buffer's offset and every length is a
+      // whole page: neither matches a first page mapped at an offset or a short last page.
+      for (let i = 0; i < m.nrEntries; i++) this.#unmapEntryPosted(m.entry(i));
+    }
     this.#dma.freeCoherent(m.prps);
     m.freed = true;
     this.#mappings.delete(m);
@@ -1073,11 +1120,82 @@ export class NvmeDev implements BlkMqOps, Disposable {
     }
   }
 
+  /** dma_unmap_page(entry, PAGE_SIZE - offset_in_page(entry), 0): the posted unmap of one entry. */
+  #unmapEntryPosted(entry: bigint): void {
+    const len = PAGE_SIZE - Number(entry & BigInt(PAGE_SIZE - 1));
+    this.#dma.unmapPage(entry, len, DmaDirection.BIDIRECTIONAL);
+  }
+
+  /** Record what KASAN would report for the premapped path. */
+  #kasan(kind: KasanReport["kind"], where: string, m: NvmeDmaMapping, what: string): void {
+    this.#kernel.stats.add("kasanReports");
+    if (this.kasanReports.length === NVME_MAX_KASAN_REPORTS) this.kasanReports.shift();
+    const verb = kind === "use-after-free" ? "read of freed" : "read past the end of";
+    this.kasanReports.push({
+      kind,
+      where,
+      message: `BUG: KASAN: ${kind} in ${where}: ${verb} ${what} (dma tag ${m.tagId}, ` +
+        `${m.nrEntries} entries at 0x${m.prps.dma.toString(16)})`,
+    });
+  }
+
+  /**
+   * mapping->prps[k] as the posted code reads it: past the array's end it
+   * reads whatever memory follows (KASAN: out-of-bounds); a freed array reads
+   * its poison (the caller reports the use after free once).
+   */
+  #prpsRead(m: NvmeDmaMapping, k: number, where: string): bigint {
+    if (k >= 0 && k < m.nrEntries) return m.entry(k);
+    this.#kasan("out-of-bounds", where, m, `mapping->prps[${k}]`);
+    const at = k * 8;
+    if (at >= 0 && at + 8 <= m.prps.cpu.length) {
+      return new DataView(m.prps.cpu.buffer, m.prps.cpu.byteOffset).getBigUint64(at, true);
+    }
+    const buf = new Uint8Array(8);
+    const phys = (BigInt(m.prps.pfn) << BigInt(PAGE_SHIFT)) + BigInt(at);
+    if (phys >= 0n && this.#kernel.phys.onBus(Number(phys >> BigInt(PAGE_SHIFT)))) {
+      this.#kernel.phys.read(phys, buf);
+    }
+    return new DataView(buf.buffer).getBigUint64(0, true);
+  }
+
+  /**
+   * nvme_sync_dma() as posted (v2; v3 gates it on mapping->needs_sync): at
+   * completion of a read, sync for the CPU the first controller page from its
+   * start for `PAGE - offset` bytes, then whole pages, one fewer than the I/O
+   * spans (DIV_ROUND_UP of what follows the first page, counted from 1).
+   */
+  #syncDmaPosted(rq: Request, m: NvmeDmaMapping): void {
+    if (rq.op !== "read") return;
+    const off = rq.bios[0].dmaOffset + m.firstOffset;
+    let i = off >>> NVME_CTRL_PAGE_SHIFT;
+    const needs = this.#kernel.premap === "v2"
+      ? this.#dma.needSync(this.#prpsRead(m, i, "nvme_sync_dma"))
+      : m.needSync;
+    if (!needs) return;
+    const inPage = off & (NVME_CTRL_PAGE_SIZE - 1);
+    const length = rq.dataLen - (NVME_CTRL_PAGE_SIZE - inPage);
+    const nprps = Math.trunc((length + NVME_CTRL_PAGE_SIZE - 1) / NVME_CTRL_PAGE_SIZE);
+    const sync = (a: bigint, n: number) =>
+      this.#timedDma(() => this.#dma.syncSingleForCpu(a, n, DmaDirection.FROM_DEVICE));
+    sync(this.#prpsRead(m, i++, "nvme_sync_dma"), NVME_CTRL_PAGE_SIZE - inPage);
+    for (let j = 1; j < nprps; j++) {
+      sync(this.#prpsRead(m, i++, "nvme_sync_dma"), NVME_CTRL_PAGE_SIZE);
+    }
+  }
+
   /** The proposal's nvme_premapped(): PRPs for a dma-tag request from the flat array. */
   #premapped(rq: Request, iod: NvmeIod, cmd: NvmeCommandInit): BlkStatusT {
     const bio = rq.bios[0];
     const m = bio.dmaTag;
-    if (!(m instanceof NvmeDmaMapping) || m.dev !== this || m.freed || m.dying) {
+    const variant = this.#kernel.premap;
+    const posted = variant !== "hardened";
+    if (!(m instanceof NvmeDmaMapping) || m.dev !== this) return BlkStatus.IOERR;
+    if (m.freed || m.dying) {
+      // As posted, a request requeued or retried after its tag was unmapped dereferences
+      // the freed mapping: the kernel would read freed slab memory (and likely oops). The
+      // testbed reports it as KASAN would and fails the request.
+      if (posted) this.#kasan("use-after-free", "nvme_premapped", m, "the mapping");
       return BlkStatus.IOERR;
     }
     if (rq.bios.length !== 1) throw new Error("premapped request with merged bios");
@@ -1090,14 +1208,30 @@ export class NvmeDev implements BlkMqOps, Disposable {
     const ctrlPages = Math.ceil((inPage + len) / NVME_CTRL_PAGE_SIZE);
     if (index + ctrlPages > m.nrEntries) return BlkStatus.INVAL;
     if (inPage & rq.q.limits.dmaAlignment) return BlkStatus.INVAL;
+    // The posted syncs for a write under bounce buffering (v2 asks dma_need_sync() of the
+    // first entry per I/O; v3 asks the mapping's flag, set at map time).
+    const needs = posted && rq.op === "write" &&
+      (variant === "v2" ? this.#dma.needSync(m.entry(index)) : m.needSync);
+    const syncDev = (a: bigint, n: number) =>
+      this.#timedDma(() => this.#dma.syncSingleForDevice(a, n, DmaDirection.TO_DEVICE));
+    if (needs) {
+      // The first page from its start: v2 after masking the offset, v3 before, so v3's
+      // length is PAGE - (whole offset), negative past the first page: a size_t near 2^64.
+      syncDev(
+        m.entry(index),
+        variant === "v2" ? NVME_CTRL_PAGE_SIZE - inPage : sizeT(NVME_CTRL_PAGE_SIZE - off),
+      );
+    }
     cmd.prp1 = m.entry(index) + BigInt(inPage);
     const length = len - (NVME_CTRL_PAGE_SIZE - inPage);
+    let nprps = 0;
     if (length <= 0) {
       cmd.prp2 = 0n;
     } else if (length <= NVME_CTRL_PAGE_SIZE) {
+      if (needs) syncDev(m.entry(index + 1), NVME_CTRL_PAGE_SIZE);
       cmd.prp2 = m.entry(index + 1);
     } else {
-      const nprps = Math.ceil(length / NVME_CTRL_PAGE_SIZE);
+      nprps = Math.ceil(length / NVME_CTRL_PAGE_SIZE);
       // The posted test: prp_list_start >> 12 == prp_list_end >> 12, the end exclusive, so a
       // run ending exactly on the last slot of an array page is copied, not pointed at.
       const listStart = m.prps.dma + BigInt((index + 1) * 8);
@@ -1106,19 +1240,30 @@ export class NvmeDev implements BlkMqOps, Disposable {
         // The entries sit in one page of the flat array: point straight at them.
         cmd.prp2 = listStart;
       } else {
-        let k = index + 1;
+        const bugs = this.#opts.bugs;
         let list: bigint | null;
-        if (this.#opts.bugs.v2UninitRemaining) {
+        if (bugs.v2UninitRemaining ?? variant === "v2") {
           // v2: the loop bound is read before it is set (stale from this request's last use).
+          let k = index + 1;
           const remaining = iod.v2Remaining;
           let copied = 0;
           list = this.#buildPrpList(
             iod,
             nprps,
-            () => (copied++ < remaining && k < m.nrEntries ? m.entry(k++) : 0n),
+            () => (copied++ < remaining ? this.#prpsRead(m, k++, "nvme_premapped") : 0n),
           );
           iod.v2Remaining = nprps;
+        } else if (bugs.v3UninitIndex ?? variant === "v3") {
+          // v3's nvme_premapped_slow(): `i` is never set; the copy starts wherever it points.
+          let k = iod.v3Index;
+          list = this.#buildPrpList(
+            iod,
+            nprps,
+            () => this.#prpsRead(m, k++, "nvme_premapped_slow"),
+          );
+          iod.v3Index = k;
         } else {
+          let k = index + 1;
           list = this.#buildPrpList(iod, nprps, () => m.entry(k++));
         }
         if (list === null) {
@@ -1128,21 +1273,25 @@ export class NvmeDev implements BlkMqOps, Disposable {
         cmd.prp2 = list;
         iod.firstDma = list;
       }
+      if (needs) {
+        // The posted loop recomputes i from the already-masked offset (so from entry 0)
+        // and syncs nprps whole controller pages: not the pages this I/O uses.
+        for (let j = 0, i = inPage >>> NVME_CTRL_PAGE_SHIFT; j < nprps; j++, i++) {
+          syncDev(m.entry(i), NVME_CTRL_PAGE_SIZE);
+        }
+      }
     }
     m.inflight++;
     iod.premap = m;
-    if (m.needSync) {
-      // Bounce buffering: sync exactly the bytes this I/O touches, page by page.
+    if (!posted && m.needSync) {
+      // hardened: sync exactly the bytes this I/O touches, page by page.
       let left = len;
       let o = inPage;
       for (let i = index; left > 0; i++) {
         const n = Math.min(NVME_CTRL_PAGE_SIZE - o, left);
         const addr = m.entry(i) + BigInt(o);
-        if (rq.op === "write") {
-          this.#timedDma(() => this.#dma.syncSingleForDevice(addr, n, DmaDirection.BIDIRECTIONAL));
-        } else {
-          iod.syncs.push({ addr, len: n });
-        }
+        if (rq.op === "write") syncDev(addr, n);
+        else iod.syncs.push({ addr, len: n });
         left -= n;
         o = 0;
       }

@@ -46,11 +46,17 @@ export interface TestbedOptions {
    */
   nvmeLimits?: { mdts?: number; maxSectorsKb?: number };
   /**
-   * The proposal's mapping lifetime (default "v2", as posted: UNMAP_BUFFERS
-   * and file-slot removal unmap at once, even with I/O in flight);
-   * "hardened" waits for in-flight I/O before every unmap.
+   * Which variant of the proposal runs (default "v2", as posted; "v3"; or
+   * "hardened", the project's safe variant): see {@link PremapVariant}.
    */
   premap?: PremapVariant;
+  /**
+   * The posted series' uninitialised reads, forced on or off (default: each
+   * on in the variant that posted it): `v2UninitRemaining` (v2's PRP copy
+   * counter), `v3UninitIndex` (v3's nvme_premapped_slow index), and
+   * `v1PageShift` (v1's pages-per-host-page shift, off unless asked for).
+   */
+  premapBugs?: { v1PageShift?: boolean; v2UninitRemaining?: boolean; v3UninitIndex?: boolean };
   /** Whether to time each stage (default true). */
   timing?: boolean;
   /**

@@ -15,36 +15,42 @@ function row(out: string, variant: string, iommu: string, io: string): string[] 
 }
 
 // Columns: variant, iommu, I/O, mapped after UNMAP, CQE res, NVMe status, retries, IOMMU faults,
-// dev errors, checker reports, bytes via unmapped IOVAs, data moved (pages).
-const RES = 4, STATUS = 5, FAULTS = 7, REPORTS = 9, UNMAPPED = 10, MOVED = 11;
+// dev errors, checker reports, KASAN, bytes via unmapped IOVAs, data moved (pages).
+const RES = 4, STATUS = 5, FAULTS = 7, REPORTS = 9, KASAN = 10, UNMAPPED = 11, MOVED = 12;
 
 Deno.test("examples/unmap_race.ts: v2 unmaps under the I/O, hardened waits for it", () => {
   const { code, out, err } = runExample("unmap_race.ts");
   assert.equal(code, 0, err);
   for (const io of ["READ_FIXED 16k", "WRITE_FIXED 16k"]) {
-    // v2, strict: the controller's DMA faults in the IOMMU; -EIO, nothing moved, no report.
-    const strict = row(out, "v2", "strict", io);
-    assert.equal(strict[RES], "-5 (EIO)");
-    assert.equal(strict[STATUS], "Data Transfer Error");
-    assert.ok(Number(strict[FAULTS]) > 0, strict.join(" | "));
-    assert.equal(strict[REPORTS], "0");
-    assert.equal(strict[UNMAPPED], "0");
-    assert.equal(strict[MOVED], "0/4");
-    // v2, off, 16k: the PRP list fetch from the freed flat array is refused (a freed frame is
-    // gone from the sim's bus), so the command fails before any data moves and the checker
-    // counts nothing. (A finding: real RAM would have been read; see the example's notes.)
-    const off = row(out, "v2", "off", io);
-    assert.equal(off[RES], "-5 (EIO)");
-    assert.equal(off[STATUS], "Data Transfer Error");
-    assert.equal(off[FAULTS], "0");
-    assert.equal(off[UNMAPPED], "0");
-    assert.equal(off[MOVED], "0/4");
+    for (const v of ["v2", "v3"]) {
+      // strict: the controller's DMA faults in the IOMMU; the completion and the retry use
+      // the freed mapping (two KASAN reports); -EIO, nothing moved, no DMA report.
+      const strict = row(out, v, "strict", io);
+      assert.equal(strict[RES], "-5 (EIO)");
+      assert.equal(strict[STATUS], "Data Transfer Error");
+      assert.ok(Number(strict[FAULTS]) > 0, strict.join(" | "));
+      assert.equal(strict[REPORTS], "0");
+      assert.equal(strict[KASAN], "2");
+      assert.equal(strict[UNMAPPED], "0");
+      assert.equal(strict[MOVED], "0/4");
+      // off, 16k: the PRP list is read from the freed, poisoned array (24 bytes: three
+      // entries); poison is no PRP, so the command fails with DNR before data moves.
+      const off = row(out, v, "off", io);
+      assert.equal(off[RES], "-5 (EIO)");
+      assert.equal(off[STATUS], "PRP Offset Invalid, DNR");
+      assert.equal(off[FAULTS], "0");
+      assert.equal(off[REPORTS], "1");
+      assert.equal(off[UNMAPPED], "24");
+      assert.equal(off[KASAN], "1"); // the completion's nvme_unmap_data
+      assert.equal(off[MOVED], "0/4");
+    }
     // hardened: the unmap waits; full length, no fault, no report, in both modes.
     for (const iommu of ["strict", "off"]) {
       const h = row(out, "hardened", iommu, io);
       assert.equal(h[RES], "16384");
       assert.equal(h[FAULTS], "0");
       assert.equal(h[REPORTS], "0");
+      assert.equal(h[KASAN], "0");
       assert.equal(h[UNMAPPED], "0");
       assert.equal(h[MOVED], "4/4");
     }
@@ -59,6 +65,10 @@ Deno.test("examples/unmap_race.ts: v2 unmaps under the I/O, hardened waits for i
     assert.equal(small[MOVED], "2/2");
     assert.match(out, new RegExp(`DMA-API: nvme0: device ${word} unmapped DMA address`));
   }
+  assert.match(
+    out,
+    /device read from unmapped DMA address .*\+24\] \[unmapped bytes=24\] \[unmapped: was coherent/,
+  );
 });
 
 Deno.test("examples/unmap_race.ts: a bad flag exits 2 naming it", () => {

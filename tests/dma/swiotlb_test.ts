@@ -65,9 +65,68 @@ Deno.test("bounce BIDIRECTIONAL: sync_for_device pushes CPU changes to the slot"
   assert.equal(bytes(dma.port.read(a, 1))[0], 0x10);
   dma.api.syncSingleForDevice(a, 0x400, BIDI);
   assert.equal(bytes(dma.port.read(a, 1))[0], 0x77);
-  assert.throws(() => dma.api.syncSingleForCpu(a, 0x401, BIDI), /exceed the mapping/);
+  // Past the mapping's end: swiotlb_bounce() warns and clips the copy to the mapping.
+  const s0 = k.stats.snapshot();
+  dma.api.syncSingleForCpu(a, 0x401, BIDI);
+  assertDelta(k, s0, { dmaSyncs: 1, bounceBytes: 0x400, swiotlbWarnings: 1, dmaDebugErrors: 1 });
+  assert.equal(dma.debug!.counts["sync-outside-range"], 1);
+  assert.match(
+    dma.swiotlb!.warnings.at(-1)!.message,
+    /Buffer overflow detected\. Allocation size: 1024\. Mapping size: 1025\./,
+  );
   dma.api.unmapPage(a, 0x400, BIDI);
-  assert.throws(() => dma.api.unmapPage(a, 0x400, BIDI), /not mapped/);
+  assert.equal(dma.swiotlb!.usedSlots, 0);
+  // A second unmap finds INVALID_PHYS_ADDR: nothing is copied, nothing else is released.
+  const s1 = k.stats.snapshot();
+  dma.api.unmapPage(a, 0x400, BIDI);
+  assertDelta(k, s1, { dmaUnmapPageCalls: 1, dmaDebugErrors: 1 });
+  assert.equal(dma.swiotlb!.usedSlots, 0);
+});
+
+Deno.test("bounce: unmaps from the page base with 4096 bytes (the posted premap unmap)", () => {
+  const k = newKernel();
+  using dma = createDma(k, { mode: "bounce", swiotlbSlots: 128, debug: false });
+  const tlb = dma.swiotlb!;
+  const [p, q, r] = userPages(k, 3);
+  // First bvec at offset 0x200 to the page end: alignment offset 0x200, 2 slots.
+  const a = dma.api.mapPage(p, 0x200, 0xe00, BIDI);
+  assert.equal(tlb.usedSlots, 2);
+  assert.equal(dma.port.write(a, new Uint8Array(0xe00).fill(0xee)), null);
+  // nvme_pci_dma_unmap() as posted: entry = bus address - offset (the page base), and
+  // PAGE_SIZE - offset_in_page(entry) = 4096 bytes.
+  let s0 = k.stats.snapshot();
+  dma.api.unmapPage(a - 0x200n, 4096, BIDI);
+  // swiotlb_bounce() refuses a copy starting before the mapping: the device's bytes are lost.
+  assertDelta(k, s0, { dmaUnmapPageCalls: 1, swiotlbWarnings: 1 });
+  assert.equal(
+    tlb.warnings.at(-1)!.message,
+    "swiotlb: Access before mapping start detected. orig offset 512, requested offset 0.",
+  );
+  assert.equal(p.data[0x200], 0x10);
+  assert.equal(tlb.usedSlots, 0); // release from the page base's slot: nr_slots(0xe00) = 2
+
+  // Last bvec, 0x300 bytes at offset 0, unmapped with 4096: the copy back is clipped.
+  const b = dma.api.mapPage(q, 0, 0x300, BIDI);
+  assert.equal(dma.port.write(b, new Uint8Array(0x300).fill(0xdd)), null);
+  s0 = k.stats.snapshot();
+  dma.api.unmapPage(b, 4096, BIDI);
+  assertDelta(k, s0, { dmaUnmapPageCalls: 1, swiotlbWarnings: 1, bounceBytes: 0x300 });
+  assert.equal(
+    tlb.warnings.at(-1)!.message,
+    "swiotlb: Buffer overflow detected. Allocation size: 768. Mapping size: 4096.",
+  );
+  assert.deepEqual([q.data[0x2ff], q.data[0x300]], [0xdd, 0x11]);
+  assert.equal(tlb.usedSlots, 0);
+
+  // A first bvec at offset 0xa00: one slot at an odd index; the page base is the slot
+  // before it, which is free, so nothing is copied and nothing released: a leaked slot.
+  const c = dma.api.mapPage(r, 0xa00, 0x600, BIDI);
+  assert.equal(tlb.usedSlots, 1);
+  s0 = k.stats.snapshot();
+  dma.api.unmapPage(c - 0xa00n, 4096, BIDI);
+  assertDelta(k, s0, { dmaUnmapPageCalls: 1 });
+  assert.equal(tlb.usedSlots, 1);
+  assert.equal(tlb.mappings, 1);
 });
 
 Deno.test("bounce: max mapping size and exhaustion give DMA_MAPPING_ERROR / 0", () => {

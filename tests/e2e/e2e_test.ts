@@ -20,6 +20,13 @@ import assert from "node:assert/strict";
 import { type CaseConfig, prpBoundaries, randomWritesThenReads } from "./cases.ts";
 
 const BACKENDS: readonly Backend[] = ["sim", "real"];
+/**
+ * The suite requires every byte intact and a clean DMA-API debug report, so
+ * its `dma` rows run the project's safe variant. The posted v2/v3 fail both
+ * by design (the unmap lengths, the bounce syncs, the uninitialised copy
+ * state): tests/nvme/posted_bugs_test.ts shows each of those failures.
+ */
+const E2E_PREMAP = "hardened" as const;
 const NS_BYTES = 16 << 20;
 
 /**
@@ -82,6 +89,7 @@ for (const backend of BACKENDS) {
           const tb = openOrSkip(backend, {
             seed: cfg.seed,
             iommu,
+            premap: E2E_PREMAP,
             namespaces: [{ lbaSize, sizeBytes: BigInt(NS_BYTES) }],
           });
           if (!tb) return;
@@ -97,6 +105,7 @@ for (const backend of BACKENDS) {
         const tb = openOrSkip(backend, {
           seed: cfg.seed,
           iommu,
+          premap: E2E_PREMAP,
           namespaces: [{ lbaSize: 512, sizeBytes: 64n << 20n }],
         });
         if (!tb) return;

@@ -23,7 +23,7 @@ class RecordingTable implements FrameTable {
 Deno.test("native frames: kernel frames live in the arena, the device table follows every alloc and free, freed storage is poisoned", () => {
   using arena = new CoherentArena(64 * 4096);
   const frames = new NativeFrames(arena);
-  const phys = new PhysMem({ seed: 1, backing: frames });
+  const phys = new PhysMem({ seed: 1, backing: frames, quarantineFrames: 4 });
   const early = phys.allocContig(2); // before any device: replayed at attach
   const table = new RecordingTable();
   frames.attach(table);
@@ -37,17 +37,24 @@ Deno.test("native frames: kernel frames live in the arena, the device table foll
   assert.deepEqual([view.getUint8(0), view.getUint8(1), view.getUint8(2)], [1, 2, 3]);
   const storage = page.data;
   phys.freeContig(pfn, 3);
-  assert.equal(table.frames.size, 2);
+  // Freed, poisoned, and still on the bus: a device holding a stale address reads poison.
+  assert.equal(table.frames.size, 5);
+  assert.equal(phys.quarantinedFrames, 3);
+  assert.equal(phys.page(pfn), undefined);
   assert.equal(storage[0], POISON_FREE);
   assert.equal(storage.every((b) => b === POISON_FREE), true);
-  assert.equal(arena.quarantinedPages, 3);
+  assert.deepEqual([view.getUint8(0), view.getUint8(1)], [POISON_FREE, POISON_FREE]);
   // Quarantined storage is never handed out again.
   const again = phys.allocContig(1);
   assert.notEqual(phys.page(again)!.data.byteOffset, storage.byteOffset);
   phys.freeContig(again, 1);
+  assert.equal(table.frames.size, 6);
+  // Over the quarantine's 4 frames the oldest run leaves it and the device's table.
   phys.freeContig(early, 2);
-  assert.equal(table.frames.size, 0);
-  assert.equal(frames.liveFrames, 0);
+  assert.equal(phys.quarantinedFrames, 3);
+  assert.equal(table.frames.size, 3);
+  assert.equal(arena.quarantinedPages, 3);
+  assert.equal(frames.liveFrames, 3);
 });
 
 Deno.test("native frames: a native buffer mirrored at its real address is registered frame by frame", () => {
