@@ -135,6 +135,16 @@ export type NvmeEmuVariant = "plain" | "asan";
 /** IOMMU configuration of the device's bus (NVME_EMU_IOMMU_*). */
 export type NvmeEmuIommuMode = "none" | "identity" | "translate";
 
+/** One traced device access that reached host memory (struct nvme_emu_access). */
+export interface NvmeEmuAccess {
+  /** Bus address. */
+  addr: bigint;
+  /** Bytes. */
+  len: number;
+  /** Whether the device wrote host memory (else it read). */
+  write: boolean;
+}
+
 /** A DMA fault the device saw (nvme_emu_last_fault). */
 export interface NvmeEmuFault {
   /** NVME_EMU_FAULT_*: none, no translation, no permission, outside the registered frames. */
@@ -165,6 +175,8 @@ export const NVME_EMU_SYMBOLS = {
   nvme_emu_irq_ring: { parameters: ["pointer", "i32", "u64"], result: "i32" },
   nvme_emu_stats: { parameters: ["pointer", "buffer", "u32"], result: "i32" },
   nvme_emu_last_fault: { parameters: ["pointer", "buffer"], result: "i32" },
+  nvme_emu_trace_enable: { parameters: ["pointer", "u32", "buffer"], result: "pointer" },
+  nvme_emu_trace_take: { parameters: ["pointer", "buffer", "u32"], result: "i32" },
   nvme_emu_outstanding: { parameters: ["pointer"], result: "i32" },
   nvme_emu_media_read: {
     parameters: ["pointer", "u32", "u64", "buffer", "u64"],
@@ -331,6 +343,8 @@ export class NvmeEmu implements NvmeControllerPort, Disposable {
   readonly #irq = new Map<number, () => void>();
   readonly #vectors: Uint32Array;
   readonly #u64 = new BigUint64Array(1);
+  #trace: Deno.UnsafePointerView | undefined;
+  readonly #traceBuf = new Uint8Array(256 * 16);
 
   private constructor(
     sym: NvmeEmuSymbols,
@@ -508,6 +522,51 @@ export class NvmeEmu implements NvmeControllerPort, Disposable {
     const out = {} as NvmeEmuStats;
     NVME_EMU_STAT_FIELDS.forEach((f, i) => out[f] = i * 8 < n ? Number(b[i]) : 0);
     return out;
+  }
+
+  /**
+   * nvme_emu_trace_enable(): trace every device access that reaches host
+   * memory into a ring of `capacity` entries (a power of two), before the
+   * controller is enabled. Drain it with {@link NvmeEmu.traceTake}.
+   */
+  traceEnable(capacity: number): void {
+    const err = new Int32Array(1);
+    const p = this.#sym.nvme_emu_trace_enable(this.#p, capacity, new Uint8Array(err.buffer));
+    if (p === null) this.#check(err[0] || -Errno.EINVAL, "nvme_emu_trace_enable");
+    this.#trace = new Deno.UnsafePointerView(p!);
+  }
+
+  /** Whether traced accesses are waiting (the ring's head and tail, read in place). */
+  tracePending(): boolean {
+    const t = this.#trace;
+    return t !== undefined && t.getBigUint64(0) !== t.getBigUint64(8);
+  }
+
+  /** Accesses the full ring could not record (the header's dropped count). */
+  traceDropped(): number {
+    return this.#trace ? Number(this.#trace.getBigUint64(16)) : 0;
+  }
+
+  /** nvme_emu_trace_take(): every traced access not yet taken, oldest first. */
+  traceTake(): NvmeEmuAccess[] {
+    const out: NvmeEmuAccess[] = [];
+    if (!this.#trace) return out;
+    const buf = this.#traceBuf;
+    const dv = new DataView(buf.buffer);
+    for (;;) {
+      const n = this.#check(
+        this.#sym.nvme_emu_trace_take(this.#p, buf, buf.byteLength / 16),
+        "nvme_emu_trace_take",
+      );
+      for (let i = 0; i < n; i++) {
+        out.push({
+          addr: dv.getBigUint64(i * 16, true),
+          len: dv.getUint32(i * 16 + 8, true),
+          write: dv.getUint32(i * 16 + 12, true) !== 0,
+        });
+      }
+      if (n < buf.byteLength / 16) return out;
+    }
   }
 
   /** nvme_emu_last_fault(): the most recent DMA fault's reason and address. */

@@ -45,6 +45,9 @@ import { CoherentArena, NativeFrames } from "./frames.ts";
 import { NvmeEmu, type NvmeEmuIommuMode, nvmeEmuUnavailable } from "./nvme_emu.ts";
 import { IRQ_USER_DATA_BASE, RingWrapper } from "./ring_wrapper.ts";
 
+/** Entries in the C device's access trace ring (16 bytes each; drained before every unmap). */
+const DEVICE_TRACE_ENTRIES = 1 << 16;
+
 /** Why the real backend cannot run here, or null when it can. */
 export function realBackendUnavailable(): string | null {
   return liveRingUnavailable();
@@ -129,6 +132,19 @@ class RealHost implements Disposable {
         });
         this.emu = emu;
         this.frames.attach(emu);
+        // The DMA-API debug checker hears the C device's accesses through its trace ring,
+        // drained before every unmap (and at each step), as the TS controller's port
+        // reports them as they happen.
+        const debug = dma.debug;
+        let drainTrace = () => {};
+        if (debug) {
+          emu.traceEnable(DEVICE_TRACE_ENTRIES);
+          drainTrace = () => {
+            if (!emu.tracePending()) return;
+            for (const a of emu.traceTake()) debug.deviceAccess(a.addr, a.len, a.write);
+          };
+          debug.deviceAccessSource = drainTrace;
+        }
         const pgtable = dma.iommu?.pgtable;
         emu.iommuAttach(emuIommuMode(iommu), pgtable ? pgtable.rootPa : 0n);
         if (iommu === "lazy" || iommu === "strict") {
@@ -156,6 +172,7 @@ class RealHost implements Disposable {
         return {
           port: emu,
           step: () => {
+            drainTrace();
             const n = this.threaded ? emu.deliverInterrupts().length : emu.process(1024);
             if (n > 0) fold();
             return n;
@@ -163,6 +180,8 @@ class RealHost implements Disposable {
           [Symbol.dispose]: () => {
             // The device is going: nothing may post to its IOTLB or frame table after this.
             dma.iommu?.setRemoteIotlb(undefined);
+            drainTrace();
+            if (debug) debug.deviceAccessSource = undefined;
             this.frames.detach();
             emu[Symbol.dispose]();
           },

@@ -297,6 +297,9 @@ struct nvme_emu {
 
   struct ns ns[NVME_EMU_MAX_NS];
 
+  /* DMA access trace (single producer: whoever runs the device) */
+  struct nvme_emu_trace *_Atomic trace;
+
   /* stats and faults */
   struct nvme_emu_stats st;
   uint32_t fault_reason;

@@ -114,6 +114,27 @@ struct nvme_emu_stats {
   uint64_t iommu_faults;      /* of dma_faults, those the IOMMU raised (unmapped, permission) */
 };
 
+/* DMA access trace, for the host's DMA-API debug checker (which must see the
+ * device's accesses as the TypeScript controller's port reports them): when
+ * enabled, every device access that reached host memory (SQE fetch, PRP list
+ * and SGL reads, data in both directions, CQE posts; refused accesses are not
+ * traced) is appended, in the order made, to a single-producer ring the host
+ * drains with nvme_emu_trace_take(). The header is readable in place (head,
+ * tail: nothing pending when equal). A full ring drops the access and counts
+ * it in dropped. 16 bytes per entry: addr 0, len 8, write 12. */
+struct nvme_emu_access {
+  uint64_t addr;  /* bus address */
+  uint32_t len;   /* bytes */
+  uint32_t write; /* 1: the device wrote host memory; 0: it read */
+};
+/* The ring's header, followed by capacity entries. head 0, tail 8, dropped 16, capacity 24. */
+struct nvme_emu_trace {
+  uint64_t head;     /* next entry the host takes (written by the host side) */
+  uint64_t tail;     /* next entry the device writes (written by the device side) */
+  uint64_t dropped;  /* accesses not traced because the ring was full */
+  uint64_t capacity; /* entries, a power of two */
+};
+
 /* DMA fault reasons (nvme_emu_last_fault). */
 #define NVME_EMU_FAULT_NONE 0
 #define NVME_EMU_FAULT_UNMAPPED 1   /* no translation (IOVA not present) */
@@ -172,6 +193,15 @@ int32_t nvme_emu_irq_wait(struct nvme_emu *e, uint64_t timeout_ns);
  * vector; at most one message per vector until the host takes it with
  * nvme_emu_irq_take(). ring_fd -1 stops. -EINVAL in inline mode. */
 int32_t nvme_emu_irq_ring(struct nvme_emu *e, int32_t ring_fd, uint64_t user_data_base);
+
+/* Start tracing device accesses into a ring of capacity entries (a power of
+ * two, 16..2^24), before the controller is enabled: the ring's header, or
+ * NULL with *err = -EINVAL (bad capacity), -EBUSY (already tracing or enabled)
+ * or -ENOMEM. The ring lives until nvme_emu_destroy(). */
+const struct nvme_emu_trace *nvme_emu_trace_enable(struct nvme_emu *e, uint32_t capacity,
+                                                   int32_t *err);
+/* Take up to max traced accesses, oldest first: how many (0 when none or not tracing). */
+int32_t nvme_emu_trace_take(struct nvme_emu *e, struct nvme_emu_access *out, uint32_t max);
 
 /* Counters. Returns bytes copied. */
 int32_t nvme_emu_stats(struct nvme_emu *e, struct nvme_emu_stats *out, uint32_t size);

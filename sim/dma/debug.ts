@@ -154,6 +154,13 @@ export class DmaDebug {
   ) as Record<DmaDebugKind, number>;
   /** Bytes of device accesses to unmapped bus addresses that reached memory. */
   deviceUnmappedBytes = 0;
+  /**
+   * Where device accesses arrive from when the device reports them after the
+   * fact (the real backend's C controller traces them into a ring): called
+   * before every unmap, free and leak check, so each access is judged against
+   * the mappings live when it was made, and it feeds {@link DmaDebug.deviceAccess}.
+   */
+  deviceAccessSource: (() => void) | undefined;
   readonly #stats: Stats | undefined;
   /** dma_entry_hash: live entries by handle. */
   readonly #byHandle = new Map<bigint, Live[]>();
@@ -312,6 +319,7 @@ export class DmaDebug {
    * with mappings still live. One `leak` event per mapping; returns how many.
    */
   checkLeaks(): number {
+    this.deviceAccessSource?.();
     const leaked: DmaDebugEntry[] = [];
     for (const list of this.#byHandle.values()) leaked.push(...list);
     for (const e of leaked) {
@@ -463,6 +471,7 @@ export class DmaDebug {
 
   /** check_unmap() */
   #checkUnmap(ref: Ref): void {
+    this.deviceAccessSource?.();
     const entry = this.#findExact(ref);
     const size = ref.size ?? 0;
     if (!entry) {

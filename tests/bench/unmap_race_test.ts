@@ -5,6 +5,7 @@
 
 import assert from "node:assert/strict";
 import { runExample } from "./_run_example.ts";
+import { realNvmeUnavailable } from "../../mod.ts";
 
 /** The table row of one case: its cells, split on " | ". */
 function row(out: string, variant: string, iommu: string, io: string): string[] {
@@ -75,4 +76,41 @@ Deno.test("examples/unmap_race.ts: a bad flag exits 2 naming it", () => {
   const bad = runExample("unmap_race.ts", ["--backend=nope"]);
   assert.equal(bad.code, 2);
   assert.match(bad.err, /--backend/);
+});
+
+const realWhy = realNvmeUnavailable();
+
+Deno.test({
+  name:
+    "examples/unmap_race.ts --backend=real: the C device's outcomes and checker counts equal sim's",
+  ignore: realWhy !== null,
+  fn: () => {
+    const sim = runExample("unmap_race.ts");
+    const real = new Deno.Command(Deno.execPath(), {
+      args: [
+        "run",
+        "--allow-all",
+        new URL("../../examples/unmap_race.ts", import.meta.url).pathname,
+        "--backend=real",
+      ],
+      stdout: "piped",
+      stderr: "piped",
+    }).outputSync();
+    const out = new TextDecoder().decode(real.stdout);
+    assert.equal(real.code, 0, new TextDecoder().decode(real.stderr));
+    const cases: [string, string, string][] = [];
+    for (const v of ["v2", "v3", "hardened"]) {
+      for (const iommu of ["strict", "off"]) {
+        for (const io of ["READ_FIXED 16k", "WRITE_FIXED 16k"]) cases.push([v, iommu, io]);
+      }
+    }
+    cases.push(["v2", "off", "READ_FIXED 8k"], ["v2", "off", "WRITE_FIXED 8k"]);
+    for (const [v, iommu, io] of cases) {
+      const a = row(sim.out, v, iommu, io), b = row(out, v, iommu, io);
+      // The DMA-API checker hears the C device through its access trace: same reports.
+      for (const col of [RES, FAULTS, REPORTS, KASAN, UNMAPPED]) {
+        assert.equal(b[col], a[col], `${v}/${iommu}/${io} column ${col}`);
+      }
+    }
+  },
 });

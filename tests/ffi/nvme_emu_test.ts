@@ -335,6 +335,76 @@ Deno.test({
   },
 });
 
+Deno.test({
+  name:
+    "access trace: an Identify is traced as SQE read, data write, CQE write; bad use is an errno",
+  ignore,
+  fn: () => {
+    const emu = NvmeEmu.create(CFG);
+    const buf = allocBuffer(4 * 4096);
+    try {
+      const pfn = 0x50000;
+      emu.frameMap(pfn, 4, buf.ptr);
+      const errno = (f: () => void) => {
+        try {
+          f();
+        } catch (e) {
+          return e instanceof ErrnoError ? e.code : String(e);
+        }
+        return "ok";
+      };
+      assert.equal(errno(() => emu.traceEnable(100)), "EINVAL"); // not a power of two
+      assert.equal(errno(() => emu.traceEnable(8)), "EINVAL"); // too small
+      assert.equal(emu.tracePending(), false);
+      assert.deepEqual(emu.traceTake(), []);
+      emu.traceEnable(16);
+      assert.equal(errno(() => emu.traceEnable(16)), "EBUSY");
+      emu.writeReg32(NVME_REG.AQA, encodeAqa(4, 4));
+      emu.writeReg64(NVME_REG.ASQ, BigInt(pfn) * 4096n);
+      emu.writeReg64(NVME_REG.ACQ, BigInt(pfn + 1) * 4096n);
+      emu.writeReg32(
+        NVME_REG.CC,
+        encodeCc({ en: true, css: 0, mps: 0, shn: 0, iosqes: 6, iocqes: 4 }),
+      );
+      emu.process(1);
+      assert.equal(emu.readReg32(NVME_REG.CSTS) & 1, 1);
+      const id = BigInt(pfn + 2) * 4096n;
+      // A refused access is not traced: PRP1 outside the registered frames.
+      for (const [cid, prp1] of [[3, id], [4, 0x7000_0000n]] as const) {
+        buf.bytes.set(
+          encodeNvmeCommand({ opcode: NVME_ADMIN.IDENTIFY, commandId: cid, prp1, cdw10: 1 }),
+          (cid - 3) * 64,
+        );
+      }
+      emu.writeReg32(doorbellOffset(0, false), 2);
+      emu.process(8);
+      const asq = BigInt(pfn) * 4096n, acq = BigInt(pfn + 1) * 4096n;
+      assert.equal(emu.tracePending(), true);
+      assert.deepEqual(emu.traceTake(), [
+        { addr: asq, len: 64, write: false },
+        { addr: id, len: 4096, write: true },
+        { addr: asq + 64n, len: 64, write: false },
+        { addr: acq, len: 16, write: true },
+        { addr: acq + 16n, len: 16, write: true },
+      ]);
+      assert.equal(emu.tracePending(), false);
+      assert.equal(emu.traceDropped(), 0);
+      // The next slot holds zeros (opcode 0, Delete I/O SQ, refused): its SQE read and its
+      // CQE write, no data access.
+      emu.writeReg32(doorbellOffset(0, false), 3);
+      emu.process(8);
+      assert.deepEqual(emu.traceTake(), [
+        { addr: asq + 128n, len: 64, write: false },
+        { addr: acq + 32n, len: 16, write: true },
+      ]);
+    } finally {
+      emu[Symbol.dispose]();
+      buf[Symbol.dispose]();
+    }
+    assert.equal(NvmeEmu.ledger(), 0);
+  },
+});
+
 const ringWhy = WHY ?? liveRingUnavailable();
 Deno.test({
   name: "thread mode: irqRing delivers each vector as a MSG_RING CQE in a live ring",
