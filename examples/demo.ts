@@ -114,6 +114,13 @@ function main(args: string[]): number {
             ? "every completion full-length (bytes not checked: --verify=0)"
             : "every completion full-length and every byte read verified";
           console.log(`\n${rw} qd=${qd}: ${what}: ${ok ? "yes" : "NO"}`);
+          if (!ok && premap !== "hardened") {
+            console.log(
+              `  (${premap} is the posted code: under bounce buffering its sync loops miss pages, ` +
+                `and its PRP copy reads uninitialised state; README "The three variants". ` +
+                `--premap=hardened verifies.)`,
+            );
+          }
           if (!ok) failed = true;
           if (records.length === 0) continue;
           if (tb.stats) {

@@ -62,3 +62,17 @@ Deno.test("demo: README's excerpt is what `deno task demo` prints (randwrite, qd
     assert.ok(table.includes(line), `README line not in the demo: ${line}`);
   }
 });
+
+Deno.test("demo: the posted v2 under bounce buffering fails verification (exit 1), hardened passes", () => {
+  const args = ["--iommu=bounce", "--bs=64k", "--rw=randread", "--path=dma", "--ios=16"];
+  const v2 = runDemo([...args, "--premap=v2"]);
+  assert.equal(v2.code, 1, v2.err);
+  assert.match(v2.out, /premap=v2 iommu=bounce/);
+  assert.match(v2.out, /every byte read verified: NO\n {2}\(v2 is the posted code/);
+  // The read-side sync loop misses the last of the 16 pages: 15 pages bounced per I/O.
+  assert.match(v2.out, /bytes bounced \(swiotlb\) \|.* 61,440\n/);
+  const h = runDemo([...args, "--premap=hardened"]);
+  assert.equal(h.code, 0, h.err);
+  assert.match(h.out, /every byte read verified: yes/);
+  assert.match(h.out, /bytes bounced \(swiotlb\) \|.* 65,536\n/);
+});
