@@ -5,7 +5,9 @@
  * exactly fills the last slot of a page (an entry, not a chain pointer), and
  * the small-pool threshold `nprps <= 256 / 8` at 32 and 33 entries; on the
  * scatterlist path (nvme_pci_setup_prps) and the premapped copy path (the
- * proposal's nvme_premapped_slow), with the device executing each command.
+ * proposal's nvme_premapped_slow), with the device executing each command;
+ * and the premapped path's in-place test at the flat array's page end
+ * (`prp_list_start >> 12 == prp_list_end >> 12`, the end exclusive).
  */
 import assert from "node:assert/strict";
 import { makeRig, pinBvecs, type Rig, rw } from "../block/helpers.ts";
@@ -220,6 +222,38 @@ Deno.test("premapped_slow: small pool up to nprps 32 (256 / 8), the page pool fr
     assert.equal(ev.listBlocks.length, 1, `${n} pages`);
     assert.equal(ev.listBlocks[0].cpu.length, blockBytes, `${n} pages`);
     assert.deepEqual(u64s(ev.listBlocks[0].cpu, n - 1), entries(tag, 501, 500 + n - 1));
+    assert.deepEqual(
+      rig.host.controller!.mediaRead(1, 0, n * PAGE),
+      vma.bytes.subarray(off, off + n * PAGE),
+    );
+  }
+});
+
+Deno.test("premapped in place: a run ending on the array page's last slot is copied (end exclusive)", () => {
+  const { rig, vma, tag, evs } = premapRig(69, 600);
+  assert.equal(tag.prps.dma % BigInt(PAGE), 0n, "the flat array starts a page");
+  // From entry 500: 11 pages list entries 501..510 (one slot short of the page's end), 12 pages
+  // end on slot 511, the array page's last, 13 cross into the next page.
+  for (const [n, inPlace] of [[11, true], [12, false], [13, false]] as const) {
+    const off = 500 * PAGE;
+    const before = rig.kernel.stats.snapshot();
+    assert.equal(rw(rig, iovIterDmaTag("write", tag, off, n * PAGE), 0n), n * PAGE);
+    const d = Stats.diff(before, rig.kernel.stats.snapshot()).counters;
+    const ev = evs.at(-1)!;
+    assert.equal(ev.path, "premapped");
+    assert.equal(ev.cmd.prp1, tag.entry(500));
+    if (inPlace) {
+      assert.equal(ev.cmd.prp2, tag.prps.dma + 501n * 8n, `${n} pages: PRP2 into the array`);
+      assert.equal(ev.listBlocks.length, 0, `${n} pages`);
+      assert.equal(d.prpEntries, 0);
+      assert.equal(d.prpPoolAllocs, 0);
+    } else {
+      assert.equal(ev.listBlocks.length, 1, `${n} pages: copied into a pool list`);
+      assert.equal(ev.cmd.prp2, ev.listBlocks[0].dma);
+      assert.deepEqual(u64s(ev.listBlocks[0].cpu, n - 1), entries(tag, 501, 500 + n - 1));
+      assert.equal(d.prpEntries, n - 1);
+      assert.equal(d.prpPoolAllocs, 1);
+    }
     assert.deepEqual(
       rig.host.controller!.mediaRead(1, 0, n * PAGE),
       vma.bytes.subarray(off, off + n * PAGE),
