@@ -248,6 +248,31 @@ export function pattern(n: number, seed: number): Uint8Array {
   return b;
 }
 
+/**
+ * Byte-exact comparison that reports the first difference (offset and page)
+ * instead of a diff of the whole array: `assert.deepEqual` on two differing
+ * megabyte arrays spends minutes formatting its message.
+ */
+export function assertBytes(actual: Uint8Array, expected: Uint8Array, what = "bytes"): void {
+  if (actual.length !== expected.length) {
+    throw new Error(`${what}: ${actual.length} bytes, expected ${expected.length}`);
+  }
+  let first = -1;
+  let differ = 0;
+  for (let i = 0; i < actual.length; i++) {
+    if (actual[i] === expected[i]) continue;
+    if (first < 0) first = i;
+    differ++;
+  }
+  if (first >= 0) {
+    throw new Error(
+      `${what}: ${differ} of ${actual.length} bytes differ, the first at ${first} (page ${
+        first >> 12
+      } +${first & 4095}: ${actual[first]}, expected ${expected[first]})`,
+    );
+  }
+}
+
 /** Write a little-endian u64 array into a region at `off`. */
 export function putU64s(r: Region, off: number, vals: bigint[]): void {
   const b = new Uint8Array(vals.length * 8);
