@@ -1,7 +1,9 @@
 /**
- * A minimal host for controller tests: queues and buffers in kernel frames,
- * SQE writes and doorbells, CQE reaping with phase tracking. The controller
- * reaches memory only through the real DMA layer (`createDma`, IOMMU off).
+ * A minimal host for controller tests: SQE writes and doorbells, CQE reaping
+ * with phase tracking ({@link QueueHost}), over either controller. {@link Host}
+ * keeps queues and buffers in kernel frames and the TypeScript controller
+ * reaches them only through the real DMA layer (`createDma`, IOMMU off);
+ * `c_host.ts` puts the same host in front of the C controller.
  *
  * @module
  */
@@ -53,41 +55,38 @@ export function devicePort(kernel: Kernel): DeviceDmaPort {
   return createDevicePort(kernel.phys);
 }
 
-/** Test host around one controller. */
-export class Host {
-  readonly kernel: Kernel;
-  readonly ctrl: NvmeController;
+/** What {@link QueueHost} needs of a controller: its registers. */
+export interface QueueRegisters {
+  readReg32(offset: number): number;
+  writeReg32(offset: number, value: number): void;
+  writeReg64(offset: number, value: bigint): void;
+}
+
+/**
+ * The host side of the queues, whatever controller is behind the registers:
+ * admin and I/O queues in host frames, SQE writes and doorbells, CQE reaping
+ * with phase tracking. A subclass gives the memory and the controller's step.
+ */
+export abstract class QueueHost<C extends QueueRegisters> implements Disposable {
+  readonly ctrl: C;
   readonly queues = new Map<number, HostQueue>();
   #cid = 1;
 
-  constructor(cfg: Partial<ControllerConfig> = {}, seed = 7) {
-    this.kernel = new Kernel({ seed });
-    this.ctrl = new NvmeController(
-      devicePort(this.kernel),
-      { seed, ...cfg },
-      this.kernel.stats,
-    );
+  constructor(ctrl: C) {
+    this.ctrl = ctrl;
   }
 
-  /** Allocate `npages` contiguous zeroed kernel frames. */
-  alloc(npages: number): Region {
-    const phys = this.kernel.phys;
-    const pfn = phys.allocContig(npages);
-    const addr = pfnToPhys(pfn);
-    return {
-      pfn,
-      npages,
-      addr,
-      read(off, len) {
-        const b = new Uint8Array(len);
-        phys.read(addr + BigInt(off), b);
-        return b;
-      },
-      write(off, data) {
-        phys.write(addr + BigInt(off), data);
-      },
-    };
-  }
+  /** Allocate `npages` contiguous zeroed host frames. */
+  abstract alloc(npages: number): Region;
+
+  /** Let the controller fetch and execute what the doorbells announced. */
+  abstract step(): void;
+
+  /** The controller's media bytes `[pos, pos + len)` of namespace `nsid`. */
+  abstract mediaRead(nsid: number, pos: number, len: number): Uint8Array;
+
+  /** Release what the host holds (nothing by default). */
+  [Symbol.dispose](): void {}
 
   /** Program AQA/ASQ/ACQ and set CC.EN; returns CSTS. */
   enable(sqSize = 16, cqSize = 16, ccOverride?: number): number {
@@ -138,12 +137,12 @@ export class Host {
     return cqe;
   }
 
-  /** Submit one command, poll, reap its completion. */
+  /** Submit one command, step the controller, reap its completion. */
   run(qid: number, init: Omit<NvmeCommandInit, "commandId">): NvmeCqe {
     const cid = this.push(qid, init);
     this.ring(qid);
     for (let i = 0; i < 100; i++) {
-      this.ctrl.poll();
+      this.step();
       const cqe = this.reap(qid);
       if (cqe) {
         if (cqe.commandId !== cid) throw new Error(`cid ${cqe.commandId} != ${cid}`);
@@ -184,13 +183,55 @@ export class Host {
     return [a.status, b.status];
   }
 
+  /** Enable, create I/O queue pair 1; throws if either fails. */
+  start(ioSize = 16): this {
+    if (this.enable() !== 1) throw new Error("controller did not become ready");
+    const [a, b] = this.createIoQueuePair(1, ioSize);
+    if (a !== 0 || b !== 0) throw new Error(`queue creation failed ${a} ${b}`);
+    return this;
+  }
+}
+
+/** Test host around one TypeScript controller, memory in the kernel's frames. */
+export class Host extends QueueHost<NvmeController> {
+  readonly kernel: Kernel;
+
+  constructor(cfg: Partial<ControllerConfig> = {}, seed = 7) {
+    const kernel = new Kernel({ seed });
+    super(new NvmeController(devicePort(kernel), { seed, ...cfg }, kernel.stats));
+    this.kernel = kernel;
+  }
+
+  alloc(npages: number): Region {
+    const phys = this.kernel.phys;
+    const pfn = phys.allocContig(npages);
+    const addr = pfnToPhys(pfn);
+    return {
+      pfn,
+      npages,
+      addr,
+      read(off, len) {
+        const b = new Uint8Array(len);
+        phys.read(addr + BigInt(off), b);
+        return b;
+      },
+      write(off, data) {
+        phys.write(addr + BigInt(off), data);
+      },
+    };
+  }
+
+  step(): void {
+    this.ctrl.poll();
+  }
+
+  mediaRead(nsid: number, pos: number, len: number): Uint8Array {
+    return this.ctrl.mediaRead(nsid, pos, len);
+  }
+
   /** Enable and create I/O queue pair 1. */
   static ready(cfg: Partial<ControllerConfig> = {}, ioSize = 16): Host {
-    const h = new Host(cfg);
-    if (h.enable() !== 1) throw new Error("controller did not become ready");
-    const [a, b] = h.createIoQueuePair(1, ioSize);
-    if (a !== 0 || b !== 0) throw new Error(`queue creation failed ${a} ${b}`);
-    return h;
+    return new Host(cfg).start(ioSize);
   }
 }
 
@@ -205,6 +246,31 @@ export function pattern(n: number, seed: number): Uint8Array {
     b[i] = x & 0xff;
   }
   return b;
+}
+
+/**
+ * Byte-exact comparison that reports the first difference (offset and page)
+ * instead of a diff of the whole array: `assert.deepEqual` on two differing
+ * megabyte arrays spends minutes formatting its message.
+ */
+export function assertBytes(actual: Uint8Array, expected: Uint8Array, what = "bytes"): void {
+  if (actual.length !== expected.length) {
+    throw new Error(`${what}: ${actual.length} bytes, expected ${expected.length}`);
+  }
+  let first = -1;
+  let differ = 0;
+  for (let i = 0; i < actual.length; i++) {
+    if (actual[i] === expected[i]) continue;
+    if (first < 0) first = i;
+    differ++;
+  }
+  if (first >= 0) {
+    throw new Error(
+      `${what}: ${differ} of ${actual.length} bytes differ, the first at ${first} (page ${
+        first >> 12
+      } +${first & 4095}: ${actual[first]}, expected ${expected[first]})`,
+    );
+  }
 }
 
 /** Write a little-endian u64 array into a region at `off`. */

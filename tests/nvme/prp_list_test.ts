@@ -5,9 +5,12 @@
  * exactly fills the last slot of a page (an entry, not a chain pointer), and
  * the small-pool threshold `nprps <= 256 / 8` at 32 and 33 entries; on the
  * scatterlist path (nvme_pci_setup_prps) and the premapped copy path (the
- * proposal's nvme_premapped_slow), with the device executing each command.
+ * proposal's nvme_premapped_slow), with the device executing each command;
+ * and the premapped path's in-place test at the flat array's page end
+ * (`prp_list_start >> 12 == prp_list_end >> 12`, the end exclusive).
  */
 import assert from "node:assert/strict";
+import { assertBytes } from "../device/harness.ts";
 import { makeRig, pinBvecs, type Rig, rw } from "../block/helpers.ts";
 import { iovIterBvec, iovIterDmaTag } from "../../sim/block/iov_iter.ts";
 import { NvmeDmaMapping, type NvmeSubmitEvent } from "../../sim/nvme/pci.ts";
@@ -85,7 +88,7 @@ Deno.test("setup_prps: 514 pages, a list page of 511 entries + chain, the displa
   assert.equal(d.prpEntries, 513);
   assert.equal(d.prpPoolAllocs, 2);
   assert.equal(d.prpPoolFrees, 2);
-  assert.deepEqual(rig.host.controller!.mediaRead(1, 0, 514 * PAGE), data);
+  assertBytes(rig.host.controller!.mediaRead(1, 0, 514 * PAGE), data);
 });
 
 Deno.test("setup_prps: 513 pages, 512 entries fill the list page to its last slot; no chain", () => {
@@ -97,13 +100,13 @@ Deno.test("setup_prps: 513 pages, 512 entries fill the list page to its last slo
   assert.equal(ev.cmd.prp1, base);
   assert.equal(ev.listBlocks.length, 1);
   assert.deepEqual(u64s(ev.listBlocks[0].cpu), run(base, 1, 512));
-  assert.deepEqual(rig.host.controller!.mediaRead(1, 0, 513 * PAGE), data);
+  assertBytes(rig.host.controller!.mediaRead(1, 0, 513 * PAGE), data);
   // And back: the device fills every page, the last one through the last slot.
   const out = contig(rig, 513);
   assert.equal(rw(rig, iovIterBvec("read", out.bv, 513 * PAGE), 0n), 513 * PAGE);
   const got = new Uint8Array(513 * PAGE);
   rig.kernel.phys.read(out.base, got);
-  assert.deepEqual(got, data);
+  assertBytes(got, data);
 });
 
 Deno.test("setup_prps: 4 MiB, 511 + chain then a second page filled to its last slot", () => {
@@ -118,7 +121,7 @@ Deno.test("setup_prps: 4 MiB, 511 + chain then a second page filled to its last 
   assert.deepEqual(l0.slice(0, 511), run(base, 1, 511));
   assert.equal(l0[511], ev.listBlocks[1].dma);
   assert.deepEqual(u64s(ev.listBlocks[1].cpu), run(base, 512, 1023));
-  assert.deepEqual(rig.host.controller!.mediaRead(1, 0, 1024 * PAGE), data);
+  assertBytes(rig.host.controller!.mediaRead(1, 0, 1024 * PAGE), data);
 });
 
 Deno.test("setup_prps: small pool up to nprps 32 (256 / 8), the page pool from 33", () => {
@@ -144,7 +147,7 @@ Deno.test("setup_prps: small pool up to nprps 32 (256 / 8), the page pool from 3
     );
     assert.equal(d.prpEntries, n - 1);
     assert.equal(d.prpPoolAllocs, 1);
-    assert.deepEqual(
+    assertBytes(
       rig.host.controller!.mediaRead(1, 0, n * PAGE),
       vma.bytes.subarray(0, n * PAGE),
     );
@@ -182,7 +185,7 @@ Deno.test("premapped_slow: 514 pages, the copy chains after 511 entries, the dis
   assert.equal(d.prpEntries, 513);
   assert.equal(d.prpPoolAllocs, 2);
   assert.equal(d.dmaMapSgCalls, 0);
-  assert.deepEqual(rig.host.controller!.mediaRead(1, 0, 514 * PAGE), vma.bytes);
+  assertBytes(rig.host.controller!.mediaRead(1, 0, 514 * PAGE), vma.bytes);
 });
 
 Deno.test("premapped_slow: 513 pages fill the copied list to its last slot; 1024 fill a second", () => {
@@ -191,7 +194,7 @@ Deno.test("premapped_slow: 513 pages fill the copied list to its last slot; 1024
   assert.equal(rw(rig, iovIterDmaTag("write", tag, 0, 513 * PAGE), 0n), 513 * PAGE);
   assert.equal(evs[0].listBlocks.length, 1);
   assert.deepEqual(u64s(evs[0].listBlocks[0].cpu), entries(tag, 1, 512));
-  assert.deepEqual(
+  assertBytes(
     rig.host.controller!.mediaRead(1, 0, 513 * PAGE),
     vma.bytes.subarray(0, 513 * PAGE),
   );
@@ -202,12 +205,12 @@ Deno.test("premapped_slow: 513 pages fill the copied list to its last slot; 1024
   assert.deepEqual(l0.slice(0, 511), entries(tag, 1, 511));
   assert.equal(l0[511], ev.listBlocks[1].dma);
   assert.deepEqual(u64s(ev.listBlocks[1].cpu), entries(tag, 512, 1023));
-  assert.deepEqual(rig.host.controller!.mediaRead(1, 0, 1024 * PAGE), vma.bytes);
+  assertBytes(rig.host.controller!.mediaRead(1, 0, 1024 * PAGE), vma.bytes);
   // Read it back into the same buffer, zeroed first: the device fills every page.
   vma.bytes.fill(0);
   const want = rig.host.controller!.mediaRead(1, 0, 1024 * PAGE);
   assert.equal(rw(rig, iovIterDmaTag("read", tag, 0, 1024 * PAGE), 0n), 1024 * PAGE);
-  assert.deepEqual(vma.bytes, want);
+  assertBytes(vma.bytes, want);
 });
 
 Deno.test("premapped_slow: small pool up to nprps 32 (256 / 8), the page pool from 33", () => {
@@ -221,7 +224,39 @@ Deno.test("premapped_slow: small pool up to nprps 32 (256 / 8), the page pool fr
     assert.equal(ev.listBlocks.length, 1, `${n} pages`);
     assert.equal(ev.listBlocks[0].cpu.length, blockBytes, `${n} pages`);
     assert.deepEqual(u64s(ev.listBlocks[0].cpu, n - 1), entries(tag, 501, 500 + n - 1));
-    assert.deepEqual(
+    assertBytes(
+      rig.host.controller!.mediaRead(1, 0, n * PAGE),
+      vma.bytes.subarray(off, off + n * PAGE),
+    );
+  }
+});
+
+Deno.test("premapped in place: a run ending on the array page's last slot is copied (end exclusive)", () => {
+  const { rig, vma, tag, evs } = premapRig(69, 600);
+  assert.equal(tag.prps.dma % BigInt(PAGE), 0n, "the flat array starts a page");
+  // From entry 500: 11 pages list entries 501..510 (one slot short of the page's end), 12 pages
+  // end on slot 511, the array page's last, 13 cross into the next page.
+  for (const [n, inPlace] of [[11, true], [12, false], [13, false]] as const) {
+    const off = 500 * PAGE;
+    const before = rig.kernel.stats.snapshot();
+    assert.equal(rw(rig, iovIterDmaTag("write", tag, off, n * PAGE), 0n), n * PAGE);
+    const d = Stats.diff(before, rig.kernel.stats.snapshot()).counters;
+    const ev = evs.at(-1)!;
+    assert.equal(ev.path, "premapped");
+    assert.equal(ev.cmd.prp1, tag.entry(500));
+    if (inPlace) {
+      assert.equal(ev.cmd.prp2, tag.prps.dma + 501n * 8n, `${n} pages: PRP2 into the array`);
+      assert.equal(ev.listBlocks.length, 0, `${n} pages`);
+      assert.equal(d.prpEntries, 0);
+      assert.equal(d.prpPoolAllocs, 0);
+    } else {
+      assert.equal(ev.listBlocks.length, 1, `${n} pages: copied into a pool list`);
+      assert.equal(ev.cmd.prp2, ev.listBlocks[0].dma);
+      assert.deepEqual(u64s(ev.listBlocks[0].cpu, n - 1), entries(tag, 501, 500 + n - 1));
+      assert.equal(d.prpEntries, n - 1);
+      assert.equal(d.prpPoolAllocs, 1);
+    }
+    assertBytes(
       rig.host.controller!.mediaRead(1, 0, n * PAGE),
       vma.bytes.subarray(off, off + n * PAGE),
     );
