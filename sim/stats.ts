@@ -21,6 +21,8 @@ export const COUNTER_NAMES = [
   "requests",
   "bioMerges",
   "bioSplits",
+  "requestsRequeued",
+  "requestsHung",
   // scatterlist + DMA API
   "sgEntries",
   "dmaMapSgCalls",
