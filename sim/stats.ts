@@ -47,6 +47,9 @@ export const COUNTER_NAMES = [
   "prpPoolFrees",
   "sglDescriptors",
   "kasanReports",
+  "nvmeTimeouts",
+  "nvmeAborts",
+  "nvmeResets",
   // memory
   "bytesAllocated",
   // device
