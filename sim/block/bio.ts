@@ -13,11 +13,11 @@
 
 import type { Kernel } from "../kernel.ts";
 import type { Page } from "../memory/phys.ts";
-import { PAGE_SIZE } from "../memory/phys.ts";
+import { PAGE_SIZE, pfnToPhys } from "../memory/phys.ts";
 import { Errno } from "../uapi/errno.ts";
 import type { BioVec, DmaTag } from "./bvec.ts";
 import { type IovIter, iovIterAdvance, iovIterNextChunk } from "./iov_iter.ts";
-import { BIO_MAX_VECS, BlkStatus, type BlkStatusT, type ReqOp, SECTOR_SHIFT } from "./blk_types.ts";
+import { BlkStatus, type BlkStatusT, type ReqOp, SECTOR_SHIFT } from "./blk_types.ts";
 
 /** sizeof(struct bio_vec) on x86_64, for bytesAllocated. */
 export const BIO_VEC_BYTES = 16;
@@ -34,13 +34,19 @@ export interface BvecIterState {
   bvecDone: number;
 }
 
-/** One physically contiguous piece of a bio (bio_for_each_segment). */
+/**
+ * One bio_vec of a bio as bio_for_each_bvec() sees it (mp_bvec_iter_bvec):
+ * physically contiguous, possibly over several pages, as
+ * __bio_try_merge_page() builds them from contiguous frames. `page` is the
+ * first page and `offset` may then reach past it (bv_offset +
+ * bi_bvec_done), as the kernel's multi-page bvec does.
+ */
 export interface BioSegment {
-  /** The page. */
+  /** The bvec's first page. */
   page: Page;
-  /** Offset in the page. */
+  /** Offset from that page's first byte. */
   offset: number;
-  /** Bytes (never crosses the page). */
+  /** Bytes. */
   len: number;
 }
 
@@ -54,6 +60,8 @@ export class Bio {
   readonly iter: BvecIterState;
   /** bi_io_vec (owned for user pages, shared for registered buffers). */
   ioVec: readonly BioVec[] = [];
+  /** bi_max_vecs: bio_vecs bi_io_vec has room for (0 for a registered buffer or a dma tag). */
+  maxVecs = 0;
   /** The proposal's dma tag, for a premapped buffer; ioVec is then empty. */
   dmaTag: DmaTag | undefined;
   /** Offset into the premapped buffer of this bio's first byte. */
@@ -96,15 +104,17 @@ export class Bio {
   }
 }
 
-/** bio_alloc(): count it. */
-export function bioAlloc(kernel: Kernel, op: ReqOp, sector: bigint): Bio {
+/** bio_alloc(): a bio with room for `nrVecs` bio_vecs; count it. */
+export function bioAlloc(kernel: Kernel, op: ReqOp, sector: bigint, nrVecs = 0): Bio {
   kernel.stats.add("bios");
-  return new Bio(kernel.nextId("bio"), op, sector);
+  const bio = new Bio(kernel.nextId("bio"), op, sector);
+  bio.maxVecs = nrVecs;
+  return bio;
 }
 
-/** bio_for_each_segment(): the page-sized pieces of a bvec bio within its iterator. */
+/** bio_for_each_bvec(): the (multi-page) bvecs of a bio within its iterator. */
 export function* bioSegments(bio: Bio): Generator<BioSegment> {
-  if (bio.isDmaTagged) throw new Error("bio_for_each_segment on a dma-tag bio");
+  if (bio.isDmaTagged) throw new Error("bio_for_each_bvec on a dma-tag bio");
   let idx = bio.iter.idx;
   let done = bio.iter.bvecDone;
   let left = bio.iter.size;
@@ -198,8 +208,9 @@ export function bioReleasePages(kernel: Kernel, bio: Bio): void {
  * bio_iov_iter_get_pages(): attach the iterator's memory to `bio` and
  * advance it. ITER_BVEC references the array (bio_iov_bvec_set, nothing
  * pinned); the proposal's ITER_DMA_TAG sets tag and offset; user ranges are
- * pinned (pin_user_pages) into at most {@link BIO_MAX_VECS} new bio_vecs,
- * trimmed to a multiple of the logical block size. 0 or a negative errno.
+ * pinned page by page into the bio's {@link Bio.maxVecs} bio_vecs, merging
+ * each page into the last bio_vec where it continues it physically
+ * (__bio_try_merge_page). 0 or a negative errno.
  */
 export function bioIovIterGetPages(
   kernel: Kernel,
@@ -224,66 +235,101 @@ export function bioIovIterGetPages(
       iovIterAdvance(it, it.count);
       return 0;
     }
-    return getUserPages(kernel, bio, it, logicalBlockSize);
+    const vecs: BioVec[] = [];
+    bio.ioVec = vecs;
+    bio.iter.idx = 0;
+    bio.iter.bvecDone = 0;
+    let ret: number;
+    do {
+      ret = getPages(kernel, bio, vecs, it, logicalBlockSize);
+    } while (ret === 0 && it.count > 0 && vecs.length < bio.maxVecs);
+    kernel.stats.add("bioVecs", vecs.length);
+    kernel.stats.add("bytesAllocated", vecs.length * BIO_VEC_BYTES);
+    return vecs.length > 0 ? 0 : ret;
   } finally {
     kernel.stats.end("iov_iter", t0);
   }
 }
 
-/** __bio_iov_iter_get_pages() for ITER_UBUF / ITER_IOVEC. */
-function getUserPages(kernel: Kernel, bio: Bio, it: IovIter, lbs: number): number {
-  // Plan the chunks first so the logical-block trim never pins a page it then drops.
-  const chunks: { addr: bigint; len: number }[] = [];
-  let pages = 0;
-  let total = 0;
+/**
+ * iov_iter_npages(): pages the iterator's user ranges span, each range
+ * counted on its own (a page two iovecs share counts twice), at most `max`.
+ */
+export function iovIterNpages(it: IovIter, max: number): number {
   const probe = { ...it } as IovIter;
-  while (probe.count > 0 && pages < BIO_MAX_VECS) {
+  let n = 0;
+  while (probe.count > 0 && n < max) {
     const c = iovIterNextChunk(probe, Number.MAX_SAFE_INTEGER);
     if (!c || c.kind !== "user") break;
-    const off = Number(c.addr & BigInt(PAGE_SIZE - 1));
-    const room = (BIO_MAX_VECS - pages) * PAGE_SIZE - off;
-    const len = Math.min(c.len, room);
-    if (len <= 0) break;
-    chunks.push({ addr: c.addr, len });
-    pages += Math.ceil((off + len) / PAGE_SIZE);
-    total += len;
-    iovIterAdvance(probe, len);
+    n += Math.ceil((Number(c.addr & BigInt(PAGE_SIZE - 1)) + c.len) / PAGE_SIZE);
+    iovIterAdvance(probe, c.len);
   }
-  let trim = total % lbs;
-  while (trim > 0) {
-    const last = chunks[chunks.length - 1];
-    const cut = Math.min(trim, last.len);
-    last.len -= cut;
-    trim -= cut;
-    total -= cut;
-    if (last.len === 0) chunks.pop();
+  return Math.min(n, max);
+}
+
+/** bio_iov_vecs_to_alloc(): bio_vecs to allocate; none for a bvec or dma-tag iterator. */
+export function bioIovVecsToAlloc(it: IovIter, max: number): number {
+  return it.type === "bvec" || it.type === "dmatag" ? 0 : iovIterNpages(it, max);
+}
+
+/**
+ * __bio_iov_iter_get_pages() for ITER_UBUF / ITER_IOVEC: one user range
+ * (the current iovec), at most as many pages as the bio has bio_vecs left,
+ * trimmed to the logical block size, then added page by page. The trim is
+ * planned first, so no page is pinned and dropped again.
+ */
+function getPages(kernel: Kernel, bio: Bio, vecs: BioVec[], it: IovIter, lbs: number): number {
+  iovIterAdvance(it, 0); // past empty iovecs, as first_iovec_segment() skips them
+  const c = iovIterNextChunk(it, UINT_MAX - bio.iter.size);
+  if (!c || c.kind !== "user") return -Errno.EFAULT;
+  const off = Number(c.addr & BigInt(PAGE_SIZE - 1));
+  let size = Math.min(c.len, (bio.maxVecs - vecs.length) * PAGE_SIZE - off);
+  size -= size & (lbs - 1);
+  if (size <= 0) return -Errno.EFAULT;
+  const r = kernel.mm.pinUserPages(c.addr, size);
+  if (typeof r === "number") return r;
+  let o = r.offset;
+  let left = size;
+  for (const page of r.pages) {
+    const len = Math.min(PAGE_SIZE - o, left);
+    bioIovAddPage(kernel, bio, vecs, page, len, o);
+    left -= len;
+    o = 0;
   }
-  if (total === 0) return -Errno.EFAULT;
-  const vecs: BioVec[] = [];
-  const pinned: Page[] = [];
-  for (const c of chunks) {
-    const r = kernel.mm.pinUserPages(c.addr, c.len);
-    if (typeof r === "number") {
-      if (pinned.length > 0) kernel.mm.unpinUserPages(pinned);
-      return r;
-    }
-    let off = r.offset;
-    let left = c.len;
-    for (const page of r.pages) {
-      const len = Math.min(PAGE_SIZE - off, left);
-      vecs.push({ page, offset: off, len });
-      pinned.push(page);
-      left -= len;
-      off = 0;
-    }
-  }
-  iovIterAdvance(it, total);
-  bio.ioVec = vecs;
-  bio.pinned = pinned;
-  bio.iter.idx = 0;
-  bio.iter.bvecDone = 0;
-  bio.iter.size = total;
-  kernel.stats.add("bioVecs", vecs.length);
-  kernel.stats.add("bytesAllocated", vecs.length * BIO_VEC_BYTES);
+  iovIterAdvance(it, size);
   return 0;
+}
+
+/** UINT_MAX: bi_size is an unsigned int. */
+const UINT_MAX = 0xffff_ffff;
+
+/**
+ * bio_iov_add_page(): __bio_try_merge_page() first: a page whose data
+ * continues the last bio_vec physically extends it (page_is_mergeable); on
+ * the same page the extra reference is dropped at once (put_page). Else a
+ * new bio_vec (__bio_add_page).
+ */
+function bioIovAddPage(
+  kernel: Kernel,
+  bio: Bio,
+  vecs: BioVec[],
+  page: Page,
+  len: number,
+  offset: number,
+): void {
+  const bv = vecs[vecs.length - 1];
+  if (bv && bio.iter.size <= UINT_MAX - len) {
+    const vecEnd = pfnToPhys(bv.page.pfn, bv.offset + bv.len) - 1n;
+    const pageAddr = pfnToPhys(page.pfn);
+    if (vecEnd + 1n === pageAddr + BigInt(offset)) {
+      bv.len += len;
+      bio.iter.size += len;
+      if ((vecEnd & ~BigInt(PAGE_SIZE - 1)) === pageAddr) kernel.mm.unpinUserPages([page]);
+      else bio.pinned.push(page);
+      return;
+    }
+  }
+  vecs.push({ page, offset, len });
+  bio.iter.size += len;
+  bio.pinned.push(page);
 }

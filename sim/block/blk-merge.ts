@@ -201,23 +201,32 @@ export function bioWillGap(lim: QueueLimits, first: Bio, prev: Bio, next: Bio): 
 }
 
 /**
- * blk_rq_map_sg(): the scatterlist for a request's bios, merging physically
- * contiguous pieces within segment limits (dma_map_sg counts the entries).
+ * blk_rq_map_sg(): the scatterlist for a request's bios, one entry per
+ * bio_vec (a multi-page one cut at segment limits, blk_bvec_map_sg). Only a
+ * bio's first bio_vec may join the entry before it, when it continues the
+ * previous bio's last one physically (__blk_segment_map_sg_merge): inside a
+ * bio, bio_add_page() already merged what was mergeable. Entries keep the
+ * bvec's first page with an offset that may pass it (the DMA layer works
+ * from page frame and offset).
  */
 export function blkRqMapSg(lim: QueueLimits, bios: readonly Bio[]): Scatterlist[] {
   const sgl: Scatterlist[] = [];
   let prev: BioSegment | undefined;
   for (const bio of bios) {
+    let newBio = prev !== undefined;
+    let last: BioSegment | undefined;
     for (const seg of bioSegments(bio)) {
+      last = seg;
       const cur = sgl[sgl.length - 1];
       if (
-        prev && cur && cur.length + seg.len <= lim.maxSegmentSize &&
-        biovecPhysMergeable(lim, prev, seg)
+        newBio && cur && cur.length + seg.len <= lim.maxSegmentSize &&
+        biovecPhysMergeable(lim, prev!, seg)
       ) {
         cur.length += seg.len;
-        prev = seg;
+        newBio = false;
         continue;
       }
+      newBio = false;
       // blk_bvec_map_sg(): a segment larger than the limits becomes several entries.
       let done = 0;
       while (done < seg.len) {
@@ -231,8 +240,8 @@ export function blkRqMapSg(lim: QueueLimits, bios: readonly Bio[]): Scatterlist[
         });
         done += n;
       }
-      prev = seg;
     }
+    if (bio.iter.size > 0 && last) prev = last;
   }
   if (sgl.length > lim.maxSegments) {
     throw new Error(`blk_rq_map_sg: ${sgl.length} entries > max_segments ${lim.maxSegments}`);
