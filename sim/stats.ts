@@ -21,6 +21,8 @@ export const COUNTER_NAMES = [
   "requests",
   "bioMerges",
   "bioSplits",
+  "bioAllocs",
+  "bvecAllocs",
   // scatterlist + DMA API
   "sgEntries",
   "dmaMapSgCalls",
@@ -43,6 +45,7 @@ export const COUNTER_NAMES = [
   "prpPoolAllocs",
   "prpPoolFrees",
   "sglDescriptors",
+  "iodMempoolAllocs",
   // memory
   "bytesAllocated",
   // device

@@ -17,10 +17,63 @@ import { PAGE_SIZE, pfnToPhys } from "../memory/phys.ts";
 import { Errno } from "../uapi/errno.ts";
 import type { BioVec, DmaTag } from "./bvec.ts";
 import { type IovIter, iovIterAdvance, iovIterNextChunk } from "./iov_iter.ts";
-import { BlkStatus, type BlkStatusT, type ReqOp, SECTOR_SHIFT } from "./blk_types.ts";
+import { BIO_MAX_VECS, BlkStatus, type BlkStatusT, type ReqOp, SECTOR_SHIFT } from "./blk_types.ts";
 
 /** sizeof(struct bio_vec) on x86_64, for bytesAllocated. */
 export const BIO_VEC_BYTES = 16;
+
+/**
+ * sizeof(struct bio) in 6.0 on x86_64 with CONFIG_BLK_CGROUP,
+ * CONFIG_BLK_CGROUP_IOCOST, CONFIG_BLK_INLINE_ENCRYPTION and
+ * CONFIG_BLK_DEV_INTEGRITY set (112 without the last three): the packed
+ * 20-byte bvec_iter, bi_cookie, the cgroup, crypt and integrity pointers,
+ * bi_vcnt/bi_max_vecs/__bi_cnt, bi_io_vec and bi_pool, before the flexible
+ * bi_inline_vecs[].
+ */
+export const BIO_BYTES = 136;
+/** BIO_INLINE_VECS: bio_vecs a bio_set with BIOSET_NEED_BVECS keeps inside each bio. */
+export const BIO_INLINE_VECS = 4;
+
+/**
+ * struct bio_set: what one bio from it occupies (bs_bio_slab_size(): the
+ * caller's front_pad, the bio, and BIO_INLINE_VECS bio_vecs when it was made
+ * with BIOSET_NEED_BVECS).
+ */
+export interface BioSet {
+  /** Kernel name. */
+  readonly name: string;
+  /** front_pad: the caller's structure the bio sits at the end of. */
+  readonly frontPad: number;
+  /** BIOSET_NEED_BVECS: inline bio_vecs behind the bio, and a biovec pool for more. */
+  readonly needBvecs: boolean;
+}
+
+/**
+ * blkdev_dio_pool (block/fops.c): the bio of an O_DIRECT read or write on a
+ * block device, at the end of a `struct blkdev_dio` whose bio is cache-line
+ * aligned (front_pad 64), with inline bio_vecs.
+ */
+export const BLKDEV_DIO_POOL: BioSet = { name: "blkdev_dio_pool", frontPad: 64, needBvecs: true };
+/** fs_bio_set (block/bio.c): bio_alloc()'s, for the second and later bios of a large O_DIRECT I/O. */
+export const FS_BIO_SET: BioSet = { name: "fs_bio_set", frontPad: 0, needBvecs: true };
+/** q->bio_split: the front piece bio_split() makes (no bio_vecs of its own). */
+export const BIO_SPLIT_SET: BioSet = { name: "bio_split", frontPad: 0, needBvecs: false };
+
+/** bs_bio_slab_size(): bytes of one bio from `bs` (264, 200, 136 for the sets above). */
+export function bioSetBioBytes(bs: BioSet): number {
+  return bs.frontPad + BIO_BYTES + (bs.needBvecs ? BIO_INLINE_VECS * BIO_VEC_BYTES : 0);
+}
+
+/**
+ * biovec_slab(): bio_vecs of the slab bvec_alloc() takes `nrVecs` from
+ * (biovec-16, -64, -128, -max), which becomes bi_max_vecs.
+ */
+export function biovecSlabVecs(nrVecs: number): number {
+  if (!Number.isInteger(nrVecs) || nrVecs <= BIO_INLINE_VECS || nrVecs > BIO_MAX_VECS) {
+    throw new RangeError(`biovec_slab: ${nrVecs} bio_vecs`);
+  }
+  return nrVecs <= 16 ? 16 : nrVecs <= 64 ? 64 : nrVecs <= 128 ? 128 : BIO_MAX_VECS;
+}
 
 /** struct bvec_iter: where in bi_io_vec this bio's data is. */
 export interface BvecIterState {
@@ -104,11 +157,36 @@ export class Bio {
   }
 }
 
-/** bio_alloc(): a bio with room for `nrVecs` bio_vecs; count it. */
-export function bioAlloc(kernel: Kernel, op: ReqOp, sector: bigint, nrVecs = 0): Bio {
+/** bio_init() of a bio the caller holds (on its stack): no allocation, no bio_vecs. */
+export function bioInit(kernel: Kernel, op: ReqOp, sector: bigint): Bio {
   kernel.stats.add("bios");
-  const bio = new Bio(kernel.nextId("bio"), op, sector);
-  bio.maxVecs = nrVecs;
+  return new Bio(kernel.nextId("bio"), op, sector);
+}
+
+/**
+ * bio_alloc_bioset(): a bio from `bs` (mempool_alloc of its slab object),
+ * with room for `nrVecs` bio_vecs: the inline ones up to BIO_INLINE_VECS,
+ * else an array from a biovec slab (bvec_alloc), whose size becomes
+ * bi_max_vecs. Counted in `bioAllocs`, `bvecAllocs` and `bytesAllocated`.
+ */
+export function bioAlloc(
+  kernel: Kernel,
+  op: ReqOp,
+  sector: bigint,
+  nrVecs: number,
+  bs: BioSet,
+): Bio {
+  if (nrVecs > 0 && !bs.needBvecs) throw new Error(`bio_alloc_bioset: ${bs.name} has no bvecs`);
+  const bio = bioInit(kernel, op, sector);
+  kernel.stats.add("bioAllocs");
+  kernel.stats.add("bytesAllocated", bioSetBioBytes(bs));
+  if (nrVecs > BIO_INLINE_VECS) {
+    bio.maxVecs = biovecSlabVecs(nrVecs);
+    kernel.stats.add("bvecAllocs");
+    kernel.stats.add("bytesAllocated", bio.maxVecs * BIO_VEC_BYTES);
+  } else if (nrVecs > 0) {
+    bio.maxVecs = BIO_INLINE_VECS;
+  }
   return bio;
 }
 
@@ -185,7 +263,7 @@ export function bioSplit(kernel: Kernel, bio: Bio, sectors: number): Bio {
   if (sectors <= 0 || bytes >= bio.iter.size) {
     throw new RangeError(`bio_split: ${sectors} sectors of a ${bio.iter.size}-byte bio`);
   }
-  const split = bioAlloc(kernel, bio.op, bio.iter.sector);
+  const split = bioAlloc(kernel, bio.op, bio.iter.sector, 0, BIO_SPLIT_SET);
   kernel.stats.add("bioSplits");
   split.ioVec = bio.ioVec;
   split.dmaTag = bio.dmaTag;
@@ -244,7 +322,6 @@ export function bioIovIterGetPages(
       ret = getPages(kernel, bio, vecs, it, logicalBlockSize);
     } while (ret === 0 && it.count > 0 && vecs.length < bio.maxVecs);
     kernel.stats.add("bioVecs", vecs.length);
-    kernel.stats.add("bytesAllocated", vecs.length * BIO_VEC_BYTES);
     return vecs.length > 0 ? 0 : ret;
   } finally {
     kernel.stats.end("iov_iter", t0);

@@ -21,9 +21,12 @@ import {
   type Bio,
   bioAlloc,
   bioEndio,
+  bioInit,
   bioIovIterGetPages,
   bioIovVecsToAlloc,
   bioReleasePages,
+  BLKDEV_DIO_POOL,
+  FS_BIO_SET,
 } from "./bio.ts";
 import { BIO_MAX_VECS, BlkStatus, blkStatusToErrno, SECTOR_SHIFT } from "./blk_types.ts";
 import { blkFinishPlug, blkStartPlug } from "./blk-mq.ts";
@@ -126,7 +129,7 @@ export function blkdevDirectIO(
   try {
     if (nrPages <= BIO_MAX_VECS) {
       // __blkdev_direct_IO_async()
-      const bio = bioAlloc(kernel, op, pos >> BigInt(SECTOR_SHIFT), nrPages);
+      const bio = bioAlloc(kernel, op, pos >> BigInt(SECTOR_SHIFT), nrPages, BLKDEV_DIO_POOL);
       bio.nowait = nowait;
       const r = bioIovIterGetPages(kernel, bio, it, bdev.logicalBlockSize);
       if (r < 0) {
@@ -139,9 +142,10 @@ export function blkdevDirectIO(
       return -Errno.EIOCBQUEUED;
     }
     // __blkdev_direct_IO()
+    // The first bio from blkdev_dio_pool (it carries the dio), the others from bio_alloc().
     nrPages = BIO_MAX_VECS;
-    for (;;) {
-      const bio = bioAlloc(kernel, op, pos >> BigInt(SECTOR_SHIFT), nrPages);
+    for (let bs = BLKDEV_DIO_POOL;; bs = FS_BIO_SET) {
+      const bio = bioAlloc(kernel, op, pos >> BigInt(SECTOR_SHIFT), nrPages, bs);
       bio.nowait = nowait;
       bio.endIo = endIo;
       const r = bioIovIterGetPages(kernel, bio, it, bdev.logicalBlockSize);
@@ -174,7 +178,8 @@ export function blkdevFsync(
   done: (res: number) => void,
 ): number {
   if (!bdev.queue.writeCache) return 0;
-  const bio = bioAlloc(kernel, "flush", 0n);
+  // blkdev_issue_flush(): a bio on the caller's stack.
+  const bio = bioInit(kernel, "flush", 0n);
   bio.endIo = (b) => done(blkStatusToErrno(b.status));
   bdev.queue.submitBio(bio);
   return -Errno.EIOCBQUEUED;

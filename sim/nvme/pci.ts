@@ -79,6 +79,29 @@ export const NVME_SMALL_POOL_SIZE = 256;
 export const NVME_AQ_DEPTH = 32;
 /** NVME_MAX_KB_SZ (6.0): largest transfer the driver issues, in KiB (max_hw_sectors_kb cap). */
 export const NVME_MAX_KB_SZ = 4096;
+/** sizeof(struct scatterlist) on x86_64 (page_link, offset, length, dma_address, dma_length). */
+export const SCATTERLIST_BYTES = 32;
+/**
+ * nvme_pci_npages_prp() as 6.0 has it: NVME_MAX_KB_SZ, in KiB, is added to
+ * NVME_CTRL_PAGE_SIZE, in bytes, so it counts 2 PRP entries and 1 page (6.2's
+ * "nvme-pci: fix mempool alloc size" made it KiB * 1024: 1025 entries, 3 pages).
+ */
+function nvmePciNpagesPrp(): number {
+  const nprps = Math.ceil((NVME_MAX_KB_SZ + NVME_CTRL_PAGE_SIZE) / NVME_CTRL_PAGE_SIZE);
+  return Math.ceil((8 * nprps) / (PAGE_SIZE - 8));
+}
+/** nvme_pci_npages_sgl(): pages of NVME_MAX_SEGS SGL descriptors (1). */
+function nvmePciNpagesSgl(): number {
+  return Math.ceil((NVME_MAX_SEGS * NVME_SGL_DESC_SIZE) / PAGE_SIZE);
+}
+/**
+ * nvme_pci_iod_alloc_size() in 6.0: the iod_mempool element, 8 bytes per
+ * list page pointer and a scatterlist of NVME_MAX_SEGS entries: 8 + 127 x 32
+ * = 4072 bytes (kmalloc puts it in kmalloc-4k). nvme_map_data() takes one per
+ * request that misses the single-segment fast paths.
+ */
+export const NVME_IOD_ALLOC_BYTES = 8 * Math.max(nvmePciNpagesPrp(), nvmePciNpagesSgl()) +
+  SCATTERLIST_BYTES * NVME_MAX_SEGS;
 /** sgl_threshold module parameter default (SZ_32K). */
 export const SGL_THRESHOLD_DEFAULT = 32 * 1024;
 /** io_queue_depth module parameter default. */
@@ -728,6 +751,9 @@ export class NvmeDev implements BlkMqOps, Disposable {
         return this.#setupPrpSimple(rq, iod, cmd, bv);
       }
     }
+    // mempool_alloc(iod_mempool): the scatterlist table (and list pointers) of this request.
+    this.#kernel.stats.add("iodMempoolAllocs");
+    this.#kernel.stats.add("bytesAllocated", NVME_IOD_ALLOC_BYTES);
     const sgl = blkRqMapSg(rq.q.limits, rq.bios);
     if (sgl.length === 0) return BlkStatus.IOERR;
     const nents = this.#timedDma(() => this.#dma.mapSg(sgl, dirOf(rq)));

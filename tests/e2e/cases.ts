@@ -435,12 +435,11 @@ export function iovecPieces(rig: Rig, s: IoSpec): Range[] {
 const BIO_MAX_VECS = 256;
 
 /**
- * How the block layer cuts one I/O into NVMe commands: a registered buffer
- * (bvec or dma tag) is one bio; user pages go into bios of at most
- * BIO_MAX_VECS pages, each trimmed to the logical block size; each bio is
- * split into commands of at most `maxIo` bytes.
+ * The bios blkdev_direct_IO() builds for one I/O: a registered buffer (bvec
+ * or dma tag) is one bio; user pages go into bios of at most BIO_MAX_VECS
+ * pages, each trimmed to the logical block size.
  */
-function commands(rig: Rig, s: IoSpec): Range[] {
+function dioBios(rig: Rig, s: IoSpec): Range[] {
   const bios: Range[] = [];
   if (rig.cfg.path === "none") {
     assert.ok(
@@ -455,13 +454,31 @@ function commands(rig: Rig, s: IoSpec): Range[] {
       left -= n;
     }
   } else bios.push({ off: s.off, len: s.len });
+  return bios;
+}
+
+/** How the block layer cuts one I/O into NVMe commands: each bio into pieces of at most `maxIo` bytes. */
+function commands(rig: Rig, s: IoSpec): Range[] {
   const out: Range[] = [];
-  for (const b of bios) {
+  for (const b of dioBios(rig, s)) {
     for (let done = 0; done < b.len; done += rig.maxIoBytes) {
       out.push({ off: b.off + done, len: Math.min(rig.maxIoBytes, b.len - done) });
     }
   }
   return out;
+}
+
+/**
+ * biovec slab arrays a `none` I/O's bios take: a bio gets bio_vecs for the
+ * pages left in the iterator when it is allocated (iov_iter_npages, a page
+ * two iovecs share counted twice, at most BIO_MAX_VECS), inline up to 4.
+ */
+function bvecArrays(rig: Rig, s: IoSpec): number {
+  if (rig.cfg.path !== "none") return 0;
+  const bios = dioBios(rig, s);
+  if (bios.length === 1) return pinned(rig, s) > 4 ? 1 : 0;
+  const end = s.off + s.len;
+  return bios.filter((b) => pagesTouched(rig.inPage(s.buf, b.off), end - b.off) > 4).length;
 }
 
 /** PRP list entries a command needs after PRP1 (0: PRP2 unused or a data page). */
@@ -508,6 +525,9 @@ export function expectCounts(rig: Rig, s: IoSpec): Partial<Record<CounterName, n
     cqesPosted: 1,
     requests: cs.length,
     nvmeCommands: cs.length,
+    // Each command's bio was allocated: the I/O's own bios, then one per split.
+    bioAllocs: cs.length,
+    bvecAllocs: bvecArrays(rig, s),
     deviceErrors: 0,
     iommuFaults: 0,
   };
@@ -558,6 +578,9 @@ export function expectCounts(rig: Rig, s: IoSpec): Partial<Record<CounterName, n
     prpEntries: sum(entries),
     prpPoolAllocs: sum(entries.map(listBlocks)),
     prpPoolFrees: sum(entries.map(listBlocks)),
+    // Frames are scattered, so a command is one segment only within one page
+    // (nvme_setup_prp_simple); every other takes the iod_mempool element.
+    iodMempoolAllocs: pages.filter((n) => n > 1).length,
   });
   if (translated) {
     e.iommuPteWrites = sum(pages);
