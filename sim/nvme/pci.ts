@@ -3,7 +3,7 @@
  * {@link NvmeControllerPort} and a {@link DmaApi}: controller enable and
  * admin queue, Identify, Number of Queues, I/O queue pairs with MSI-X
  * handlers, the blk-mq operations (queue_rq, commit_rqs), data mapping
- * (single-segment PRP fast path, scatterlist + PRP lists from the 256-byte
+ * (single-segment PRP and SGL fast paths, scatterlist + PRP lists from the 256-byte
  * and page dma pools, SGLs above sgl_threshold), completion, and the
  * proposal's premapped path: `dma_map`/`dma_unmap` and PRPs built from the
  * premapped flat array per I/O.
@@ -166,7 +166,7 @@ export interface NvmeSubmitEvent {
   /** PRP list / SGL blocks from the pools, in chain order. */
   listBlocks: readonly DmaPoolBlock[];
   /** Data path used. */
-  path: "none" | "prp-simple" | "prp" | "sgl" | "premapped";
+  path: "none" | "prp-simple" | "sgl-simple" | "prp" | "sgl" | "premapped";
 }
 
 /** The proposal's mapping: a premapped buffer's flat PRP array (the dma tag). */
@@ -746,9 +746,14 @@ export class NvmeDev implements BlkMqOps, Disposable {
   #mapData(rq: Request, iod: NvmeIod, cmd: NvmeCommandInit): BlkStatusT {
     const q = rq.hctx.driverData as NvmeQueue;
     if (rq.nrPhysSegments === 1) {
+      // req_bvec(): the first (multi-page) bvec. 6.0 adds bv_offset unmasked, so a bvec
+      // resumed past its first page after a split misses the PRP fast path (6.2 masks it).
       const bv = bioSegments(rq.bios[0]).next().value!;
-      if ((bv.offset & (NVME_CTRL_PAGE_SIZE - 1)) + bv.len <= NVME_CTRL_PAGE_SIZE * 2) {
+      if (bv.offset + bv.len <= NVME_CTRL_PAGE_SIZE * 2) {
         return this.#setupPrpSimple(rq, iod, cmd, bv);
+      }
+      if (q.qid !== 0 && this.#opts.sglThreshold && this.sglSupported) {
+        return this.#setupSglSimple(rq, iod, cmd, bv);
       }
     }
     // mempool_alloc(iod_mempool): the scatterlist table (and list pointers) of this request.
@@ -797,6 +802,28 @@ export class NvmeDev implements BlkMqOps, Disposable {
     iod.path = "prp-simple";
     cmd.prp1 = addr;
     cmd.prp2 = bv.len > firstPrpLen ? addr + BigInt(firstPrpLen) : 0n;
+    return BlkStatus.OK;
+  }
+
+  /**
+   * nvme_setup_sgl_simple(): one physical segment that PRP1 and PRP2 cannot
+   * carry, on an I/O queue of a controller with SGLs and sgl_threshold set:
+   * map it whole (dma_map_bvec) as one SGL data block descriptor in the
+   * command; no scatterlist, no iod_mempool element, no pool block.
+   */
+  #setupSglSimple(
+    rq: Request,
+    iod: NvmeIod,
+    cmd: NvmeCommandInit,
+    bv: { page: BioVec["page"]; offset: number; len: number },
+  ): BlkStatusT {
+    const addr = this.#timedDma(() => this.#dma.mapPage(bv.page, bv.offset, bv.len, dirOf(rq)));
+    if (addr === DMA_MAPPING_ERROR) return BlkStatus.RESOURCE;
+    iod.firstDma = addr;
+    iod.dmaLen = bv.len;
+    iod.path = "sgl-simple";
+    cmd.sgl = { addr, length: bv.len, type: NVME_SGL_TYPE.DATA_BLOCK };
+    this.#kernel.stats.add("sglDescriptors", 1);
     return BlkStatus.OK;
   }
 
