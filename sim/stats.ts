@@ -23,6 +23,8 @@ export const COUNTER_NAMES = [
   "bioSplits",
   "requestsRequeued",
   "requestsHung",
+  "bioAllocs",
+  "bvecAllocs",
   // scatterlist + DMA API
   "sgEntries",
   "dmaMapSgCalls",
@@ -50,6 +52,7 @@ export const COUNTER_NAMES = [
   "nvmeTimeouts",
   "nvmeAborts",
   "nvmeResets",
+  "iodMempoolAllocs",
   // memory
   "bytesAllocated",
   // device

@@ -3,7 +3,7 @@
  * {@link NvmeControllerPort} and a {@link DmaApi}: controller enable and
  * admin queue, Identify, Number of Queues, I/O queue pairs with MSI-X
  * handlers, the blk-mq operations (queue_rq, commit_rqs), data mapping
- * (single-segment PRP fast path, scatterlist + PRP lists from the 256-byte
+ * (single-segment PRP and SGL fast paths, scatterlist + PRP lists from the 256-byte
  * and page dma pools, SGLs above sgl_threshold), completion, and the
  * proposal's premapped path: `dma_map`/`dma_unmap` and PRPs built from the
  * premapped flat array per I/O.
@@ -81,6 +81,29 @@ export const NVME_SMALL_POOL_SIZE = 256;
 export const NVME_AQ_DEPTH = 32;
 /** NVME_MAX_KB_SZ (6.0): largest transfer the driver issues, in KiB (max_hw_sectors_kb cap). */
 export const NVME_MAX_KB_SZ = 4096;
+/** sizeof(struct scatterlist) on x86_64 (page_link, offset, length, dma_address, dma_length). */
+export const SCATTERLIST_BYTES = 32;
+/**
+ * nvme_pci_npages_prp() as 6.0 has it: NVME_MAX_KB_SZ, in KiB, is added to
+ * NVME_CTRL_PAGE_SIZE, in bytes, so it counts 2 PRP entries and 1 page (6.2's
+ * "nvme-pci: fix mempool alloc size" made it KiB * 1024: 1025 entries, 3 pages).
+ */
+function nvmePciNpagesPrp(): number {
+  const nprps = Math.ceil((NVME_MAX_KB_SZ + NVME_CTRL_PAGE_SIZE) / NVME_CTRL_PAGE_SIZE);
+  return Math.ceil((8 * nprps) / (PAGE_SIZE - 8));
+}
+/** nvme_pci_npages_sgl(): pages of NVME_MAX_SEGS SGL descriptors (1). */
+function nvmePciNpagesSgl(): number {
+  return Math.ceil((NVME_MAX_SEGS * NVME_SGL_DESC_SIZE) / PAGE_SIZE);
+}
+/**
+ * nvme_pci_iod_alloc_size() in 6.0: the iod_mempool element, 8 bytes per
+ * list page pointer and a scatterlist of NVME_MAX_SEGS entries: 8 + 127 x 32
+ * = 4072 bytes (kmalloc puts it in kmalloc-4k). nvme_map_data() takes one per
+ * request that misses the single-segment fast paths.
+ */
+export const NVME_IOD_ALLOC_BYTES = 8 * Math.max(nvmePciNpagesPrp(), nvmePciNpagesSgl()) +
+  SCATTERLIST_BYTES * NVME_MAX_SEGS;
 /** sgl_threshold module parameter default (SZ_32K). */
 export const SGL_THRESHOLD_DEFAULT = 32 * 1024;
 /** io_queue_depth module parameter default. */
@@ -170,7 +193,7 @@ export interface NvmeSubmitEvent {
   /** PRP list / SGL blocks from the pools, in chain order. */
   listBlocks: readonly DmaPoolBlock[];
   /** Data path used. */
-  path: "none" | "prp-simple" | "prp" | "sgl" | "premapped";
+  path: "none" | "prp-simple" | "sgl-simple" | "prp" | "sgl" | "premapped";
 }
 
 /** The proposal's mapping: a premapped buffer's flat PRP array (the dma tag). */
@@ -775,11 +798,19 @@ export class NvmeDev implements BlkMqOps, Disposable {
   #mapData(rq: Request, iod: NvmeIod, cmd: NvmeCommandInit): BlkStatusT {
     const q = rq.hctx.driverData as NvmeQueue;
     if (rq.nrPhysSegments === 1) {
+      // req_bvec(): the first (multi-page) bvec. 6.0 adds bv_offset unmasked, so a bvec
+      // resumed past its first page after a split misses the PRP fast path (6.2 masks it).
       const bv = bioSegments(rq.bios[0]).next().value!;
-      if ((bv.offset & (NVME_CTRL_PAGE_SIZE - 1)) + bv.len <= NVME_CTRL_PAGE_SIZE * 2) {
+      if (bv.offset + bv.len <= NVME_CTRL_PAGE_SIZE * 2) {
         return this.#setupPrpSimple(rq, iod, cmd, bv);
       }
+      if (q.qid !== 0 && this.#opts.sglThreshold && this.sglSupported) {
+        return this.#setupSglSimple(rq, iod, cmd, bv);
+      }
     }
+    // mempool_alloc(iod_mempool): the scatterlist table (and list pointers) of this request.
+    this.#kernel.stats.add("iodMempoolAllocs");
+    this.#kernel.stats.add("bytesAllocated", NVME_IOD_ALLOC_BYTES);
     const sgl = blkRqMapSg(rq.q.limits, rq.bios);
     if (sgl.length === 0) return BlkStatus.IOERR;
     const nents = this.#timedDma(() => this.#dma.mapSg(sgl, dirOf(rq)));
@@ -823,6 +854,28 @@ export class NvmeDev implements BlkMqOps, Disposable {
     iod.path = "prp-simple";
     cmd.prp1 = addr;
     cmd.prp2 = bv.len > firstPrpLen ? addr + BigInt(firstPrpLen) : 0n;
+    return BlkStatus.OK;
+  }
+
+  /**
+   * nvme_setup_sgl_simple(): one physical segment that PRP1 and PRP2 cannot
+   * carry, on an I/O queue of a controller with SGLs and sgl_threshold set:
+   * map it whole (dma_map_bvec) as one SGL data block descriptor in the
+   * command; no scatterlist, no iod_mempool element, no pool block.
+   */
+  #setupSglSimple(
+    rq: Request,
+    iod: NvmeIod,
+    cmd: NvmeCommandInit,
+    bv: { page: BioVec["page"]; offset: number; len: number },
+  ): BlkStatusT {
+    const addr = this.#timedDma(() => this.#dma.mapPage(bv.page, bv.offset, bv.len, dirOf(rq)));
+    if (addr === DMA_MAPPING_ERROR) return BlkStatus.RESOURCE;
+    iod.firstDma = addr;
+    iod.dmaLen = bv.len;
+    iod.path = "sgl-simple";
+    cmd.sgl = { addr, length: bv.len, type: NVME_SGL_TYPE.DATA_BLOCK };
+    this.#kernel.stats.add("sglDescriptors", 1);
     return BlkStatus.OK;
   }
 
@@ -1257,6 +1310,10 @@ export class NvmeDev implements BlkMqOps, Disposable {
         // The entries sit in one page of the flat array: point straight at them.
         cmd.prp2 = listStart;
       } else {
+        // The copy path takes an iod_mempool element first (iod->sg = mempool_alloc(), freed
+        // with the list in nvme_free_prp_chain), in v2's nvme_premapped as in v3's _slow.
+        this.#kernel.stats.add("iodMempoolAllocs");
+        this.#kernel.stats.add("bytesAllocated", NVME_IOD_ALLOC_BYTES);
         const bugs = this.#opts.bugs;
         let list: bigint | null;
         if (bugs.v2UninitRemaining ?? variant === "v2") {
