@@ -230,6 +230,11 @@ class RealTestbed implements Testbed {
     return this.#host?.kernel.stats;
   }
 
+  /** Live streaming DMA mappings of the host stack, in bytes, when it has one. */
+  get dmaMappedBytes(): number | undefined {
+    return this.#host?.host.dma.mappedBytes;
+  }
+
   /** "/dev/nvme0n1" of the host stack, when the C controller is built. */
   get nvmeDevice(): string | undefined {
     return this.#host?.host.namespaces[0].path;

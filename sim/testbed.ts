@@ -69,6 +69,11 @@ export class SimTestbed implements Testbed {
     return this.kernel.stats;
   }
 
+  /** Live streaming DMA mappings of the host, in bytes. */
+  get dmaMappedBytes(): number {
+    return this.host.dma.mappedBytes;
+  }
+
   /** The first namespace's block device, "/dev/nvme0n1". */
   get nvmeDevice(): string {
     return this.host.namespaces[0].path;

@@ -106,6 +106,11 @@ export interface Testbed extends Disposable {
   readonly stats: Stats | undefined;
   /** Path of the NVMe namespace block device, if this backend has one. */
   readonly nvmeDevice: string | undefined;
+  /**
+   * Bytes of the NVMe host's live streaming DMA mappings (premapped buffers
+   * between I/Os, per-I/O mappings while their I/O runs), if it has a host.
+   */
+  readonly dmaMappedBytes: number | undefined;
   /** Page-aligned memory the ring can address; freed on dispose. */
   allocBuffer(len: number): UserBuffer;
   /** open(2): a file descriptor or a negative errno. */
