@@ -50,6 +50,7 @@ const SYMBOLS = {
     nonblocking: false,
   },
   munmap: { parameters: ["pointer", "usize"], result: "i32", nonblocking: false },
+  getrlimit: { parameters: ["i32", "buffer"], result: "i32", nonblocking: false },
 } as const;
 
 type LibcSymbols = Deno.DynamicLibrary<typeof SYMBOLS>["symbols"];
@@ -299,4 +300,28 @@ export function mapAnonymous(length: number): NativeMapping {
 function lastErrno(sym: LibcSymbols): number {
   const p = sym.__errno_location();
   return p === null ? 0 : new Deno.UnsafePointerView(p).getInt32();
+}
+
+/** RLIMIT_NOFILE (asm-generic/resource.h). */
+const RLIMIT_NOFILE = 7;
+
+/**
+ * The process's soft RLIMIT_NOFILE (getrlimit(2)): the bound the live kernel
+ * puts on descriptors and on a fixed file table (-EMFILE), which the `real`
+ * backend's host stack and the differential's `sim` side take too.
+ *
+ * @example
+ * ```ts
+ * import { processNofileLimit } from "./libc.ts";
+ * console.log(processNofileLimit() > 0); // true
+ * ```
+ */
+export function processNofileLimit(): number {
+  const rl = new BigUint64Array(2);
+  const r = libcSymbols().getrlimit(RLIMIT_NOFILE, new Uint8Array(rl.buffer));
+  if (r !== 0) {
+    throw new Error(`getrlimit(RLIMIT_NOFILE) failed: errno ${lastErrno(libcSymbols())}`);
+  }
+  // RLIM_INFINITY, or more than a table can hold: the kernel's own cap (sysctl fs.nr_open).
+  return rl[0] > 1n << 30n ? 1 << 30 : Number(rl[0]);
 }
