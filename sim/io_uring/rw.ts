@@ -16,7 +16,7 @@
 import { type IovIter, iovIterIovec, iovIterUbuf, type UserRange } from "../block/iov_iter.ts";
 import { IOCB, type Kiocb } from "../fs/file.ts";
 import { Errno } from "../uapi/errno.ts";
-import { IORING_OP, IOVEC, O } from "../uapi/io_uring.ts";
+import { IORING_OP, IOSQE, IOVEC, O } from "../uapi/io_uring.ts";
 import { type IoKiocb, IOU_ISSUE_QUEUED } from "./io_uring_types.ts";
 import { ioImportFixed, putDmaUser } from "./rsrc.ts";
 
@@ -173,6 +173,15 @@ export function ioPrepRw(req: IoKiocb): number {
   const common = ioPrepRwCommon(req, rw);
   if (common) return common;
   if (fixed) return 0;
+  // REQ_F_BUFFER_SELECT: nothing is imported at prep (the buffer comes from a group at
+  // issue, and no provided-buffer group is modelled: -ENOBUFS then); io_prep_rwv() still
+  // wants exactly one iovec and reads it (io_iov_buffer_select_prep).
+  if (req.flags & IOSQE.BUFFER_SELECT) {
+    if (op !== IORING_OP.READV) return 0;
+    if (rw.len !== 1) return -Errno.EINVAL;
+    const iov = req.ctx.kernel.mm.copyFromUser(rw.addr, IOVEC.SIZE);
+    return typeof iov === "number" ? -Errno.EFAULT : 0;
+  }
   const dir = write ? "write" : "read";
   const t0 = req.ctx.kernel.stats.begin();
   try {

@@ -200,5 +200,10 @@ Deno.test("hostile: SQE fields the kernel checks are checked (pad2, ioprio, HIPR
     -Errno.EFAULT,
   );
   assert.equal(one(read(19, { addr: buf.start + 8192n - 10n, len: 4096 })), 10);
+  // BUFFER_SELECT without a provided-buffer group: READV wants exactly one iovec at prep,
+  // then no buffer can be selected at issue.
+  const sel = { opcode: IORING_OP.READV, fd, addr: past.start, flags: IOSQE.BUFFER_SELECT };
+  assert.equal(one({ ...sel, len: 0, userData: 20n }), -Errno.EINVAL);
+  assert.equal(one({ ...sel, len: 1, userData: 21n }), -Errno.ENOBUFS);
   ring[Symbol.dispose]();
 });
