@@ -49,6 +49,7 @@ export class SimTestbed implements Testbed {
       capSysAdmin: opts.capSysAdmin ?? true,
       timing: opts.timing ?? true,
       premap: opts.premap,
+      nofile: opts.rlimitNofile,
     });
     this.host = attachNvme(this.kernel, {
       iommu: opts.iommu ?? "strict",

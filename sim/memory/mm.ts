@@ -191,6 +191,18 @@ export class UserMm implements UserMemory {
     return true;
   }
 
+  /** Bytes of `[addr, addr + len)` mapped without a hole from `addr` on (where a copy faults). */
+  mappedPrefix(addr: bigint, len: number): number {
+    let a = addr;
+    const end = addr + BigInt(len);
+    while (a < end) {
+      const v = this.findVma(a);
+      if (!v) break;
+      a = v.start + BigInt(v.length);
+    }
+    return Number((a < end ? a : end) - addr);
+  }
+
   /**
    * The register guard's view (sim/uapi/register_rules.ts `UserMemory`): every
    * byte of `[addr, addr + len)` lies in a mapping. The sim's mappings are

@@ -65,6 +65,13 @@ export interface TestbedOptions {
    * hung-task check's). Times are on the kernel's clock: virtual on sim.
    */
   hostLimits?: { swiotlbSlots?: number; ioTimeoutNs?: number; hungTimeoutNs?: number };
+  /**
+   * rlimit(RLIMIT_NOFILE) of the simulated process: its descriptors and its
+   * fixed file table are bounded by it (-EMFILE). Default on `sim`: 1024; on
+   * `real`, the host stack always takes the process's own soft limit, as the
+   * live kernel does.
+   */
+  rlimitNofile?: number;
   /** Whether to time each stage (default true). */
   timing?: boolean;
   /**
