@@ -20,6 +20,7 @@ import {
   NVME_CQ_IRQ_ENABLED,
   NVME_NSID_ALL,
   NVME_QUEUE_PHYS_CONTIG,
+  NVME_RW_FUA_CDW12,
   NVME_SGL_TYPE,
 } from "../../sim/device/nvme_spec.ts";
 import type { Rng } from "../../sim/random.ts";
@@ -360,6 +361,8 @@ export interface StreamConfig {
   mdts: number;
   sgls: boolean;
   vwc: boolean;
+  /** Volatile write cache capacity (bytes; undefined: the default 4 MiB). */
+  writeCacheBytes: number | undefined;
   iotlbEntries: number;
   namespaces: { lbaSize: 512 | 4096; sizeBytes: bigint }[];
 }
@@ -372,6 +375,7 @@ export function streamConfig(rng: Rng): StreamConfig {
     mdts: rng.pick([4, 5, 5, 6]),
     sgls: rng.chance(0.85),
     vwc: rng.chance(0.5),
+    writeCacheBytes: rng.pick([16384, 65536, 1 << 20, undefined]),
     iotlbEntries: rng.pick([8, 16, 32, 64]),
     namespaces: [
       { lbaSize: 512, sizeBytes: 1n << 20n },
@@ -733,8 +737,10 @@ export function genIo(s: AddrSpace, cfg: StreamConfig, cid: number): GenCmd {
     prp2: d.prp2,
     slba,
     nlb0: nlb - 1,
+    cdw12: r.chance(0.2) ? NVME_RW_FUA_CDW12 : 0,
     mptr: r.chance(0.1) ? BigInt(r.nextU32()) : 0n,
   });
+  if (new DataView(g.sqe.buffer).getUint32(48, true) & NVME_RW_FUA_CDW12) g.label += " fua";
   return g;
 }
 
