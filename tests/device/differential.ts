@@ -350,7 +350,7 @@ export interface DiffSummary {
   badCidCqes: number;
   /** Resets the host did because a command would never complete (drop, bad-cid). */
   timeoutResets: number;
-  /** The power cut at the end (with a volatile write cache), as both sides reported it. */
+  /** The power cut at the end of the run, as both sides reported it. */
   powerCut: PowerCutReport | null;
 }
 
@@ -1606,8 +1606,9 @@ class Harness {
       }
     }
     this.fullCheck();
-    if (this.cfg.vwc) {
-      // Power fails with whatever the cache holds: both must lose the same writes.
+    {
+      // Power fails with whatever the cache holds (nothing when write-through): both must
+      // lose the same writes.
       const seed = r.nextU32();
       const x = this.a.powerCut(seed);
       const y = this.b.powerCut(seed);

@@ -73,6 +73,7 @@ const total: Record<string, number> = {};
 let totalCmds = 0;
 const totalFaults: Record<string, number> = {};
 let totalCached = 0;
+/** Power cuts that found unflushed writes in the cache, and what they did. */
 const totalCut = { cuts: 0, writesLost: 0, writesKept: 0, blocksLost: 0 };
 const t0 = performance.now();
 for (let s = seed0; s < seed0 + seeds; s++) {
@@ -112,7 +113,7 @@ for (let s = seed0; s < seed0 + seeds; s++) {
       totalFaults[k] = (totalFaults[k] ?? 0) + v;
     }
     totalCached += sum.counters.cachedWrites;
-    if (sum.powerCut) {
+    if (sum.powerCut && sum.powerCut.writesLost + sum.powerCut.writesKept > 0) {
       totalCut.cuts++;
       totalCut.writesLost += sum.powerCut.writesLost;
       totalCut.writesKept += sum.powerCut.writesKept;
