@@ -115,6 +115,8 @@ export function blkdevDirectIO(
     for (let first = true;; first = false) {
       const bio = bioAlloc(kernel, op, pos >> BigInt(SECTOR_SHIFT));
       bio.nowait = (iocb.flags & IOCB.NOWAIT) !== 0;
+      // dio_bio_write_op(): an O_DSYNC / RWF_DSYNC direct write is REQ_FUA.
+      bio.fua = op === "write" && (iocb.flags & IOCB.DSYNC) !== 0;
       const r = bioIovIterGetPages(kernel, bio, it, bdev.logicalBlockSize);
       if (r < 0) {
         if (first) return r;
