@@ -99,6 +99,7 @@ static uint64_t now_ns(void) {
 #define ADM_DELETE_CQ 0x04
 #define ADM_CREATE_CQ 0x05
 #define ADM_IDENTIFY 0x06
+#define ADM_ABORT 0x08
 #define ADM_SET_FEATURES 0x09
 #define ADM_GET_FEATURES 0x0a
 #define ADM_ASYNC_EVENT 0x0c

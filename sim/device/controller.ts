@@ -841,6 +841,8 @@ export class NvmeController implements NvmeControllerPort {
         return this.#getFeatures(cmd);
       case NVME_ADMIN.ASYNC_EVENT:
         return this.#asyncEventRequest(cmd);
+      case NVME_ADMIN.ABORT_CMD:
+        return this.#abort();
       default:
         return { status: dnr(NVME_SC.INVALID_OPCODE) };
     }
@@ -983,6 +985,16 @@ export class NvmeController implements NvmeControllerPort {
     if (fid !== NVME_FEAT.NUM_QUEUES || sel > 3) return { status: dnr(NVME_SC.INVALID_FIELD) };
     if (sel === 3) return { status: 0, result: 0 }; // supported capabilities: none
     return { status: 0, result: this.#numQueuesResult() };
+  }
+
+  /**
+   * nvme_abort() (5.1): this controller executes a command when it fetches
+   * it, so nothing is ever left to abort (a command a `drop` fault swallowed
+   * is lost inside the device): Abort succeeds with dword 0 bit 0 set,
+   * "command not aborted", whatever SQID and CID it names.
+   */
+  #abort(): Exec {
+    return { status: 0, result: 1 };
   }
 
   /** nvme_aer() (5.2) */

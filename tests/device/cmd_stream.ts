@@ -797,6 +797,13 @@ export function genAdmin(s: AddrSpace, cfg: StreamConfig, cid: number): GenCmd {
     return g;
   }
   const opcode = r.pick([0x02, 0x08, 0x03, 0x0d, 0x10, 0x80, 0xc0, 0xff]);
+  if (opcode === NVME_ADMIN.ABORT_CMD) {
+    // Abort of any SQID/CID: never found (commands execute when fetched), dword 0 bit 0 set.
+    const cdw10 = r.nextU32();
+    g.label = `abort sq ${cdw10 & 0xffff} cid ${cdw10 >>> 16}`;
+    g.sqe = encodeNvmeCommand({ opcode, commandId: cid, flags, cdw10 });
+    return g;
+  }
   g.label = `admin-opcode 0x${opcode.toString(16)}`;
   g.sqe = encodeNvmeCommand({ opcode, commandId: cid, flags, nsid: r.int(3) });
   return g;

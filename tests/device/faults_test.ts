@@ -467,3 +467,22 @@ function powerCut3(): PowerCutReport {
   }
   return h.ctrl.powerCut(3);
 }
+
+// ------------------------------------------------------------------ abort
+
+both(
+  "abort: the driver's Abort of a dropped command completes, dword 0 bit 0 set (not aborted)",
+  {},
+  (h) => {
+    h.ctrl.addFault({ kind: "drop", opcode: NVME_CMD.READ, count: 1 });
+    const buf = h.alloc(1);
+    const lost = submitAndStep(h, 1, { opcode: NVME_CMD.READ, nsid: 1, prp1: buf.addr, nlb0: 0 });
+    assert.deepEqual(lost.got, []);
+    const c = h.run(0, { opcode: NVME_ADMIN.ABORT_CMD, cdw10: ((lost.cid << 16) | 1) >>> 0 });
+    assert.equal(c.status, 0);
+    assert.equal(c.result & 1, 1);
+    // Nothing else arrives: the dropped command stays lost until a reset.
+    for (let i = 0; i < 5; i++) h.step();
+    assert.equal(h.reap(1), null);
+  },
+);
