@@ -157,6 +157,8 @@ interface SubQueue {
   tail: number;
   /** Fetched, not yet posted (bounded by size). */
   outstanding: number;
+  /** Of those, commands a `drop` fault swallowed: they hold their slot until a reset. */
+  held: number;
 }
 
 interface Completion {
@@ -342,7 +344,11 @@ export class NvmeController implements NvmeControllerPort {
   get inFlight(): number {
     if (!this.#ready()) return 0;
     let n = this.#fetchedUncompleted;
-    for (const sq of this.#sqs) if (sq) n += (sq.tail - sq.head + sq.size) % sq.size;
+    for (const sq of this.#sqs) {
+      // Unfetched entries count while the SQ can still fetch: not when swallowed commands
+      // hold every slot, since then nothing will ever be fetched again.
+      if (sq && sq.held < sq.size) n += (sq.tail - sq.head + sq.size) % sq.size;
+    }
     return n;
   }
 
@@ -582,7 +588,7 @@ export class NvmeController implements NvmeControllerPort {
   }
 
   #newSq(id: number, base: bigint, size: number, cqid: number): SubQueue {
-    const sq: SubQueue = { id, base, size, cqid, head: 0, tail: 0, outstanding: 0 };
+    const sq: SubQueue = { id, base, size, cqid, head: 0, tail: 0, outstanding: 0, held: 0 };
     this.#cqs[cqid]!.sqids.add(id);
     return sq;
   }
@@ -711,6 +717,7 @@ export class NvmeController implements NvmeControllerPort {
       const fault = this.#faults.atFetch(cmd, sq.id === 0);
       if (fault?.kind === "drop") {
         this.#fetchedUncompleted--; // swallowed: held by the device until a reset, outside inFlight
+        sq.held++;
         this.droppedCommands++;
         continue;
       }

@@ -486,3 +486,18 @@ both(
     assert.equal(h.reap(1), null);
   },
 );
+
+Deno.test("drop: the TS controller's inFlight leaves swallowed commands out, and a fully held SQ's backlog", () => {
+  using h = Host.ready({}, 2);
+  h.ctrl.addFault({ kind: "drop", opcode: NVME_CMD.FLUSH });
+  for (let i = 0; i < 3; i++) {
+    h.push(1, { opcode: NVME_CMD.FLUSH, nsid: 1 });
+    h.ring(1);
+    h.step();
+  }
+  // A 2-entry SQ: two flushes swallowed hold both slots; the third can never be fetched.
+  assert.equal(h.ctrl.droppedCommands, 2);
+  assert.equal(h.ctrl.inFlight, 0);
+  resetAndRestart(h);
+  assert.equal(h.ctrl.inFlight, 0);
+});
