@@ -964,7 +964,8 @@ class Harness {
     if (cqIds.length) {
       const c = r.pick(cqIds);
       cases.push([`create-cq ${c} exists`, genCreateCq(0, c, base(c), 4, 1, true)]);
-      if ([...this.sqs.values()].some((s) => s.cqid === c)) {
+      // An SQ being deleted (busy) may be gone before this command runs: not "with sq".
+      if ([...this.sqs.values()].some((s) => s.cqid === c && !this.busyQ.has(s.id))) {
         cases.push([
           `delete-cq ${c} with sq`,
           encodeNvmeCommand({ opcode: NVME_ADMIN.DELETE_CQ, commandId: 0, cdw10: c }),
