@@ -85,8 +85,10 @@ export interface WrapperHost {
   readonly mm: UserMm;
   /** Reserved real descriptor -> the namespace's descriptor in the host kernel. */
   readonly emulatedFds: ReadonlyMap<number, number>;
-  /** Deliver the device's interrupts (and, inline, step it): events handled. */
+  /** Deliver the device's interrupts (and, inline, step it), run due timers: events handled. */
   poll(): number;
+  /** Nanoseconds until the host kernel's next timer (an I/O timeout...), Infinity if none. */
+  nextTimerInNs(): number;
   /** Commands the host driver has outstanding on the device. */
   outstanding(): number;
   /** Whether the device runs on its own thread (else the wrapper steps it while waiting). */
@@ -362,9 +364,12 @@ export class RingWrapper implements RawRing {
       }
       // Sleep in the kernel until a CQE (a kernel op's, or the device's interrupt) arrives.
       // If another ring receives the interrupts, wake every millisecond to deliver them.
+      // A host timer (an I/O timeout: a command the device never completes) bounds the sleep.
       const elsewhere = this.#host.threaded && this.#host.irqTargetFd() !== this.#live.fd &&
         this.#host.outstanding() > 0;
-      const w = elsewhere ? this.#live.waitCqes(1, 1e6) : this.#live.waitCqes(1);
+      const timer = this.#host.nextTimerInNs();
+      const bound = Math.min(elsewhere ? 1e6 : Infinity, Math.max(1e5, timer));
+      const w = bound === Infinity ? this.#live.waitCqes(1) : this.#live.waitCqes(1, bound);
       if (w < 0 && w !== -Errno.EINTR && w !== -Errno.ETIME) return submitted || w;
     }
     return submitted;

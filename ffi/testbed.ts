@@ -398,6 +398,7 @@ class RealTestbed implements Testbed {
       mm: host.kernel.mm,
       emulatedFds: host.emulatedFds,
       poll: () => host.kernel.poll(),
+      nextTimerInNs: () => host.kernel.nextTimerNs - host.kernel.clock.nowNs(),
       outstanding: () => host.host.driver.outstandingCommands,
       threaded: host.threaded,
       alloc: (len) => this.allocBuffer(len),

@@ -49,6 +49,8 @@ export const COUNTER_NAMES = [
   "prpPoolFrees",
   "sglDescriptors",
   "kasanReports",
+  "nvmeRetries",
+  "nvmeInvalidCompletions",
   "nvmeTimeouts",
   "nvmeAborts",
   "nvmeResets",

@@ -1414,6 +1414,7 @@ export class NvmeDev implements BlkMqOps, Disposable {
     const iod = rq?.pdu as NvmeIod | undefined;
     if (!rq || !rq.inUse || !iod || iod.genctr !== commandId >>> 12) {
       this.invalidCompletions++;
+      this.#kernel.stats.add("nvmeInvalidCompletions");
       return;
     }
     iod.status = status;
@@ -1427,6 +1428,7 @@ export class NvmeDev implements BlkMqOps, Disposable {
       // nvme_retry_req() -> blk_mq_requeue_request()
       iod.retries++;
       this.retriedCommands++;
+      this.#kernel.stats.add("nvmeRetries");
       blkMqRequeueRequest(rq);
       return;
     }
