@@ -26,6 +26,7 @@ import { errnoName } from "../sim/uapi/errno.ts";
 import { IOMMU_MODES, type IommuMode } from "../sim/dma/types.ts";
 import { parseList, UsageError } from "./cli.ts";
 import { Buffer } from "node:buffer";
+import type { NvmeFaultRule } from "../sim/device/faults.ts";
 
 /** Largest I/O. */
 export const SOAK_MAX_IO = 1 << 20;
@@ -54,7 +55,25 @@ export interface SoakOptions {
   lba: readonly (512 | 4096)[];
   /** I/Os in flight at once (at most 8: one per buffer slot). */
   qd: number;
+  /** Inject random device faults (default true). */
+  faults?: boolean;
 }
+
+/**
+ * The random faults of a segment: per command, media errors the driver
+ * retries (and some with DNR, which reach the application as -ENODATA),
+ * dropped commands and unknown command ids (a timeout, Abort, then a
+ * controller reset), and controller fatal status (a reset).
+ */
+export const SOAK_FAULTS: readonly NvmeFaultRule[] = [
+  { kind: "read-error", probability: 0.002 },
+  { kind: "write-fault", probability: 0.002 },
+  { kind: "read-error", probability: 0.0005, dnr: true },
+  { kind: "write-fault", probability: 0.0005, dnr: true },
+  { kind: "drop", probability: 0.0001 },
+  { kind: "bad-cid", probability: 0.0001 },
+  { kind: "cfs", probability: 0.00005 },
+];
 
 /** What one segment (one testbed configuration) did. */
 export interface SoakSegment {
@@ -74,6 +93,8 @@ export interface SoakSegment {
   byPath: Record<"none" | "bvec" | "dma", number>;
   /** Failed completions by errno name. */
   errors: Record<string, number>;
+  /** Faults the controller injected, by kind. */
+  faults: Record<string, number>;
   /** Bytes read that differ from the shadow (in-run reads and the final re-read). */
   mismatchedBytes: number;
   /** Reads with at least one mismatched byte. */
@@ -90,6 +111,7 @@ export interface SoakSegment {
     swiotlbWarnings: number;
     requestsHung: number;
     nvmeResets: number;
+    nvmeRetries: number;
   };
   /** Mismatches the posted code is expected to cause here (v2/v3 under bounce). */
   postedFlaw: boolean;
@@ -123,6 +145,8 @@ export function soakSegment(
     namespaces: [{ lbaSize: lba, sizeBytes: BigInt(NS_BYTES) }],
     timing: false,
     ...(o.backend === "real" ? { mediaInMemory: true } : {}),
+    // On real the timeouts of dropped commands run on CLOCK_MONOTONIC: 200 ms, not 30 s.
+    hostLimits: { ioTimeoutNs: o.backend === "real" ? 200e6 : undefined },
   });
   if (!tb.nvmeDevice) throw new Error(`${o.backend}: no emulated NVMe namespace`);
   const rng = new Rng(seed);
@@ -173,6 +197,7 @@ export function soakSegment(
       seconds: 0,
       byPath: { none: 0, bvec: 0, dma: 0 },
       errors: {},
+      faults: {},
       mismatchedBytes: 0,
       mismatchedReads: 0,
       firstMismatches: [],
@@ -184,9 +209,11 @@ export function soakSegment(
         swiotlbWarnings: 0,
         requestsHung: 0,
         nvmeResets: 0,
+        nvmeRetries: 0,
       },
       postedFlaw: premap !== "hardened" && iommu === "bounce",
     };
+    if (o.faults !== false) { for (const r of SOAK_FAULTS) tb.nvmeFaults!.add(r); }
     const c0 = { ...(tb.stats?.counters ?? {}) } as Record<string, number>;
     const t0 = performance.now();
     const overlaps = (a: Slot, off: number, len: number) =>
@@ -308,7 +335,11 @@ export function soakSegment(
         }
       }
     }
-    // The full re-read, through the plain path, 1 MiB at a time.
+    // The full re-read, through the plain path, 1 MiB at a time, with no fault.
+    seg.faults = Object.fromEntries(
+      Object.entries(tb.nvmeFaults?.injected ?? {}).filter(([, v]) => v > 0),
+    );
+    tb.nvmeFaults?.clear();
     const rb = plain[0];
     for (let off = 0; off < NS_BYTES; off += SOAK_MAX_IO) {
       ring.read(0, rb.addr, SOAK_MAX_IO, BigInt(off), { userData: 999n, flags: IOSQE.FIXED_FILE });
@@ -333,6 +364,7 @@ export function soakSegment(
       swiotlbWarnings: d("swiotlbWarnings"),
       requestsHung: d("requestsHung"),
       nvmeResets: d("nvmeResets"),
+      nvmeRetries: d("nvmeRetries"),
     };
     return seg;
   } finally {
@@ -385,6 +417,10 @@ function line(s: SoakSegment): string {
     String(s.checks.dmaDebugErrors).padStart(5),
     String(s.checks.deviceUnmappedBytes).padStart(9),
     String(s.checks.kasanReports).padStart(5),
+    `${
+      Object.values(s.faults).reduce((a, b) => a + b, 0)
+    }/${s.checks.nvmeRetries}/${s.checks.nvmeResets}`
+      .padStart(12),
     mm,
   ].join(" | ");
 }
@@ -397,6 +433,7 @@ const HELP = `deno task soak -- [flags]
   --premap=LIST      premap variants (default ${PREMAP_VARIANTS.join(",")})
   --lba=LIST         LBA formats: 512,4096 (default both)
   --qd=N             I/Os in flight, 1..8 (default 8)
+  --faults=0|1       inject random device faults (default 1)
   --json=FILE        write the segments as JSON`;
 
 function main(args: string[]): number {
@@ -414,6 +451,7 @@ function main(args: string[]): number {
         premap: { type: "string" },
         lba: { type: "string", default: "512,4096" },
         qd: { type: "string", default: "8" },
+        faults: { type: "string", default: "1" },
         json: { type: "string" },
         help: { type: "boolean" },
       },
@@ -442,6 +480,7 @@ function main(args: string[]): number {
         Number(x) as 512 | 4096
       ),
       qd: int("qd", values.qd, 1, 8),
+      faults: int("faults", values.faults, 0, 1) === 1,
     };
     json = values.json;
   } catch (e) {
@@ -460,7 +499,7 @@ function main(args: string[]): number {
       `every byte checked against a shadow, full re-read per segment`,
   );
   console.log(
-    "iommu       | premap   |  lba |      ios |   IOPS | none/bvec/dma        | errors     | dbg | unmapped B | kasan | mismatches",
+    "iommu       | premap   |  lba |      ios |   IOPS | none/bvec/dma        | errors     |   dbg | unmapped B | kasan | faults/retry/reset | mismatches",
   );
   const t0 = performance.now();
   const segs = runSoak(o, (s) => console.log(line(s)));
