@@ -57,6 +57,8 @@ export interface SoakOptions {
   qd: number;
   /** Inject random device faults (default true). */
   faults?: boolean;
+  /** The fault rules (default {@link SOAK_FAULTS}). */
+  faultRules?: readonly NvmeFaultRule[];
 }
 
 /**
@@ -213,7 +215,7 @@ export function soakSegment(
       },
       postedFlaw: premap !== "hardened" && iommu === "bounce",
     };
-    if (o.faults !== false) { for (const r of SOAK_FAULTS) tb.nvmeFaults!.add(r); }
+    if (o.faults !== false) { for (const r of o.faultRules ?? SOAK_FAULTS) tb.nvmeFaults!.add(r); }
     const c0 = { ...(tb.stats?.counters ?? {}) } as Record<string, number>;
     const t0 = performance.now();
     const overlaps = (a: Slot, off: number, len: number) =>

@@ -370,6 +370,8 @@ export class NvmeDev implements BlkMqOps, Disposable {
   dead = false;
   /** The driver's log (dev_warn lines), newest last, at most 64. */
   readonly log: string[] = [];
+  /** NVME_CTRL_RESETTING: a reset is in progress (timeouts re-arm, queues are quiesced). */
+  #resetting = false;
   /** Callbacks for asynchronous admin commands (the Abort's abort_endio), by command id. */
   readonly #adminCallbacks = new Map<number, (status: number, result: number) => void>();
   /** What KASAN would report in the premapped path (posted variants), newest last. */
@@ -718,7 +720,8 @@ export class NvmeDev implements BlkMqOps, Disposable {
   /** nvme_queue_rq() */
   queueRq(hctx: BlkMqHwCtx, rq: Request, last: boolean): BlkStatusT {
     const q = hctx.driverData as NvmeQueue;
-    if (!q.enabled) return BlkStatus.IOERR;
+    // A queue being reset is quiesced: blk-mq holds the request until it runs again.
+    if (!q.enabled) return this.dead ? BlkStatus.IOERR : BlkStatus.DEV_RESOURCE;
     const st = this.#kernel.stats;
     const t0 = st.begin();
     const dma0 = this.#dmaNs;
@@ -1451,6 +1454,8 @@ export class NvmeDev implements BlkMqOps, Disposable {
    * request in flight is cancelled (NVME_SC_HOST_ABORTED_CMD) to be retried.
    */
   timeout(rq: Request): BlkEhTimerReturn {
+    // NVME_CTRL_RESETTING: the reset in progress will deal with it.
+    if (this.#resetting) return "reset-timer";
     const iod = rq.pdu as NvmeIod;
     const q = this.queues[rq.hctx.index];
     const st = this.#kernel.stats;
@@ -1518,6 +1523,15 @@ export class NvmeDev implements BlkMqOps, Disposable {
    * I/O fails with -EIO.
    */
   #resetController(): void {
+    this.#resetting = true;
+    try {
+      this.#resetControllerLocked();
+    } finally {
+      this.#resetting = false;
+    }
+  }
+
+  #resetControllerLocked(): void {
     this.resets++;
     this.#kernel.stats.add("nvmeResets");
     const ctrl = this.#ctrl;
