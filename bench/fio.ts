@@ -122,6 +122,8 @@ export function parseFioJson(text: string, job: FioJob): WorkloadRecord {
     clat: latency((d as Record<string, unknown>).clat_ns, `${dir}.clat_ns`),
     cpuNsPerIo: null,
     perIo: null,
+    perIoBySide: null,
+    model: null,
     stageNsPerIo: null,
     verified: num(j, "error", "job") === 0 && totalIos === job.ios &&
       ioBytes === job.ios * job.bs,

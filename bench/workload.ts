@@ -21,6 +21,7 @@ import { O } from "../sim/uapi/io_uring.ts";
 import { IOSQE, type Ring, type UserBuffer } from "../sim/uapi/ring_api.ts";
 import type { Testbed } from "../sim/uapi/testbed.ts";
 import { describeResult, Errno } from "../sim/uapi/errno.ts";
+import { type CountsBySide, type ModelCost, modelCost } from "./cost_model.ts";
 
 /** The three buffer paths. */
 export type IoPath = "none" | "bvec" | "dma";
@@ -93,8 +94,15 @@ export interface WorkloadRecord {
   clat: LatencyNs;
   /** Host-stack CPU ns per I/O (sim: the sum of host stage times, device excluded). */
   cpuNsPerIo: number | null;
-  /** Per-I/O counts of every representation built (sim only). */
+  /** Per-I/O counts of every representation built (both sides; null where none are kept). */
   perIo: Record<string, number> | null;
+  /**
+   * The same counts split by side: submission (up to the doorbell, what slat
+   * holds) and completion (the interrupt and what runs from it, a waiting enter).
+   */
+  perIoBySide: CountsBySide | null;
+  /** The modelled kernel cost of one I/O from these counts (`bench/cost_model.ts`). */
+  model: ModelCost | null;
   /** Per-I/O ns by stage (sim only). */
   stageNsPerIo: Record<string, number> | null;
   /** Whether every completion was full-length and (unless `verify` was off) every byte matched. */
@@ -362,11 +370,13 @@ export function runWorkload(tb: Testbed, cfg: WorkloadConfig, iommu = "n/a"): Wo
   const r = drive(job, cfg.ios, () => rng.int(span), () => cfg.rw === "randwrite", cfg.bs);
   const elapsedMs = performance.now() - t0;
   let perIo: Record<string, number> | null = null;
+  let perIoBySide: CountsBySide | null = null;
   let stageNsPerIo: Record<string, number> | null = null;
   let cpuNsPerIo: number | null = null;
   if (stats && before) {
     const d = Stats.diff(before, stats.snapshot(), cfg.ios);
     perIo = d.counters;
+    perIoBySide = Stats.bySide(d);
     stageNsPerIo = d.stageNs;
     cpuNsPerIo = Object.entries(d.stageNs)
       .filter(([k]) => k !== "device")
@@ -387,6 +397,8 @@ export function runWorkload(tb: Testbed, cfg: WorkloadConfig, iommu = "n/a"): Wo
     clat: summarize(r.clat),
     cpuNsPerIo,
     perIo,
+    perIoBySide,
+    model: perIoBySide ? modelCost(perIoBySide) : null,
     stageNsPerIo,
     verified: r.ok && job.errors.length === 0,
     dataChecked: cfg.verify !== false,
