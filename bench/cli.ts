@@ -68,6 +68,8 @@ export interface RunOptions {
   iommu: IommuMode[];
   /** Measured I/Os per configuration. */
   ios: number;
+  /** SQEs per submitting io_uring_enter (fio's iodepth_batch_submit; default 1). */
+  submitBatch?: number;
   /** Seed. */
   seed: number;
   /** JSON output path. */
@@ -103,6 +105,7 @@ export function parseRunArgs(args: string[], defaults: RunOptions): RunOptions {
         rw: { type: "string" },
         iommu: { type: "string" },
         ios: { type: "string" },
+        iodepth_batch: { type: "string" },
         seed: { type: "string" },
         json: { type: "string" },
         svg: { type: "string" },
@@ -130,6 +133,9 @@ export function parseRunArgs(args: string[], defaults: RunOptions): RunOptions {
   }
   if (values.iommu !== undefined) o.iommu = parseList("iommu", values.iommu, IOMMU_MODES);
   if (values.ios !== undefined) o.ios = parsePositive("ios", values.ios, 10_000_000);
+  if (values.iodepth_batch !== undefined) {
+    o.submitBatch = parsePositive("iodepth_batch", values.iodepth_batch, 1024);
+  }
   if (values.seed !== undefined) o.seed = parsePositive("seed", values.seed, 0xffffffff);
   if (values.json !== undefined) o.json = values.json;
   if (values.svg !== undefined) o.svg = values.svg;
@@ -177,6 +183,8 @@ export const USAGE = `flags (fio's words where fio has one):
   --rw=randread|randwrite    direction (a comma list runs both)
   --iommu=off|passthrough|lazy|strict|bounce   DMA configuration of the simulated host
   --ios=N                    measured I/Os per configuration
+  --iodepth_batch=N          SQEs per submitting io_uring_enter (fio's iodepth_batch_submit;
+                             default 1, as fio: each I/O its own call, its slat that call)
   --seed=N                   seed for offsets and data
   --verify=0|1               check every byte read (1, default) or only lengths (0, like fio)
   --dma-debug=0|1            the DMA-API debug checker (CONFIG_DMA_API_DEBUG): on in the demo,

@@ -164,14 +164,24 @@ function ns(x: number): number {
   return Math.round(x);
 }
 
-/** The modelled kernel cost of one I/O from its own per-side counts. */
+/**
+ * The modelled kernel cost of one I/O from its own per-side counts.
+ *
+ * `slat_ns` is fio's slat: an I/O's submission ends when the io_uring_enter
+ * that carries it returns, so each I/O of a batch waits for the whole batch's
+ * submission work. That is the submission side's cost per submitting syscall
+ * (per I/O divided by submitting enters per I/O); at QD1, one enter carries
+ * one I/O and it is the submission side's cost per I/O.
+ */
 export function modelCost(counts: CountsBySide, t: CostTable = COST_TABLE): ModelCost {
   let sub = 0, comp = 0;
   for (const term of modelTerms(counts, t)) {
     if (term.side === "submission") sub += term.total;
     else comp += term.total;
   }
-  return { slat_ns: ns(sub), cpu_ns: ns(sub + comp) };
+  const enters = counts.submission.enterCalls ?? 0;
+  const perEnter = enters > 0 ? sub / enters : sub;
+  return { slat_ns: ns(perEnter), cpu_ns: ns(sub + comp) };
 }
 
 /** Sum of `counts` over the events priced by cost key `key` (with their `times`), one side. */

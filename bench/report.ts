@@ -6,6 +6,8 @@
  */
 
 import type { IoPath, WorkloadRecord } from "./workload.ts";
+import { countDifference } from "./cost_model.ts";
+import { PUBLISHED, publishedCpuNs } from "./published.ts";
 
 /** Rows of the per-I/O table: a label and how to read it from a record. */
 export const PER_IO_ROWS: readonly {
@@ -100,6 +102,8 @@ export function summaryTable(records: readonly WorkloadRecord[]): string {
     "clat p50",
     "clat p99",
     "cpu ns/io",
+    "model slat",
+    "model cpu",
     "ok",
   ];
   const rows = records.map((r) => [
@@ -117,6 +121,8 @@ export function summaryTable(records: readonly WorkloadRecord[]): string {
     fmt(r.clat.p50),
     fmt(r.clat.p99),
     fmt(r.cpuNsPerIo),
+    fmt(r.model?.slat_ns ?? null),
+    fmt(r.model?.cpu_ns ?? null),
     r.verified ? "yes" : "NO",
   ]);
   const w = head.map((h, i) => Math.max(h.length, ...rows.map((r) => r[i].length)));
@@ -211,4 +217,106 @@ export function barChartSvg(
 
 function escapeXml(s: string): string {
   return s.replace(/&/g, "&amp;").replace(/</g, "&lt;").replace(/>/g, "&gt;");
+}
+
+/** Short names for the counts behind a modelled difference. */
+const SHORT: Record<string, string> = {
+  enterCalls: "enter",
+  sqesConsumed: "sqe",
+  cqesPosted: "cqe",
+  pagesPinned: "pin",
+  pagesUnpinned: "unpin",
+  bioVecs: "bvec",
+  sgEntries: "sg",
+  dmaMapSgCalls: "map_sg",
+  dmaUnmapSgCalls: "unmap_sg",
+  dmaMapPageCalls: "map_page",
+  dmaUnmapPageCalls: "unmap_page",
+  iovaAllocs: "iova",
+  iovaFrees: "iova_free",
+  iommuPteWrites: "pte",
+  iommuPteClears: "pte_clear",
+  iotlbInvalidations: "inval",
+  iotlbFlushes: "flush",
+  prpEntries: "prp",
+  prpPoolAllocs: "pool",
+  prpPoolFrees: "pool_free",
+  bytesAllocated: "bytes",
+};
+
+/**
+ * The counts behind the modelled submission-side difference between a record
+ * and the `dma` record of the same size: `pin 16 (2670)` is 16 more pages
+ * pinned per I/O, 2670 modelled ns.
+ */
+export function differenceFromDma(r: WorkloadRecord, dma: WorkloadRecord | undefined): string {
+  if (!r.perIoBySide || !dma?.perIoBySide || r === dma) return "";
+  return countDifference(r.perIoBySide, dma.perIoBySide)
+    .filter((d) => d.side === "submission" && Math.abs(d.ns) >= 1)
+    .map((d) => `${SHORT[d.event] ?? d.event} ${fmt(d.delta)} (${Math.round(d.ns)})`)
+    .join(", ");
+}
+
+/**
+ * Published against modelled, per published cell the run measured: published
+ * slat, modelled slat under the first IOMMU mode of `modes` (lazy by default,
+ * the published runs' most likely mode), their ratio, the same for CPU per
+ * I/O (published: sys% / IOPS), the other modes' modelled slat and CPU beside
+ * it, and the counts behind each path's difference from `dma`.
+ */
+export function publishedComparison(
+  records: readonly WorkloadRecord[],
+  modes: readonly string[] = ["lazy", "strict"],
+): string {
+  const sel = records.filter((r) => r.model && r.rw === "randread" && r.backend !== "fio");
+  const present = modes.filter((m) => sel.some((r) => r.iommu === m));
+  if (present.length === 0) return "";
+  const [main, ...beside] = present;
+  const head = [
+    "qd",
+    "bs",
+    "path",
+    "pub slat",
+    `model slat (${main})`,
+    "ratio",
+    ...beside.map((m) => `model slat (${m})`),
+    "pub cpu",
+    `model cpu (${main})`,
+    "ratio",
+    ...beside.map((m) => `model cpu (${m})`),
+    `submission counts behind the difference from dma (${main}; per I/O, modelled ns)`,
+  ];
+  const rows: string[][] = [];
+  for (const c of PUBLISHED) {
+    const find = (m: string, path = c.path) =>
+      sel.find((r) => r.iommu === m && r.qd === c.qd && r.bs === c.bs && r.path === path);
+    const r = find(main);
+    if (!r) continue;
+    const pubCpu = publishedCpuNs(c);
+    rows.push([
+      String(c.qd),
+      sizeLabel(c.bs),
+      c.path,
+      fmt(c.slatNs),
+      fmt(r.model!.slat_ns),
+      (r.model!.slat_ns / c.slatNs).toFixed(2),
+      ...beside.map((m) => fmt(find(m)?.model?.slat_ns ?? null)),
+      fmt(pubCpu),
+      fmt(r.model!.cpu_ns),
+      (r.model!.cpu_ns / pubCpu).toFixed(2),
+      ...beside.map((m) => fmt(find(m)?.model?.cpu_ns ?? null)),
+      differenceFromDma(r, find(main, "dma")),
+    ]);
+  }
+  if (rows.length === 0) return "";
+  const w = head.map((h, i) => Math.max(h.length, ...rows.map((r) => r[i].length)));
+  const last = head.length - 1;
+  const line = (xs: string[]) =>
+    xs.map((x, i) => i === last ? x : i < 3 ? x.padEnd(w[i]) : x.padStart(w[i])).join("  ");
+  return [
+    `published (Busch, PATCHv3 thread, fio, intel_iommu=on) against the kernel cost model ` +
+    `(bench/kernel_costs.json) applied to each record's counts; randread, premap ${sel[0].premap}`,
+    line(head),
+    ...rows.map(line),
+  ].join("\n");
 }

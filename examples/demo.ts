@@ -98,6 +98,7 @@ function main(args: string[]): number {
                   qd,
                   rw,
                   ios: o.ios,
+                  submitBatch: o.submitBatch,
                   seed: o.seed,
                   verify: o.verify,
                   premap,
