@@ -117,6 +117,9 @@ class RealHost implements Disposable {
       dmaDebug: opts.dmaDebug,
       maxSectorsKb: opts.nvmeLimits?.maxSectorsKb,
       bugs: opts.premapBugs,
+      swiotlbSlots: opts.hostLimits?.swiotlbSlots,
+      ioTimeoutNs: opts.hostLimits?.ioTimeoutNs,
+      hungTimeoutNs: opts.hostLimits?.hungTimeoutNs,
       controller: (dma) => {
         const emu = NvmeEmu.create({
           namespaces: namespaces.map((n, i) => ({

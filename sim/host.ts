@@ -71,6 +71,12 @@ export interface AttachNvmeOptions {
   instance?: number;
   /** CONFIG_DMA_API_DEBUG for the controller's DMA setup (default true). */
   dmaDebug?: boolean;
+  /** bounce mode: swiotlb slots of 2 KiB (default 32768, the kernel's 64 MiB). */
+  swiotlbSlots?: number;
+  /** The driver's io_timeout in ns (default 30 s). */
+  ioTimeoutNs?: number;
+  /** How long a request may wait for a resource before it is reported hung (default 120 s). */
+  hungTimeoutNs?: number;
 }
 
 /** One namespace as attached: its device node path and sizes. */
@@ -111,6 +117,7 @@ export function attachNvme(kernel: Kernel, opts: AttachNvmeOptions): NvmeHost {
     mode: opts.iommu,
     debug: opts.dmaDebug,
     device: `nvme${opts.instance ?? 0}`,
+    swiotlbSlots: opts.swiotlbSlots,
   });
   const ref: { driver?: NvmeDev } = {};
   const outstanding = () => ref.driver?.outstandingCommands ?? 0;
@@ -144,6 +151,10 @@ export function attachNvme(kernel: Kernel, opts: AttachNvmeOptions): NvmeHost {
   });
   ref.driver = driver;
   const r = driver.probe();
+  if (r >= 0 && driver.tagSet) {
+    if (opts.ioTimeoutNs !== undefined) driver.tagSet.timeoutNs = opts.ioTimeoutNs;
+    if (opts.hungTimeoutNs !== undefined) driver.tagSet.hungTimeoutNs = opts.hungTimeoutNs;
+  }
   if (r < 0) {
     kernel.removePoller(poller);
     driver[Symbol.dispose]();

@@ -69,6 +69,20 @@ export class MonotonicClock implements KernelClock {
   advanceTo(_ns: number): void {}
 }
 
+/** A callback due at a time on the kernel's clock (a timer_list / delayed work). */
+export interface KernelTimer {
+  /** When it is due, in clock ns. */
+  readonly atNs: number;
+  /** del_timer(): it will not run (no-op once it has run). */
+  cancel(): void;
+}
+
+interface TimerEntry extends KernelTimer {
+  fn: () => void;
+  cancelled: boolean;
+  seq: number;
+}
+
 /** Opens a device node: returns a file or a negative errno. */
 export type DeviceOpener = (path: string, flags: number) => File | number;
 
@@ -134,6 +148,9 @@ export class Kernel {
   plug: BlkPlug | undefined;
   readonly #pollers = new Set<Poller>();
   readonly #nextIds = new Map<string, number>();
+  /** Pending timers, a binary heap by (atNs, seq). */
+  readonly #timers: TimerEntry[] = [];
+  #timerSeq = 0;
 
   /** Build a kernel context from a seed. */
   constructor(opts: KernelOptions = {}) {
@@ -173,9 +190,60 @@ export class Kernel {
     this.#pollers.delete(p);
   }
 
-  /** Let every device make progress once; returns events completed. */
-  poll(): number {
+  /**
+   * mod_timer(): run `fn` once `delayNs` has passed on the kernel's clock.
+   * Timers fire from {@link Kernel.poll}; on the virtual clock a wait with
+   * nothing else to do moves the clock to the next timer.
+   */
+  addTimer(delayNs: number, fn: () => void): KernelTimer {
+    if (!Number.isFinite(delayNs) || delayNs < 0) throw new RangeError(`addTimer: ${delayNs} ns`);
+    const t: TimerEntry = {
+      atNs: this.clock.nowNs() + delayNs,
+      fn,
+      cancelled: false,
+      seq: this.#timerSeq++,
+      cancel() {
+        this.cancelled = true;
+      },
+    };
+    heapPush(this.#timers, t);
+    return t;
+  }
+
+  /** When the next pending timer is due (Infinity: none). */
+  get nextTimerNs(): number {
+    while (this.#timers.length && this.#timers[0].cancelled) heapPop(this.#timers);
+    return this.#timers.length ? this.#timers[0].atNs : Infinity;
+  }
+
+  /** Run the timers that are due; returns how many ran. */
+  #runTimers(): number {
     let n = 0;
+    const now = this.clock.nowNs();
+    while (this.#timers.length && this.#timers[0].atNs <= now) {
+      const t = heapPop(this.#timers)!;
+      if (t.cancelled) continue;
+      t.cancelled = true;
+      t.fn();
+      n++;
+    }
+    return n;
+  }
+
+  /**
+   * On the virtual clock with nothing else moving: jump to the next timer
+   * due no later than `limitNs` and run it. Returns timers run.
+   */
+  #sleepToTimer(limitNs: number): number {
+    const next = this.nextTimerNs;
+    if (!this.clock.virtual || next === Infinity || next > limitNs) return 0;
+    this.clock.advanceTo(next);
+    return this.#runTimers();
+  }
+
+  /** Let every device make progress once, and run due timers; returns events completed. */
+  poll(): number {
+    let n = this.#timers.length ? this.#runTimers() : 0;
     for (const p of this.#pollers) n += p.poll();
     return n;
   }
@@ -198,8 +266,10 @@ export class Kernel {
     const deadline = this.clock.virtual ? Infinity : this.clock.nowNs() + timeoutNs;
     for (let i = 0; this.clock.virtual ? i < maxRounds : true; i++) {
       if (done()) return true;
-      const n = this.poll();
-      if (n === 0 && this.inFlight === 0) return done();
+      let n = this.poll();
+      // Asleep until a timer (a request timeout, a delayed queue run) with nothing else moving.
+      if (n === 0) n = this.#sleepToTimer(Infinity);
+      if (n === 0 && this.inFlight === 0 && this.nextTimerNs === Infinity) return done();
       if (!this.clock.virtual && (i & 63) === 63 && this.clock.nowNs() > deadline) return done();
     }
     throw new Error(`Kernel.runUntil: no completion after ${maxRounds} rounds (livelock)`);
@@ -214,14 +284,49 @@ export class Kernel {
     const deadline = this.clock.nowNs() + timeoutNs;
     for (let i = 0; i < maxRounds || !this.clock.virtual; i++) {
       if (done()) return true;
-      const n = this.poll();
+      let n = this.poll();
       if (done()) return true;
       if (this.clock.nowNs() >= deadline) return false;
-      if (n === 0 && this.clock.virtual && this.inFlight === 0) {
+      if (n === 0) n = this.#sleepToTimer(deadline);
+      if (n === 0 && this.clock.virtual && (this.inFlight === 0 || this.nextTimerNs === Infinity)) {
         this.clock.advanceTo(deadline); // asleep until the timeout: nothing can wake it
         return done();
       }
     }
     throw new Error(`Kernel.waitEvent: no completion after ${maxRounds} rounds (livelock)`);
   }
+}
+
+function timerBefore(a: TimerEntry, b: TimerEntry): boolean {
+  return a.atNs < b.atNs || (a.atNs === b.atNs && a.seq < b.seq);
+}
+
+function heapPush(h: TimerEntry[], t: TimerEntry): void {
+  h.push(t);
+  let i = h.length - 1;
+  while (i > 0) {
+    const p = (i - 1) >> 1;
+    if (!timerBefore(h[i], h[p])) break;
+    [h[i], h[p]] = [h[p], h[i]];
+    i = p;
+  }
+}
+
+function heapPop(h: TimerEntry[]): TimerEntry | undefined {
+  const top = h[0];
+  const last = h.pop();
+  if (h.length && last) {
+    h[0] = last;
+    let i = 0;
+    for (;;) {
+      const l = 2 * i + 1, r = l + 1;
+      let m = i;
+      if (l < h.length && timerBefore(h[l], h[m])) m = l;
+      if (r < h.length && timerBefore(h[r], h[m])) m = r;
+      if (m === i) break;
+      [h[i], h[m]] = [h[m], h[i]];
+      i = m;
+    }
+  }
+  return top;
 }

@@ -22,6 +22,8 @@ export const COUNTER_NAMES = [
   "requests",
   "bioMerges",
   "bioSplits",
+  "requestsRequeued",
+  "requestsHung",
   // scatterlist + DMA API
   "sgEntries",
   "dmaMapSgCalls",

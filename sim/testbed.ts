@@ -58,6 +58,9 @@ export class SimTestbed implements Testbed {
       mdts: opts.nvmeLimits?.mdts,
       maxSectorsKb: opts.nvmeLimits?.maxSectorsKb,
       bugs: opts.premapBugs,
+      swiotlbSlots: opts.hostLimits?.swiotlbSlots,
+      ioTimeoutNs: opts.hostLimits?.ioTimeoutNs,
+      hungTimeoutNs: opts.hostLimits?.hungTimeoutNs,
     });
   }
 

@@ -9,10 +9,21 @@
  * and issued when a request completes, the way blk_mq_get_tag() sleeps. A
  * REQ_NOWAIT bio fails with BLK_STS_AGAIN instead.
  *
+ * A request the driver cannot take (BLK_STS_RESOURCE) waits on the dispatch
+ * list: it is retried when a request of the same queue completes, or, with
+ * nothing in flight to free anything, after BLK_MQ_RESOURCE_DELAY
+ * (blk_mq_delay_run_hw_queue). One that no retry can ever satisfy would be
+ * retried forever by the kernel; the testbed reports it as hung after the
+ * kernel's hung-task timeout and fails it with BLK_STS_TIMEOUT.
+ *
+ * Started requests carry a deadline (blk_add_timer); a queue timer scans
+ * them (blk_mq_timeout_work) and hands an expired one to the driver's
+ * timeout() handler, which completes it or asks for more time.
+ *
  * @module
  */
 
-import type { Kernel } from "../kernel.ts";
+import type { Kernel, KernelTimer } from "../kernel.ts";
 import type { BioVec, DmaTag } from "./bvec.ts";
 import { type Bio, bioEndio, bioSegments } from "./bio.ts";
 import { bioSplitToLimits, bioWillGap } from "./blk-merge.ts";
@@ -29,6 +40,15 @@ import {
 
 /** Most bios parked waiting for a tag on one queue (then BLK_STS_RESOURCE). */
 export const MAX_TAG_WAITERS = 1 << 16;
+/** BLK_MQ_RESOURCE_DELAY: 3 ms before re-running a queue that ran out of a resource. */
+export const BLK_MQ_RESOURCE_DELAY_NS = 3e6;
+/** The default request timeout (nvme's io_timeout module parameter: 30 s). */
+export const BLK_DEFAULT_RQ_TIMEOUT_NS = 30e9;
+/** The hung-task check's default timeout (kernel.hung_task_timeout_secs: 120 s). */
+export const HUNG_TASK_TIMEOUT_NS = 120e9;
+
+/** What a driver's timeout() handler decided (enum blk_eh_timer_return). */
+export type BlkEhTimerReturn = "done" | "reset-timer";
 
 /** struct blk_mq_ops: what a driver provides. */
 export interface BlkMqOps {
@@ -42,6 +62,8 @@ export interface BlkMqOps {
   dmaMap?(q: RequestQueue, bvecs: readonly BioVec[]): DmaTag | number;
   /** The proposal's dma_unmap(). */
   dmaUnmap?(q: RequestQueue, tag: DmaTag): void;
+  /** timeout(): a started request passed its deadline. */
+  timeout?(rq: Request): BlkEhTimerReturn;
 }
 
 /** struct request */
@@ -66,6 +88,10 @@ export class Request {
   started = false;
   /** Driver per-request data (init_request). */
   pdu: unknown;
+  /** rq->deadline: when a started request times out (clock ns). */
+  deadline = 0;
+  /** When the driver first refused it for a resource (clock ns; -1: not waiting). */
+  resourceSinceNs = -1;
 
   /** A request for tag `tag` of `hctx`. */
   constructor(readonly hctx: BlkMqHwCtx, readonly tag: number) {}
@@ -92,6 +118,8 @@ export class BlkMqHwCtx {
   driverData: unknown;
   /** Requests the driver holds now. */
   active = 0;
+  /** The pending delayed run (blk_mq_delay_run_hw_queue), if any. */
+  delayedRun: KernelTimer | undefined;
 
   /** A hardware context with `depth` tags. */
   constructor(readonly set: BlkMqTagSet, readonly index: number, depth: number) {
@@ -129,6 +157,15 @@ export class BlkMqTagSet {
   readonly hctxs: BlkMqHwCtx[] = [];
   /** Queues sharing this set (one per namespace). */
   readonly queues = new Set<RequestQueue>();
+  /** set->timeout: request timeout in ns (the driver's io_timeout). */
+  timeoutNs = BLK_DEFAULT_RQ_TIMEOUT_NS;
+  /** How long a request may wait for a resource before it is reported hung. */
+  hungTimeoutNs = HUNG_TASK_TIMEOUT_NS;
+  /** Requests reported hung (waited on a resource past {@link BlkMqTagSet.hungTimeoutNs}). */
+  hungRequests = 0;
+  /** Requests the timeout handler was called for. */
+  timedOutRequests = 0;
+  #timeoutTimer: KernelTimer | undefined;
 
   /** blk_mq_alloc_tag_set() */
   constructor(
@@ -154,6 +191,62 @@ export class BlkMqTagSet {
   runHwQueue(hctx: BlkMqHwCtx): void {
     if (hctx.dispatch.length === 0) return;
     dispatchList(this, hctx, hctx.dispatch.splice(0));
+  }
+
+  /** blk_mq_delay_run_hw_queue() */
+  delayRunHwQueue(hctx: BlkMqHwCtx, delayNs: number): void {
+    if (hctx.delayedRun) return;
+    hctx.delayedRun = this.kernel.addTimer(delayNs, () => {
+      hctx.delayedRun = undefined;
+      this.runHwQueue(hctx);
+    });
+  }
+
+  /** blk_add_timer(): `rq` starts; arm the queue timer if it is due later than `rq`. */
+  addTimer(rq: Request): void {
+    rq.deadline = this.kernel.clock.nowNs() + this.timeoutNs;
+    const t = this.#timeoutTimer;
+    if (t && t.atNs <= rq.deadline) return;
+    t?.cancel();
+    this.#timeoutTimer = this.kernel.addTimer(this.timeoutNs, () => this.#timeoutWork());
+  }
+
+  /** blk_mq_timeout_work(): expire started requests past their deadline, re-arm for the rest. */
+  #timeoutWork(): void {
+    this.#timeoutTimer = undefined;
+    const now = this.kernel.clock.nowNs();
+    const expired: Request[] = [];
+    for (const h of this.hctxs) {
+      for (const rq of h.rqs) if (rq.inUse && rq.started && rq.deadline <= now) expired.push(rq);
+    }
+    for (const rq of expired) {
+      if (!rq.inUse || !rq.started || rq.deadline > now) continue; // completed meanwhile
+      this.timedOutRequests++;
+      const r = this.ops.timeout ? this.ops.timeout(rq) : "reset-timer";
+      if (r === "reset-timer" && rq.inUse && rq.started) {
+        rq.deadline = this.kernel.clock.nowNs() + this.timeoutNs;
+      }
+    }
+    let next = Infinity;
+    for (const h of this.hctxs) {
+      for (const rq of h.rqs) if (rq.inUse && rq.started && rq.deadline < next) next = rq.deadline;
+    }
+    if (next !== Infinity) {
+      this.#timeoutTimer = this.kernel.addTimer(
+        Math.max(0, next - this.kernel.clock.nowNs()),
+        () => this.#timeoutWork(),
+      );
+    }
+  }
+
+  /** Cancel the queue timers (the tag set is going away). */
+  stopTimers(): void {
+    this.#timeoutTimer?.cancel();
+    this.#timeoutTimer = undefined;
+    for (const h of this.hctxs) {
+      h.delayedRun?.cancel();
+      h.delayedRun = undefined;
+    }
   }
 }
 
@@ -369,15 +462,31 @@ function dispatchList(set: BlkMqTagSet, hctx: BlkMqHwCtx, rqs: Request[]): void 
     if (st === BlkStatus.OK) {
       if (!rq.started) hctx.active++;
       rq.started = true;
+      rq.resourceSinceNs = -1;
+      set.addTimer(rq);
       queued++;
       continue;
     }
-    // Out of a resource with nothing in flight to free one: the kernel would retry
-    // after a delay forever; the simulation fails the request instead of hanging.
-    if ((st === BlkStatus.RESOURCE || st === BlkStatus.DEV_RESOURCE) && hctx.active > 0) {
-      hctx.dispatch.push(...rqs.slice(i));
-      if (queued > 0) set.ops.commitRqs?.(hctx);
-      return;
+    if (st === BlkStatus.RESOURCE || st === BlkStatus.DEV_RESOURCE) {
+      // Out of a resource: wait on the dispatch list. A completion on this queue reruns
+      // it; with nothing in flight to free anything, rerun after a delay
+      // (blk_mq_dispatch_rq_list's needs_restart / BLK_MQ_RESOURCE_DELAY).
+      const now = set.kernel.clock.nowNs();
+      if (rq.resourceSinceNs < 0) rq.resourceSinceNs = now;
+      if (now - rq.resourceSinceNs < set.hungTimeoutNs) {
+        hctx.dispatch.push(...rqs.slice(i));
+        if (queued > 0) set.ops.commitRqs?.(hctx);
+        if (hctx.active === 0) set.delayRunHwQueue(hctx, BLK_MQ_RESOURCE_DELAY_NS);
+        return;
+      }
+      // The kernel would retry for ever (the hung-task check reports the waiter);
+      // the testbed reports it hung and fails it so that nothing waits for ever.
+      set.hungRequests++;
+      set.kernel.stats.add("requestsHung");
+      rq.resourceSinceNs = -1;
+      rq.status = BlkStatus.TIMEOUT;
+      blkMqEndRequest(rq, BlkStatus.TIMEOUT);
+      continue;
     }
     rq.status = st;
     blkMqEndRequest(rq, st);
@@ -416,6 +525,7 @@ export function blkMqRequeueRequest(rq: Request): void {
   }
   rq.started = false;
   rq.hctx.active--;
+  rq.hctx.set.kernel.stats.add("requestsRequeued");
   rq.q.issueList(rq.hctx, [rq]);
 }
 

@@ -1366,6 +1366,7 @@ export class NvmeDev implements BlkMqOps, Disposable {
 
   /** nvme_remove(): disable the controller, free queues, pools and premappings. */
   [Symbol.dispose](): void {
+    this.tagSet?.stopTimers();
     for (const q of this.queues) q.enabled = false;
     for (const m of [...this.#mappings]) {
       m.inflight = 0;

@@ -57,6 +57,14 @@ export interface TestbedOptions {
    * `v1PageShift` (v1's pages-per-host-page shift, off unless asked for).
    */
   premapBugs?: { v1PageShift?: boolean; v2UninitRemaining?: boolean; v3UninitIndex?: boolean };
+  /**
+   * The host's block and DMA tunables: `swiotlbSlots` (bounce mode: 2 KiB
+   * slots, default 32768 = 64 MiB), `ioTimeoutNs` (nvme io_timeout, default
+   * 30 s) and `hungTimeoutNs` (how long a request may wait for a resource
+   * before it is reported hung and failed with -ETIMEDOUT, default 120 s, the
+   * hung-task check's). Times are on the kernel's clock: virtual on sim.
+   */
+  hostLimits?: { swiotlbSlots?: number; ioTimeoutNs?: number; hungTimeoutNs?: number };
   /** Whether to time each stage (default true). */
   timing?: boolean;
   /**
