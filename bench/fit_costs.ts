@@ -193,9 +193,15 @@ async function main(args: string[]): Promise<number> {
   const fitObs = observations(FIT_SIZES, counts);
   const checkObs = observations(CHECK_SIZES, counts);
   const next = fit(COST_TABLE, fitObs);
-  for (const [k, f] of Object.entries(next.fitted)) {
-    console.log(`fitted ${k.padEnd(10)} ${f.ns.toFixed(1).padStart(8)} ns  ${f.what}`);
+  const m = COST_TABLE.measuredBy;
+  console.log(`measured on ${m.date || "(never)"} by ${m.command} (ffi/native/cost_probe.c):`);
+  for (const [k, v] of Object.entries(COST_TABLE.measured)) {
+    console.log(`measured ${k.padEnd(10)} ${String(v.ns).padStart(8)} ns  [${v.probe}]`);
   }
+  for (const [k, f] of Object.entries(next.fitted)) {
+    console.log(`fitted   ${k.padEnd(10)} ${f.ns.toFixed(1).padStart(8)} ns`);
+  }
+  console.log("published QD1 cells (randread, IOMMU lazy) against the model, cpu = sys% / IOPS:");
   for (const l of fitReport(next, fitObs, "fit  ")) console.log(l);
   for (const l of fitReport(next, checkObs, "check")) console.log(l);
   if (values.check) {

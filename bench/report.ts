@@ -39,6 +39,8 @@ export const PER_IO_ROWS: readonly {
   { label: "PRP pool allocations", count: true, get: (r) => r.perIo?.prpPoolAllocs ?? null },
   { label: "bytes allocated", count: true, get: (r) => r.perIo?.bytesAllocated ?? null },
   { label: "DMA-API debug reports", count: true, get: (r) => r.perIo?.dmaDebugErrors ?? null },
+  { label: "kernel slat, model ns", get: (r) => r.model?.slat_ns ?? null },
+  { label: "kernel CPU/IO, model ns", get: (r) => r.model?.cpu_ns ?? null },
   { label: "host ns per I/O (wall)", get: (r) => r.cpuNsPerIo },
   { label: "  of which dma_map", get: (r) => r.stageNsPerIo?.dma_map ?? null },
   { label: "  of which nvme_prep", get: (r) => r.stageNsPerIo?.nvme_prep ?? null },
