@@ -93,6 +93,7 @@ export { describeResult, Errno, ErrnoError, type ErrnoName, errnoName } from "./
 export {
   COUNTER_NAMES,
   type CounterName,
+  type Side,
   STAGE_NAMES,
   type StageName,
   Stats,
@@ -109,3 +110,13 @@ export {
   WorkloadError,
   type WorkloadRecord,
 } from "./bench/workload.ts";
+export {
+  COST_TABLE,
+  type CostTable,
+  type CountsBySide,
+  type EventCost,
+  type FittedCost,
+  type MeasuredCost,
+  type ModelCost,
+  modelCost,
+} from "./bench/cost_model.ts";
