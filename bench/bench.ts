@@ -13,15 +13,16 @@
  */
 
 import { openTestbed, realBackendUnavailable } from "../mod.ts";
-import { parseOrUsage, type RunOptions } from "./cli.ts";
-import { runWorkload, warmUp, WorkloadError, type WorkloadRecord } from "./workload.ts";
 import {
-  barChartSvg,
-  iopsRatioLines,
-  perIoTable,
-  publishedComparison,
-  summaryTable,
-} from "./report.ts";
+  checkOutput,
+  DEFAULT_REGION_BYTES,
+  parseOrUsage,
+  resolveOutput,
+  type RunOptions,
+} from "./cli.ts";
+import { runWorkload, warmUp, WorkloadError, type WorkloadRecord } from "./workload.ts";
+import { htmlReport, renderSvg, reportSpec } from "./charts.ts";
+import { iopsRatioLines, perIoTable, publishedComparison, summaryTable } from "./report.ts";
 import { fioUnavailable, runFio } from "./fio.ts";
 import { realNvmeUnavailable } from "../ffi/testbed.ts";
 import type { IommuMode } from "../sim/dma/types.ts";
@@ -40,21 +41,20 @@ const DEFAULTS: RunOptions = {
   dmaDebug: false,
 };
 
-/** Region every job touches: the workload's default, which fio is given too. */
-const REGION_BYTES = 64 << 20;
 /** fio's own bound on one job (its --runtime), seconds. */
 const FIO_RUNTIME_SEC = 60;
 
 async function main(args: string[]): Promise<number> {
   const o = parseOrUsage("bench", args, DEFAULTS);
   if (typeof o === "number") return o;
-  // Output files are checked before the run, not after it.
-  for (const [flag, path] of [["json", o.json], ["svg", o.svg]] as const) {
+  // Output files are resolved against where the user ran the task and checked before the run.
+  for (const flag of ["json", "svg", "html"] as const) {
+    const path = o[flag];
     if (path === undefined) continue;
-    try {
-      Deno.writeTextFileSync(path, "");
-    } catch (e) {
-      console.error(`bench: --${flag}=${path}: cannot write it (${(e as Error).message})`);
+    o[flag] = resolveOutput(path);
+    const why = checkOutput(flag, o[flag]!);
+    if (why !== null) {
+      console.error(`bench: ${why}`);
       return 2;
     }
   }
@@ -78,12 +78,7 @@ async function main(args: string[]): Promise<number> {
   } finally {
     if (fioDir) await Deno.remove(fioDir, { recursive: true });
   }
-  const iommus = iommusFor(o);
-  console.log(summaryTable(records));
-  for (const line of iopsRatioLines(records)) console.log(line);
-  const cmp = publishedComparison(records);
-  if (cmp) console.log(`\n${cmp}`);
-  report(o, records, notRun, iommus);
+  await report(o, records, notRun, iommusFor(o));
   if (records.length === 0) {
     console.log("bench: no configuration ran (see the 'not run' lines)");
     return 1;
@@ -135,7 +130,7 @@ async function runAll(
                   ios: o.ios,
                   submitBatch: o.submitBatch,
                   seed: o.seed,
-                  regionBytes: REGION_BYTES,
+                  regionBytes: o.sizeBytes ?? DEFAULT_REGION_BYTES,
                   verify: o.verify,
                   premap,
                 };
@@ -155,7 +150,7 @@ async function runAll(
                     qd,
                     rw,
                     ios: o.ios,
-                    regionBytes: REGION_BYTES,
+                    regionBytes: o.sizeBytes ?? DEFAULT_REGION_BYTES,
                     filename: `${fioDir}/fio-${path}-${rw}-${bs}-${qd}.dat`,
                     runtimeSec: FIO_RUNTIME_SEC,
                   }),
@@ -172,13 +167,25 @@ async function runAll(
   }
 }
 
-/** Per-I/O tables (sim), the not-run list, and the JSON and SVG files. */
-function report(
+/** A titled block of the report: printed, and a section of the HTML page. */
+interface Section {
+  heading: string;
+  text: string;
+}
+
+/** The report's text blocks: summary, published comparison, per-I/O tables, what did not run. */
+function sections(
   o: RunOptions,
   records: WorkloadRecord[],
   notRun: string[],
   iommus: string[],
-): void {
+): Section[] {
+  const out: Section[] = [{
+    heading: "records",
+    text: [summaryTable(records), ...iopsRatioLines(records)].join("\n"),
+  }];
+  const cmp = publishedComparison(records);
+  if (cmp) out.push({ heading: "published against the kernel cost model", text: cmp });
   if (records.some((r) => r.perIo !== null)) {
     for (const premap of o.premap ?? ["v2"]) {
       for (const iommu of iommus) {
@@ -189,31 +196,55 @@ function report(
               r.perIo !== null
             );
             if (sel.length === 0) continue;
-            console.log(`\nper I/O, premap=${premap} iommu=${iommu} qd=${qd} ${rw}`);
-            console.log(perIoTable(sel));
+            out.push({
+              heading: `per I/O, premap=${premap} iommu=${iommu} qd=${qd} ${rw}`,
+              text: perIoTable(sel),
+            });
           }
         }
       }
     }
   }
-  for (const n of notRun) console.log(`not run: ${n}`);
+  if (notRun.length) {
+    out.push({
+      heading: "not run",
+      text: notRun.map((n) => `not run: ${n}`).join("\n"),
+    });
+  }
+  return out;
+}
+
+/** Print the report, then write the JSON, the SVG charts and the HTML page asked for. */
+async function report(
+  o: RunOptions,
+  records: WorkloadRecord[],
+  notRun: string[],
+  iommus: string[],
+): Promise<void> {
+  const secs = sections(o, records, notRun, iommus);
+  secs.forEach((sec, i) => {
+    if (i > 0 && sec.heading !== "not run") console.log("");
+    if (sec.heading.startsWith("per I/O")) console.log(sec.heading);
+    console.log(sec.text);
+  });
   if (o.json) {
     Deno.writeTextFileSync(o.json, JSON.stringify({ records, notRun }, null, 2) + "\n");
     console.log(`wrote ${o.json}`);
   }
+  if (!o.svg && !o.html) return;
+  const shown = records.filter((r) =>
+    r.backend !== "fio" || records.every((x) => x.backend === "fio")
+  );
+  const svg = await renderSvg(reportSpec(shown.length ? shown : records));
   if (o.svg) {
-    // One chart: the first qd, direction and IOMMU mode of the run, named in the title.
-    const [qd, rw, iommu] = [o.qd[0], o.rw[0], records.find((r) => r.backend !== "fio")?.iommu];
-    const first = records.filter((r) =>
-      r.backend !== "fio" && r.qd === qd && r.rw === rw && r.iommu === iommu
-    );
-    const what = o.backend === "sim" ? "host CPU ns per I/O (sim)" : "submission latency mean, ns";
-    const metric = {
-      label: `${what}: ${rw}, qd=${qd}, iommu=${iommu}, ${o.ios} I/Os per bar`,
-      get: (r: WorkloadRecord) => o.backend === "sim" ? r.cpuNsPerIo : r.slat.mean,
-    };
-    Deno.writeTextFileSync(o.svg, barChartSvg(first, metric));
-    console.log(`wrote ${o.svg} (${rw}, qd=${qd}, iommu=${iommu})`);
+    Deno.writeTextFileSync(o.svg, svg);
+    console.log(`wrote ${o.svg} (${records.length} records)`);
+  }
+  if (o.html) {
+    const title =
+      `premap bench: ${o.backend}, ${records.length} configurations, ${o.ios} I/Os each`;
+    Deno.writeTextFileSync(o.html, htmlReport(title, svg, secs));
+    console.log(`wrote ${o.html}`);
   }
 }
 

@@ -8,6 +8,7 @@
 import type { IoPath, WorkloadRecord } from "./workload.ts";
 import { countDifference } from "./cost_model.ts";
 import { PUBLISHED, publishedCpuNs } from "./published.ts";
+import { sizeLabel } from "./size.ts";
 
 /** Rows of the per-I/O table: a label and how to read it from a record. */
 export const PER_IO_ROWS: readonly {
@@ -53,10 +54,6 @@ function fmt(v: number | null): string {
   if (Number.isInteger(v)) return String(v);
   // Per-I/O averages: keep enough digits that 1.004 (a pool page allocated once) is not "1.00".
   return v.toFixed(3).replace(/0+$/, "");
-}
-
-function sizeLabel(bs: number): string {
-  return bs % 1024 === 0 ? `${bs / 1024}k` : String(bs);
 }
 
 /**
@@ -157,68 +154,6 @@ export function iopsRatioLines(
     );
   }
   return out;
-}
-
-/**
- * An SVG bar chart of one metric per (bs, path), grouped by block size.
- * Plain SVG, no dependencies.
- */
-export function barChartSvg(
-  records: readonly WorkloadRecord[],
-  metric: { label: string; get: (r: WorkloadRecord) => number | null },
-): string {
-  const sizes = [...new Set(records.map((r) => r.bs))].sort((a, b) => a - b);
-  const paths: IoPath[] = ["none", "bvec", "dma"];
-  const colors: Record<IoPath, string> = { none: "#9e9e9e", bvec: "#4f81bd", dma: "#c0504d" };
-  const values = records.map((r) => metric.get(r) ?? 0);
-  const max = Math.max(1, ...values);
-  const barW = 28, gap = 10, groupGap = 36, h = 240, top = 40, left = 60;
-  const width = left + sizes.length * (3 * barW + 2 * gap + groupGap) + 120;
-  const parts: string[] = [];
-  parts.push(
-    `<svg xmlns="http://www.w3.org/2000/svg" width="${width}" height="${
-      h + top + 60
-    }" font-family="sans-serif" font-size="12">`,
-  );
-  parts.push(`<text x="${left}" y="20" font-size="14">${escapeXml(metric.label)}</text>`);
-  parts.push(
-    `<line x1="${left}" y1="${top + h}" x2="${width - 100}" y2="${top + h}" stroke="#333"/>`,
-  );
-  sizes.forEach((bs, gi) => {
-    const gx = left + gi * (3 * barW + 2 * gap + groupGap) + 10;
-    paths.forEach((p, pi) => {
-      const r = records.find((x) => x.bs === bs && x.path === p);
-      const v = r ? metric.get(r) ?? 0 : 0;
-      const bh = (v / max) * h;
-      const x = gx + pi * (barW + gap);
-      parts.push(
-        `<rect x="${x}" y="${top + h - bh}" width="${barW}" height="${bh}" fill="${colors[p]}"/>`,
-      );
-      parts.push(
-        `<text x="${x + barW / 2}" y="${top + h - bh - 4}" text-anchor="middle" font-size="10">${
-          fmt(v)
-        }</text>`,
-      );
-    });
-    parts.push(
-      `<text x="${gx + (3 * barW + 2 * gap) / 2}" y="${top + h + 18}" text-anchor="middle">${
-        sizeLabel(bs)
-      }</text>`,
-    );
-  });
-  paths.forEach((p, i) => {
-    const y = top + 10 + i * 18;
-    parts.push(
-      `<rect x="${width - 90}" y="${y - 10}" width="12" height="12" fill="${colors[p]}"/>`,
-    );
-    parts.push(`<text x="${width - 72}" y="${y}">${p}</text>`);
-  });
-  parts.push("</svg>");
-  return parts.join("\n");
-}
-
-function escapeXml(s: string): string {
-  return s.replace(/&/g, "&amp;").replace(/</g, "&lt;").replace(/>/g, "&gt;");
 }
 
 /** Short names for the counts behind a modelled difference. */

@@ -15,6 +15,7 @@ import { parseOrUsage, type RunOptions } from "../bench/cli.ts";
 import { runWorkload, warmUp, WorkloadError, type WorkloadRecord } from "../bench/workload.ts";
 import { PER_IO_ROWS, perIoTable, summaryTable } from "../bench/report.ts";
 import type { IommuMode } from "../sim/dma/types.ts";
+import { sizeLabel } from "../bench/size.ts";
 
 const DEFAULTS: RunOptions = {
   backend: "sim",
@@ -43,7 +44,7 @@ export function skippedSentence(records: readonly WorkloadRecord[]): string {
       .map((row) => ({ label: row.label.trim(), b: row.get(b)!, d: row.get(d)! }))
       .filter((x) => x.b > x.d)
       .map((x) => `${x.label} ${fmt(x.b)} -> ${fmt(x.d)}`);
-    if (skipped.length) parts.push(`${bs / 1024}k: ${skipped.join(", ")}`);
+    if (skipped.length) parts.push(`${sizeLabel(bs)}: ${skipped.join(", ")}`);
   }
   if (parts.length === 0) return "";
   return `Per I/O, dma skipped what bvec did (bvec -> dma): ${parts.join("; ")}.`;
@@ -100,6 +101,7 @@ function main(args: string[]): number {
                   rw,
                   ios: o.ios,
                   submitBatch: o.submitBatch,
+                  regionBytes: o.sizeBytes,
                   seed: o.seed,
                   verify: o.verify,
                   premap,
@@ -107,7 +109,7 @@ function main(args: string[]): number {
                 records.push(runWorkload(tb, cfg, iommu));
               } catch (e) {
                 if (!(e instanceof WorkloadError)) throw e;
-                console.log(`  ${rw} qd=${qd} ${bs / 1024}k ${path}: not run: ${e.message}`);
+                console.log(`  ${rw} qd=${qd} ${sizeLabel(bs)} ${path}: not run: ${e.message}`);
               }
             }
           }

@@ -343,6 +343,10 @@ class RealTestbed implements Testbed {
       irqTarget: (fd) => host.irqTarget(fd),
       irqTargetFd: () => host.irqTargetFd(),
       wrappers: host.wrappers,
+      countWaitEnter: () => {
+        const st = host.kernel.stats;
+        st.completion(() => st.add("enterCalls"));
+      },
     });
     return this.#rings.adopt(new Ring(wrapper, (len) => this.allocBuffer(len)));
   }
