@@ -12,6 +12,7 @@
  * @module
  */
 
+import { runMain } from "./main.ts";
 import { openTestbed, realBackendUnavailable } from "../mod.ts";
 import {
   checkOutput,
@@ -248,4 +249,4 @@ async function report(
   }
 }
 
-if (import.meta.main) Deno.exit(await main(Deno.args));
+if (import.meta.main) await runMain("bench", () => main(Deno.args));

@@ -12,6 +12,7 @@ import { PREMAP_VARIANTS, type PremapVariant } from "../sim/kernel.ts";
 import type { Backend } from "../sim/uapi/testbed.ts";
 import { IO_PATHS, type IoPath, type RwMode } from "./workload.ts";
 import { sizeBytes, sizeLabel } from "./size.ts";
+import { isPermissionError } from "./main.ts";
 
 /** A command-line mistake: the message names the flag at fault. */
 export class UsageError extends Error {
@@ -372,19 +373,22 @@ export function checkOutput(flag: string, path: string): string | null {
   const dir = slash < 0 ? "." : slash === 0 ? "/" : path.slice(0, slash);
   try {
     if (!Deno.statSync(dir).isDirectory) return `--${flag}=${path}: ${dir} is not a directory`;
-  } catch {
+  } catch (e) {
+    if (isPermissionError(e)) throw e;
     return `--${flag}=${path}: directory ${dir} does not exist`;
   }
   let existed = true;
   try {
     Deno.statSync(path);
-  } catch {
+  } catch (e) {
+    if (isPermissionError(e)) throw e;
     existed = false;
   }
   try {
     Deno.openSync(path, { write: true, create: true }).close();
     if (!existed) Deno.removeSync(path);
   } catch (e) {
+    if (isPermissionError(e)) throw e;
     return `--${flag}=${path}: cannot write it (${(e as Error).message})`;
   }
   return null;

@@ -10,6 +10,7 @@
  * @module
  */
 
+import { runMain } from "../bench/main.ts";
 import { openTestbed, realBackendUnavailable } from "../mod.ts";
 import { parseOrUsage, type RunOptions } from "../bench/cli.ts";
 import { runWorkload, warmUp, WorkloadError, type WorkloadRecord } from "../bench/workload.ts";
@@ -146,4 +147,4 @@ function main(args: string[]): number {
   return failed ? 1 : 0;
 }
 
-if (import.meta.main) Deno.exit(main(Deno.args));
+if (import.meta.main) await runMain("demo", () => main(Deno.args));
