@@ -68,17 +68,13 @@ async function main(args: string[]): Promise<number> {
   }
   const records: WorkloadRecord[] = [];
   const notRun: string[] = [];
-  let fioDir: string | undefined;
+  let withFio = false;
   if (o.fio) {
     const why = await fioUnavailable();
-    if (why === null) fioDir = await Deno.makeTempDir({ prefix: "premap-fio-" });
+    if (why === null) withFio = true;
     else console.log(`fio: ${why}; running without it`);
   }
-  try {
-    await runAll(o, records, notRun, fioDir);
-  } finally {
-    if (fioDir) await Deno.remove(fioDir, { recursive: true });
-  }
+  await runAll(o, records, notRun, withFio);
   await report(o, records, notRun, iommusFor(o));
   if (records.length === 0) {
     console.log("bench: no configuration ran (see the 'not run' lines)");
@@ -97,12 +93,12 @@ function iommusFor(o: RunOptions): IommuMode[] {
   return o.backend === "real" && kernelFile ? [o.iommu[0]] : o.iommu;
 }
 
-/** Run every configuration (and fio beside `none`/`bvec` when `fioDir` is set). */
+/** Run every configuration (and fio beside `none`/`bvec` when `withFio`). */
 async function runAll(
   o: RunOptions,
   records: WorkloadRecord[],
   notRun: string[],
-  fioDir: string | undefined,
+  withFio: boolean,
 ): Promise<void> {
   const iommus = iommusFor(o);
   for (const premap of o.premap ?? ["v2" as const]) {
@@ -142,7 +138,17 @@ async function runAll(
                 if (!(e instanceof WorkloadError)) throw e;
                 notRun.push(`${iommu} ${rw} bs=${bs} qd=${qd} ${path}: ${e.message}`);
               }
-              if (fioDir === undefined || path === "dma") continue;
+              if (!withFio || path === "dma") continue;
+              // fio's file lives in a directory made for this run alone and removed after it.
+              const fioDir = await Deno.makeTempDir({ prefix: "premap-fio-" });
+              // While fio runs the event loop is free, so Ctrl-C can remove fio's files at once
+              // (during our own synchronous jobs no listener is set: Ctrl-C ends the process).
+              const onInt = () => {
+                Deno.removeSync(fioDir, { recursive: true });
+                console.error("bench: interrupted; fio's scratch files removed");
+                Deno.exit(130);
+              };
+              Deno.addSignalListener("SIGINT", onInt);
               try {
                 records.push(
                   await runFio({
@@ -159,6 +165,9 @@ async function runAll(
               } catch (e) {
                 if (!(e instanceof WorkloadError)) throw e;
                 notRun.push(`fio ${rw} bs=${bs} qd=${qd} ${path}: ${e.message}`);
+              } finally {
+                Deno.removeSignalListener("SIGINT", onInt);
+                await Deno.remove(fioDir, { recursive: true });
               }
             }
           }

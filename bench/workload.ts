@@ -22,6 +22,7 @@ import { IOSQE, type Ring, type UserBuffer } from "../sim/uapi/ring_api.ts";
 import type { Testbed } from "../sim/uapi/testbed.ts";
 import { describeResult, Errno } from "../sim/uapi/errno.ts";
 import { type CountsBySide, type ModelCost, modelCost } from "./cost_model.ts";
+import { rmdirIfEmpty } from "../ffi/testbed.ts";
 
 /** The three buffer paths. */
 export type IoPath = "none" | "bvec" | "dma";
@@ -189,6 +190,12 @@ class Job implements Disposable {
       this.fd = tb.open(this.target, O.RDWR | O.CREAT | O.TRUNC | O.DIRECT, 0o644);
     }
     if (this.fd < 0) throw new WorkloadError(`open ${this.target}: ${describeResult(this.fd)}`);
+    if (!tb.nvmeDevice && tb.backend === "real") {
+      // A scratch file on the live kernel: unlinked as soon as it is open (the descriptor keeps
+      // it), so an interrupted run (Ctrl-C kills the process mid-I/O) leaves nothing behind.
+      Deno.removeSync(this.target);
+      rmdirIfEmpty(this.target.slice(0, this.target.lastIndexOf("/")));
+    }
     this.ring = tb.ring({ entries: Math.max(8, cfg.qd * 2) });
     const rf = this.ring.registerFiles([this.fd]);
     if (!rf.ok) throw new WorkloadError(`IORING_REGISTER_FILES: ${describeResult(rf.res)}`);
