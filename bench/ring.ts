@@ -196,8 +196,10 @@ export function formatTable(rep: RingBenchReport): string {
   return [
     line(head),
     ...rows.map(line),
-    `min ratio ${s.min_ratio.toFixed(3)}, geomean ${s.geomean_ratio.toFixed(3)}, ` +
-    `target ${s.target_ratio} ${s.meets_target ? "met" : "NOT met"} ` +
+    `target: every batch's deno/C ratio >= ${s.target_ratio}; ` +
+    `lowest ${s.min_ratio.toFixed(3)} (batch ${
+      rep.records.find((r) => r.ratio === s.min_ratio)?.batch
+    }): ${s.meets_target ? "met" : "NOT met"}; geomean ${s.geomean_ratio.toFixed(3)} ` +
     `(${s.ops} ops, best of ${s.repeat})`,
   ].join("\n");
 }
