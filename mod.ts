@@ -120,3 +120,4 @@ export {
   type ModelCost,
   modelCost,
 } from "./bench/cost_model.ts";
+export { type RepeatSpread, type Spread } from "./bench/repeat.ts";

@@ -23,6 +23,7 @@ import {
 } from "./cli.ts";
 import { runWorkload, warmUp, WorkloadError, type WorkloadRecord } from "./workload.ts";
 import { htmlReport, renderSvg, reportSpec } from "./charts.ts";
+import { combineRepeats } from "./repeat.ts";
 import { iopsRatioLines, perIoTable, publishedComparison, summaryTable } from "./report.ts";
 import { fioUnavailable, runFio } from "./fio.ts";
 import { realNvmeUnavailable } from "../ffi/testbed.ts";
@@ -131,9 +132,13 @@ async function runAll(
                   verify: o.verify,
                   premap,
                 };
-                const r = runWorkload(tb, cfg, iommu);
-                if (tb.backend === "real" && !tb.nvmeDevice) r.iommu = "n/a";
-                records.push(r);
+                const runs: WorkloadRecord[] = [];
+                for (let i = 0; i < (o.repeat ?? 1); i++) {
+                  const r = runWorkload(tb, cfg, iommu);
+                  if (tb.backend === "real" && !tb.nvmeDevice) r.iommu = "n/a";
+                  runs.push(r);
+                }
+                records.push(runs.length > 1 ? combineRepeats(runs) : runs[0]);
               } catch (e) {
                 if (!(e instanceof WorkloadError)) throw e;
                 notRun.push(`${iommu} ${rw} bs=${bs} qd=${qd} ${path}: ${e.message}`);
@@ -150,18 +155,22 @@ async function runAll(
               };
               Deno.addSignalListener("SIGINT", onInt);
               try {
-                records.push(
-                  await runFio({
-                    path,
-                    bs,
-                    qd,
-                    rw,
-                    ios: o.ios,
-                    regionBytes: o.sizeBytes ?? DEFAULT_REGION_BYTES,
-                    filename: `${fioDir}/fio-${path}-${rw}-${bs}-${qd}.dat`,
-                    runtimeSec: FIO_RUNTIME_SEC,
-                  }),
-                );
+                const runs: WorkloadRecord[] = [];
+                for (let i = 0; i < (o.repeat ?? 1); i++) {
+                  runs.push(
+                    await runFio({
+                      path,
+                      bs,
+                      qd,
+                      rw,
+                      ios: o.ios,
+                      regionBytes: o.sizeBytes ?? DEFAULT_REGION_BYTES,
+                      filename: `${fioDir}/fio-${path}-${rw}-${bs}-${qd}.dat`,
+                      runtimeSec: FIO_RUNTIME_SEC,
+                    }),
+                  );
+                }
+                records.push(runs.length > 1 ? combineRepeats(runs) : runs[0]);
               } catch (e) {
                 if (!(e instanceof WorkloadError)) throw e;
                 notRun.push(`fio ${rw} bs=${bs} qd=${qd} ${path}: ${e.message}`);

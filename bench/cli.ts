@@ -76,6 +76,8 @@ export interface RunOptions {
   ios: number;
   /** Bytes of the device each job touches (fio's size; default 64 MiB). */
   sizeBytes?: number;
+  /** Runs per configuration (bench `--repeat`; default 1). */
+  repeat?: number;
   /** SQEs per submitting io_uring_enter (fio's iodepth_batch_submit; default 1). */
   submitBatch?: number;
   /** Seed. */
@@ -117,6 +119,7 @@ export function parseRunArgs(args: string[], defaults: RunOptions): RunOptions {
         ios: { type: "string" },
         iodepth_batch: { type: "string" },
         size: { type: "string" },
+        repeat: { type: "string" },
         seed: { type: "string" },
         json: { type: "string" },
         svg: { type: "string" },
@@ -158,6 +161,7 @@ export function parseRunArgs(args: string[], defaults: RunOptions): RunOptions {
   if (values.iodepth_batch !== undefined) {
     o.submitBatch = parsePositive("iodepth_batch", values.iodepth_batch, 1024);
   }
+  if (values.repeat !== undefined) o.repeat = parsePositive("repeat", values.repeat, 1000);
   if (values.seed !== undefined) o.seed = parsePositive("seed", values.seed, 0xffffffff);
   if (values.json !== undefined) o.json = values.json;
   if (values.svg !== undefined) o.svg = values.svg;
@@ -262,6 +266,12 @@ const FLAGS: readonly FlagHelp[] = [
     what: "real: the emulated namespace's data in a media file or in process memory",
     def: () => "file",
   },
+  {
+    flag: "--repeat=N",
+    what: "runs per configuration: min/median/max of each figure; overlapping paths marked n.s.",
+    def: (d) => String(d.repeat ?? 1),
+    only: "bench",
+  },
   { flag: "--json=FILE", what: "write the records as JSON", only: "bench" },
   { flag: "--svg=FILE", what: "write the charts (vega-lite) as one SVG", only: "bench" },
   {
@@ -326,6 +336,7 @@ export function parseOrUsage(
       if (o.json !== undefined) throw new UsageError(`--json: only the bench writes JSON`);
       if (o.svg !== undefined) throw new UsageError(`--svg: only the bench draws a chart`);
       if (o.html !== undefined) throw new UsageError(`--html: only the bench writes a report`);
+      if (o.repeat !== undefined) throw new UsageError(`--repeat: only the bench repeats runs`);
     }
     for (const w of warnings(o)) console.error(`${command}: warning: ${w}`);
     return o;

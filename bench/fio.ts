@@ -15,7 +15,7 @@
  */
 
 import type { IoPath, RwMode, WorkloadRecord } from "./workload.ts";
-import { WorkloadError } from "./workload.ts";
+import { P999_MIN_SAMPLES, WorkloadError } from "./workload.ts";
 
 /** One fio job: the work of one benchmark configuration. */
 export interface FioJob {
@@ -74,12 +74,16 @@ function num(o: unknown, key: string, where: string): number {
   return v;
 }
 
-function latency(o: unknown, where: string): WorkloadRecord["slat"] {
+function latency(o: unknown, where: string, samples: number): WorkloadRecord["slat"] {
   const pct = (o as Record<string, unknown> | undefined)?.percentile;
   return {
-    mean: num(o, "mean", where),
-    p50: num(pct, "50.000000", `${where}.percentile`),
-    p99: num(pct, "99.000000", `${where}.percentile`),
+    mean: Math.round(num(o, "mean", where)),
+    p50: Math.round(num(pct, "50.000000", `${where}.percentile`)),
+    p99: Math.round(num(pct, "99.000000", `${where}.percentile`)),
+    p999: samples >= P999_MIN_SAMPLES
+      ? Math.round(num(pct, "99.900000", `${where}.percentile`))
+      : null,
+    samples,
   };
 }
 
@@ -117,9 +121,9 @@ export function parseFioJson(text: string, job: FioJob): WorkloadRecord {
     iommu: "n/a",
     ios: totalIos,
     target: job.filename,
-    iops: num(d, "iops", dir),
-    slat: latency((d as Record<string, unknown>).slat_ns, `${dir}.slat_ns`),
-    clat: latency((d as Record<string, unknown>).clat_ns, `${dir}.clat_ns`),
+    iops: Math.round(num(d, "iops", dir)),
+    slat: latency((d as Record<string, unknown>).slat_ns, `${dir}.slat_ns`, totalIos),
+    clat: latency((d as Record<string, unknown>).clat_ns, `${dir}.clat_ns`, totalIos),
     cpuNsPerIo: null,
     perIo: null,
     perIoBySide: null,

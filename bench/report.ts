@@ -5,7 +5,8 @@
  * @module
  */
 
-import type { IoPath, WorkloadRecord } from "./workload.ts";
+import { type IoPath, P999_MIN_SAMPLES, type WorkloadRecord } from "./workload.ts";
+import { iopsVersusOthers, type Spread } from "./repeat.ts";
 import { countDifference } from "./cost_model.ts";
 import { PUBLISHED, publishedCpuNs } from "./published.ts";
 import { sizeLabel } from "./size.ts";
@@ -84,8 +85,20 @@ export function perIoTable(records: readonly WorkloadRecord[]): string {
   return out.join("\n");
 }
 
-/** One line per record: the benchmark's summary table. */
+/** `median [min-max]` with repeats, else the value. */
+function withSpread(v: number | null, sp: Spread | null | undefined): string {
+  if (!sp) return fmt(v);
+  return `${fmt(sp.median)} [${fmt(sp.min)}-${fmt(sp.max)}]`;
+}
+
+/**
+ * One line per record: the benchmark's summary table. With `--repeat`, each
+ * measured figure is `median [min-max]` over the runs, and the last column
+ * compares IOPS with the configuration's other paths (`n.s.` where their
+ * ranges overlap).
+ */
 export function summaryTable(records: readonly WorkloadRecord[]): string {
+  const repeated = records.some((r) => r.spread);
   const head = [
     "backend",
     "premap",
@@ -95,15 +108,17 @@ export function summaryTable(records: readonly WorkloadRecord[]): string {
     "qd",
     "path",
     "ios",
-    "IOPS",
+    repeated ? `IOPS (median [min-max] of ${records[0].spread?.runs ?? 1})` : "IOPS",
     "slat mean",
     "slat p99",
     "clat p50",
     "clat p99",
+    "clat p99.9",
     "cpu ns/io",
     "model slat",
     "model cpu",
     "ok",
+    ...(repeated ? ["IOPS vs other paths"] : []),
   ];
   const rows = records.map((r) => [
     r.backend,
@@ -114,19 +129,33 @@ export function summaryTable(records: readonly WorkloadRecord[]): string {
     String(r.qd),
     r.path,
     String(r.ios),
-    fmt(r.iops),
-    fmt(r.slat.mean),
+    withSpread(r.iops, r.spread?.iops),
+    withSpread(r.slat.mean, r.spread?.slatMean),
     fmt(r.slat.p99),
-    fmt(r.clat.p50),
-    fmt(r.clat.p99),
-    fmt(r.cpuNsPerIo),
+    withSpread(r.clat.p50, r.spread?.clatP50),
+    withSpread(r.clat.p99, r.spread?.clatP99),
+    r.clat.p999 === null ? `-` : fmt(r.clat.p999),
+    withSpread(r.cpuNsPerIo, r.spread?.cpuNsPerIo),
     fmt(r.model?.slat_ns ?? null),
     fmt(r.model?.cpu_ns ?? null),
     r.verified ? "yes" : "NO",
+    ...(repeated ? [iopsVersusOthers(r, records)] : []),
   ]);
   const w = head.map((h, i) => Math.max(h.length, ...rows.map((r) => r[i].length)));
-  const line = (xs: string[]) => xs.map((x, i) => x.padStart(w[i])).join("  ");
-  return [line(head), ...rows.map(line)].join("\n");
+  const line = (xs: string[]) =>
+    xs.map((x, i) => i === xs.length - 1 && repeated ? x : x.padStart(w[i])).join("  ");
+  const notes = [];
+  if (records.some((r) => r.clat.p999 === null)) {
+    notes.push(
+      `clat p99.9: '-' where fewer than ${
+        P999_MIN_SAMPLES.toLocaleString("en-US")
+      } I/Os stand behind it`,
+    );
+  }
+  if (repeated) {
+    notes.push("n.s.: the two paths' IOPS ranges over the repeats overlap (not significant)");
+  }
+  return [line(head), ...rows.map(line), ...notes].join("\n");
 }
 
 /**

@@ -23,6 +23,7 @@ import type { Testbed } from "../sim/uapi/testbed.ts";
 import { describeResult, Errno } from "../sim/uapi/errno.ts";
 import { type CountsBySide, type ModelCost, modelCost } from "./cost_model.ts";
 import { rmdirIfEmpty } from "../ffi/testbed.ts";
+import type { RepeatSpread } from "./repeat.ts";
 
 /** The three buffer paths. */
 export type IoPath = "none" | "bvec" | "dma";
@@ -71,7 +72,17 @@ export interface LatencyNs {
   p50: number;
   /** 99th percentile. */
   p99: number;
+  /**
+   * 99.9th percentile: null unless at least {@link P999_MIN_SAMPLES} samples
+   * stand behind it (below that it is one of the few largest samples).
+   */
+  p999: number | null;
+  /** How many samples the figures stand on. */
+  samples: number;
 }
+
+/** The fewest samples a p99.9 is reported from (10 above it). */
+export const P999_MIN_SAMPLES = 10_000;
 
 /** One JSON record per configuration (the design's benchmark record). */
 export interface WorkloadRecord {
@@ -116,6 +127,8 @@ export interface WorkloadRecord {
   verified: boolean;
   /** Whether bytes read were checked (`WorkloadConfig.verify`). */
   dataChecked: boolean;
+  /** With `--repeat=N`: min/median/max of each figure over the N runs (this record: the median). */
+  spread?: RepeatSpread;
 }
 
 /** A job that could not run, with the reason (e.g. MAP_BUFFERS refused). */
@@ -133,10 +146,26 @@ function percentile(sorted: number[], p: number): number {
   return sorted[Math.max(0, i)];
 }
 
-function summarize(xs: number[]): LatencyNs {
+/** Mean and percentiles of latency samples, to the ns (what a wall clock can mean). */
+export function summarize(xs: number[]): LatencyNs {
   const s = [...xs].sort((a, b) => a - b);
   const mean = s.reduce((a, b) => a + b, 0) / Math.max(1, s.length);
-  return { mean, p50: percentile(s, 50), p99: percentile(s, 99) };
+  return {
+    mean: Math.round(mean),
+    p50: Math.round(percentile(s, 50)),
+    p99: Math.round(percentile(s, 99)),
+    p999: s.length >= P999_MIN_SAMPLES ? Math.round(percentile(s, 99.9)) : null,
+    samples: s.length,
+  };
+}
+
+/** Round per-I/O figures to what they mean: counts to 1e-4 (1 in 10,000 I/Os), ns to the ns. */
+function roundCounts(c: Record<string, number>): Record<string, number> {
+  return Object.fromEntries(Object.entries(c).map(([k, v]) => [k, Math.round(v * 1e4) / 1e4]));
+}
+
+function roundNs(c: Record<string, number>): Record<string, number> {
+  return Object.fromEntries(Object.entries(c).map(([k, v]) => [k, Math.round(v)]));
 }
 
 function fillPattern(buf: Uint8Array, offset: number, gen: number): void {
@@ -401,12 +430,16 @@ export function runWorkload(tb: Testbed, cfg: WorkloadConfig, iommu = "n/a"): Wo
   let cpuNsPerIo: number | null = null;
   if (stats && before) {
     const d = Stats.diff(before, stats.snapshot(), cfg.ios);
-    perIo = d.counters;
-    perIoBySide = Stats.bySide(d);
-    stageNsPerIo = d.stageNs;
-    cpuNsPerIo = Object.entries(d.stageNs)
-      .filter(([k]) => k !== "device")
-      .reduce((a, [, v]) => a + v, 0);
+    perIo = roundCounts(d.counters);
+    const sides = Stats.bySide(d);
+    perIoBySide = {
+      submission: roundCounts(sides.submission),
+      completion: roundCounts(sides.completion),
+    };
+    stageNsPerIo = roundNs(d.stageNs);
+    cpuNsPerIo = Math.round(
+      Object.entries(d.stageNs).filter(([k]) => k !== "device").reduce((a, [, v]) => a + v, 0),
+    );
   }
   return {
     backend: tb.backend,
@@ -418,7 +451,7 @@ export function runWorkload(tb: Testbed, cfg: WorkloadConfig, iommu = "n/a"): Wo
     premap: cfg.premap ?? "v2",
     ios: cfg.ios,
     target: job.target,
-    iops: cfg.ios / (elapsedMs / 1000),
+    iops: Math.round(cfg.ios / (elapsedMs / 1000)),
     slat: summarize(r.slat),
     clat: summarize(r.clat),
     cpuNsPerIo,
