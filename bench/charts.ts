@@ -35,6 +35,8 @@ export const EVENT_STAGE: Record<string, string> = {
   bios: "bio",
   bioVecs: "bio",
   bioSplits: "bio",
+  bioAllocs: "bio",
+  bvecAllocs: "bio",
   bioMerges: "blk_mq",
   requests: "blk_mq",
   requestsRequeued: "blk_mq",
@@ -56,7 +58,7 @@ export const EVENT_STAGE: Record<string, string> = {
   prpPoolAllocs: "nvme_prep",
   prpPoolFrees: "nvme_prep",
   sglDescriptors: "nvme_prep",
-  bytesAllocated: "bio",
+  iodMempoolAllocs: "nvme_prep",
 };
 
 const DOC_CONFIG = {

@@ -39,6 +39,11 @@ export const PER_IO_ROWS: readonly {
   { label: "PRP entries written", count: true, get: (r) => r.perIo?.prpEntries ?? null },
   { label: "SGL descriptors", count: true, get: (r) => r.perIo?.sglDescriptors ?? null },
   { label: "PRP pool allocations", count: true, get: (r) => r.perIo?.prpPoolAllocs ?? null },
+  {
+    label: "iod_mempool allocations",
+    count: true,
+    get: (r) => r.perIo?.iodMempoolAllocs ?? null,
+  },
   { label: "bytes allocated", count: true, get: (r) => r.perIo?.bytesAllocated ?? null },
   { label: "DMA-API debug reports", count: true, get: (r) => r.perIo?.dmaDebugErrors ?? null },
   { label: "kernel slat, model ns", get: (r) => r.model?.slat_ns ?? null },

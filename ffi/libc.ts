@@ -42,14 +42,14 @@ const SYMBOLS = {
   pwrite: { parameters: ["i32", "pointer", "usize", "i64"], result: "isize", nonblocking: false },
   unlink: { parameters: ["buffer"], result: "i32", nonblocking: false },
   __errno_location: { parameters: [], result: "pointer", nonblocking: false },
-  aligned_alloc: { parameters: ["usize", "usize"], result: "pointer", nonblocking: false },
-  free: { parameters: ["pointer"], result: "void", nonblocking: false },
   mmap: {
     parameters: ["pointer", "usize", "i32", "i32", "i32", "i64"],
     result: "pointer",
     nonblocking: false,
   },
   munmap: { parameters: ["pointer", "usize"], result: "i32", nonblocking: false },
+  mprotect: { parameters: ["pointer", "usize", "i32"], result: "i32", nonblocking: false },
+  getrlimit: { parameters: ["i32", "buffer"], result: "i32", nonblocking: false },
 } as const;
 
 type LibcSymbols = Deno.DynamicLibrary<typeof SYMBOLS>["symbols"];
@@ -213,7 +213,10 @@ export interface NativeBuffer extends Disposable {
 
 /**
  * A zeroed, page-aligned native buffer of `len` bytes (1 .. 1 GiB), freed by
- * `[Symbol.dispose]`.
+ * `[Symbol.dispose]`. It is a mapping of its own followed by one inaccessible
+ * guard page (PROT_NONE), as the sim's `UserMm.mmap` leaves an unmapped page
+ * after each mapping: a kernel copy that runs past the buffer faults (a short
+ * transfer or -EFAULT) instead of reaching the process's other memory.
  *
  * @example
  * ```ts
@@ -228,11 +231,19 @@ export function allocBuffer(len: number): NativeBuffer {
   }
   const sym = libcSymbols();
   const size = Math.ceil(len / PAGE_SIZE) * PAGE_SIZE;
-  const ptr = sym.aligned_alloc(BigInt(PAGE_SIZE), BigInt(size));
-  if (ptr === null) throw new Error(`aligned_alloc(${PAGE_SIZE}, ${size}) failed`);
+  const whole = BigInt(size + PAGE_SIZE);
+  const ptr = sym.mmap(null, whole, PROT_RW, MAP_PRIVATE_ANON, -1, 0n);
   const addr = BigInt(Deno.UnsafePointer.value(ptr));
+  if (ptr === null || addr === 0xffff_ffff_ffff_ffffn) {
+    throw new Error(`mmap(${whole}) failed: errno ${lastErrno(sym)}`);
+  }
+  const guard = Deno.UnsafePointer.create(addr + BigInt(size));
+  if (sym.mprotect(guard, BigInt(PAGE_SIZE), PROT_NONE) !== 0) {
+    const e = lastErrno(sym);
+    sym.munmap(ptr, whole);
+    throw new Error(`mprotect(guard page) failed: errno ${e}`);
+  }
   let bytes = new Uint8Array(Deno.UnsafePointerView.getArrayBuffer(ptr, len));
-  bytes.fill(0);
   let freed = false;
   processMemory.add(addr, size);
   return {
@@ -246,16 +257,20 @@ export function allocBuffer(len: number): NativeBuffer {
       if (freed) return;
       freed = true;
       processMemory.remove(addr);
-      // Detach every view of the native memory before it goes back to malloc.
+      // Detach every view of the native memory before it is unmapped.
       (bytes.buffer as ArrayBuffer).transfer(0);
       bytes = new Uint8Array(0);
-      sym.free(ptr);
+      sym.munmap(ptr, whole);
     },
   };
 }
 
 /** PROT_READ | PROT_WRITE */
 const PROT_RW = 0x1 | 0x2;
+/** PROT_NONE */
+const PROT_NONE = 0;
+/** MAP_PRIVATE | MAP_ANONYMOUS */
+const MAP_PRIVATE_ANON = 0x02 | 0x20;
 /** MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE */
 const MAP_ANON_NORESERVE = 0x02 | 0x20 | 0x4000;
 
@@ -299,4 +314,28 @@ export function mapAnonymous(length: number): NativeMapping {
 function lastErrno(sym: LibcSymbols): number {
   const p = sym.__errno_location();
   return p === null ? 0 : new Deno.UnsafePointerView(p).getInt32();
+}
+
+/** RLIMIT_NOFILE (asm-generic/resource.h). */
+const RLIMIT_NOFILE = 7;
+
+/**
+ * The process's soft RLIMIT_NOFILE (getrlimit(2)): the bound the live kernel
+ * puts on descriptors and on a fixed file table (-EMFILE), which the `real`
+ * backend's host stack and the differential's `sim` side take too.
+ *
+ * @example
+ * ```ts
+ * import { processNofileLimit } from "./libc.ts";
+ * console.log(processNofileLimit() > 0); // true
+ * ```
+ */
+export function processNofileLimit(): number {
+  const rl = new BigUint64Array(2);
+  const r = libcSymbols().getrlimit(RLIMIT_NOFILE, new Uint8Array(rl.buffer));
+  if (r !== 0) {
+    throw new Error(`getrlimit(RLIMIT_NOFILE) failed: errno ${lastErrno(libcSymbols())}`);
+  }
+  // RLIM_INFINITY, or more than a table can hold: the kernel's own cap (sysctl fs.nr_open).
+  return rl[0] > 1n << 30n ? 1 << 30 : Number(rl[0]);
 }

@@ -66,7 +66,7 @@ import {
   result,
   Ring,
 } from "../sim/uapi/ring_api.ts";
-import { allocBuffer, type NativeMemory, processMemory } from "./libc.ts";
+import { allocBuffer, type NativeMemory, processMemory, processNofileLimit } from "./libc.ts";
 import { checkIovecTargets, registerGuard } from "../sim/uapi/register_rules.ts";
 
 /** Byte offsets in liburing 2.3's `struct io_uring` (x86_64), checked against offsetof(). */
@@ -329,6 +329,8 @@ export class LiveRing implements RawRing {
   readonly #ts = new BigInt64Array(2);
   #mapHandler: ((opcode: number, arg: Uint8Array | null, nrArgs: number) => number) | null = null;
   readonly #memory: NativeMemory;
+  /** The process's RLIMIT_NOFILE, for the register guard. */
+  readonly #nofile = processNofileLimit();
   #closed = false;
   #kernelRegisterCalls = 0;
 
@@ -655,7 +657,7 @@ export class LiveRing implements RawRing {
    * installed map handler's result.
    */
   register(opcode: number, arg: Uint8Array | null, nrArgs: number): number {
-    const rule = registerGuard(opcode, arg, nrArgs, this.#memory);
+    const rule = registerGuard(opcode, arg, nrArgs, this.#memory, this.#nofile);
     if (typeof rule === "number") return rule;
     this.#live();
     if (rule.testbedOnly) return this.#mapHandler?.(opcode, arg, nrArgs) ?? -Errno.EINVAL;

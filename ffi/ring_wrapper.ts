@@ -166,6 +166,11 @@ export class RingWrapper implements RawRing {
     return this.#live.cqEntries;
   }
 
+  /** Whether the ring has used the namespace (its CQEs are then read by the wrapper). */
+  get engaged(): boolean {
+    return this.#engaged;
+  }
+
   /** The live ring underneath (for fdinfo checks). */
   get live(): LiveRing {
     return this.#live;

@@ -39,7 +39,7 @@ import { SimRing } from "../sim/io_uring/io_uring.ts";
 import { doSysOpen, sysClose } from "../sim/fs/namei.ts";
 import type { IommuMode } from "../sim/dma/types.ts";
 import type { Stats } from "../sim/stats.ts";
-import { allocBuffer, Libc, NativeMemory } from "./libc.ts";
+import { allocBuffer, Libc, NativeMemory, processNofileLimit } from "./libc.ts";
 import { LiveRing, liveRingUnavailable } from "./liburing.ts";
 import { CoherentArena, NativeFrames } from "./frames.ts";
 import { NvmeEmu, type NvmeEmuIommuMode, nvmeEmuUnavailable } from "./nvme_emu.ts";
@@ -107,6 +107,7 @@ class RealHost implements Disposable {
       premap: opts.premap,
       clock: new MonotonicClock(),
       frameBacking: this.frames,
+      nofile: processNofileLimit(),
     });
     const iommu = opts.iommu ?? "strict";
     const namespaces = opts.namespaces ?? [{ lbaSize: 4096 as const, sizeBytes: 1n << 30n }];
@@ -239,6 +240,11 @@ class RealTestbed implements Testbed {
   /** The host stack's counters (the emulated namespace's I/O), when it has one. */
   get stats(): Stats | undefined {
     return this.#host?.kernel.stats;
+  }
+
+  /** Live streaming DMA mappings of the host stack, in bytes, when it has one. */
+  get dmaMappedBytes(): number | undefined {
+    return this.#host?.host.dma.mappedBytes;
   }
 
   /** "/dev/nvme0n1" of the host stack, when the C controller is built. */

@@ -15,7 +15,7 @@ import { UserMm } from "./memory/mm.ts";
 import { Rng } from "./random.ts";
 import { Stats } from "./stats.ts";
 import type { File } from "./fs/file.ts";
-import { FdTable } from "./fs/fdtable.ts";
+import { FdTable, NR_OPEN_DEFAULT } from "./fs/fdtable.ts";
 import { Namespace } from "./fs/namei.ts";
 import type { BlkPlug } from "./block/blk-mq.ts";
 
@@ -120,6 +120,8 @@ export interface KernelOptions {
   frameBacking?: FrameBacking;
   /** Which variant of the proposal runs (default "v2", as posted). */
   premap?: PremapVariant;
+  /** rlimit(RLIMIT_NOFILE) of the host's process (default {@link NR_OPEN_DEFAULT}, 1024). */
+  nofile?: number;
 }
 
 /** The simulated kernel context shared by the layers of one testbed. */
@@ -141,7 +143,7 @@ export class Kernel {
   /** Device nodes by path (e.g. "/dev/nvme0n1"). */
   readonly devices: Map<string, DeviceOpener> = new Map();
   /** `current->files`: the fd table of the host's one process (see `filesOf`). */
-  readonly files: FdTable = new FdTable();
+  readonly files: FdTable;
   /** The in-memory filesystem's names (see `namespaceOf`). */
   readonly namespace: Namespace = new Namespace();
   /** `current->plug`: the submitting task's open block plug, if any (see `blkStartPlug`). */
@@ -159,6 +161,7 @@ export class Kernel {
     this.stats = new Stats({ timing: opts.timing ?? true });
     this.phys = new PhysMem({ seed, backing: opts.frameBacking });
     this.mm = new UserMm(this.phys, this.stats);
+    this.files = new FdTable(opts.nofile ?? NR_OPEN_DEFAULT);
     this.capSysAdmin = opts.capSysAdmin ?? true;
     this.premap = opts.premap ?? "v2";
     if (!PREMAP_VARIANTS.includes(this.premap)) {

@@ -24,6 +24,8 @@ export const COUNTER_NAMES = [
   "bioSplits",
   "requestsRequeued",
   "requestsHung",
+  "bioAllocs",
+  "bvecAllocs",
   // scatterlist + DMA API
   "sgEntries",
   "dmaMapSgCalls",
@@ -48,6 +50,10 @@ export const COUNTER_NAMES = [
   "prpPoolFrees",
   "sglDescriptors",
   "kasanReports",
+  "nvmeTimeouts",
+  "nvmeAborts",
+  "nvmeResets",
+  "iodMempoolAllocs",
   // memory
   "bytesAllocated",
   // device

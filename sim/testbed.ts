@@ -49,6 +49,7 @@ export class SimTestbed implements Testbed {
       capSysAdmin: opts.capSysAdmin ?? true,
       timing: opts.timing ?? true,
       premap: opts.premap,
+      nofile: opts.rlimitNofile,
     });
     this.host = attachNvme(this.kernel, {
       iommu: opts.iommu ?? "strict",
@@ -67,6 +68,11 @@ export class SimTestbed implements Testbed {
   /** Per-I/O counters of the simulated host. */
   get stats(): Stats {
     return this.kernel.stats;
+  }
+
+  /** Live streaming DMA mappings of the host, in bytes. */
+  get dmaMappedBytes(): number {
+    return this.host.dma.mappedBytes;
   }
 
   /** The first namespace's block device, "/dev/nvme0n1". */

@@ -13,7 +13,7 @@
 
 import type { Kernel } from "../kernel.ts";
 import type { Page } from "../memory/phys.ts";
-import { PAGE_SIZE } from "../memory/phys.ts";
+import { PAGE_SIZE, pfnToPhys } from "../memory/phys.ts";
 import { Errno } from "../uapi/errno.ts";
 import type { BioVec, DmaTag } from "./bvec.ts";
 import { type IovIter, iovIterAdvance, iovIterNextChunk } from "./iov_iter.ts";
@@ -21,6 +21,59 @@ import { BIO_MAX_VECS, BlkStatus, type BlkStatusT, type ReqOp, SECTOR_SHIFT } fr
 
 /** sizeof(struct bio_vec) on x86_64, for bytesAllocated. */
 export const BIO_VEC_BYTES = 16;
+
+/**
+ * sizeof(struct bio) in 6.0 on x86_64 with CONFIG_BLK_CGROUP,
+ * CONFIG_BLK_CGROUP_IOCOST, CONFIG_BLK_INLINE_ENCRYPTION and
+ * CONFIG_BLK_DEV_INTEGRITY set (112 without the last three): the packed
+ * 20-byte bvec_iter, bi_cookie, the cgroup, crypt and integrity pointers,
+ * bi_vcnt/bi_max_vecs/__bi_cnt, bi_io_vec and bi_pool, before the flexible
+ * bi_inline_vecs[].
+ */
+export const BIO_BYTES = 136;
+/** BIO_INLINE_VECS: bio_vecs a bio_set with BIOSET_NEED_BVECS keeps inside each bio. */
+export const BIO_INLINE_VECS = 4;
+
+/**
+ * struct bio_set: what one bio from it occupies (bs_bio_slab_size(): the
+ * caller's front_pad, the bio, and BIO_INLINE_VECS bio_vecs when it was made
+ * with BIOSET_NEED_BVECS).
+ */
+export interface BioSet {
+  /** Kernel name. */
+  readonly name: string;
+  /** front_pad: the caller's structure the bio sits at the end of. */
+  readonly frontPad: number;
+  /** BIOSET_NEED_BVECS: inline bio_vecs behind the bio, and a biovec pool for more. */
+  readonly needBvecs: boolean;
+}
+
+/**
+ * blkdev_dio_pool (block/fops.c): the bio of an O_DIRECT read or write on a
+ * block device, at the end of a `struct blkdev_dio` whose bio is cache-line
+ * aligned (front_pad 64), with inline bio_vecs.
+ */
+export const BLKDEV_DIO_POOL: BioSet = { name: "blkdev_dio_pool", frontPad: 64, needBvecs: true };
+/** fs_bio_set (block/bio.c): bio_alloc()'s, for the second and later bios of a large O_DIRECT I/O. */
+export const FS_BIO_SET: BioSet = { name: "fs_bio_set", frontPad: 0, needBvecs: true };
+/** q->bio_split: the front piece bio_split() makes (no bio_vecs of its own). */
+export const BIO_SPLIT_SET: BioSet = { name: "bio_split", frontPad: 0, needBvecs: false };
+
+/** bs_bio_slab_size(): bytes of one bio from `bs` (264, 200, 136 for the sets above). */
+export function bioSetBioBytes(bs: BioSet): number {
+  return bs.frontPad + BIO_BYTES + (bs.needBvecs ? BIO_INLINE_VECS * BIO_VEC_BYTES : 0);
+}
+
+/**
+ * biovec_slab(): bio_vecs of the slab bvec_alloc() takes `nrVecs` from
+ * (biovec-16, -64, -128, -max), which becomes bi_max_vecs.
+ */
+export function biovecSlabVecs(nrVecs: number): number {
+  if (!Number.isInteger(nrVecs) || nrVecs <= BIO_INLINE_VECS || nrVecs > BIO_MAX_VECS) {
+    throw new RangeError(`biovec_slab: ${nrVecs} bio_vecs`);
+  }
+  return nrVecs <= 16 ? 16 : nrVecs <= 64 ? 64 : nrVecs <= 128 ? 128 : BIO_MAX_VECS;
+}
 
 /** struct bvec_iter: where in bi_io_vec this bio's data is. */
 export interface BvecIterState {
@@ -34,13 +87,19 @@ export interface BvecIterState {
   bvecDone: number;
 }
 
-/** One physically contiguous piece of a bio (bio_for_each_segment). */
+/**
+ * One bio_vec of a bio as bio_for_each_bvec() sees it (mp_bvec_iter_bvec):
+ * physically contiguous, possibly over several pages, as
+ * __bio_try_merge_page() builds them from contiguous frames. `page` is the
+ * first page and `offset` may then reach past it (bv_offset +
+ * bi_bvec_done), as the kernel's multi-page bvec does.
+ */
 export interface BioSegment {
-  /** The page. */
+  /** The bvec's first page. */
   page: Page;
-  /** Offset in the page. */
+  /** Offset from that page's first byte. */
   offset: number;
-  /** Bytes (never crosses the page). */
+  /** Bytes. */
   len: number;
 }
 
@@ -54,6 +113,8 @@ export class Bio {
   readonly iter: BvecIterState;
   /** bi_io_vec (owned for user pages, shared for registered buffers). */
   ioVec: readonly BioVec[] = [];
+  /** bi_max_vecs: bio_vecs bi_io_vec has room for (0 for a registered buffer or a dma tag). */
+  maxVecs = 0;
   /** The proposal's dma tag, for a premapped buffer; ioVec is then empty. */
   dmaTag: DmaTag | undefined;
   /** Offset into the premapped buffer of this bio's first byte. */
@@ -96,15 +157,42 @@ export class Bio {
   }
 }
 
-/** bio_alloc(): count it. */
-export function bioAlloc(kernel: Kernel, op: ReqOp, sector: bigint): Bio {
+/** bio_init() of a bio the caller holds (on its stack): no allocation, no bio_vecs. */
+export function bioInit(kernel: Kernel, op: ReqOp, sector: bigint): Bio {
   kernel.stats.add("bios");
   return new Bio(kernel.nextId("bio"), op, sector);
 }
 
-/** bio_for_each_segment(): the page-sized pieces of a bvec bio within its iterator. */
+/**
+ * bio_alloc_bioset(): a bio from `bs` (mempool_alloc of its slab object),
+ * with room for `nrVecs` bio_vecs: the inline ones up to BIO_INLINE_VECS,
+ * else an array from a biovec slab (bvec_alloc), whose size becomes
+ * bi_max_vecs. Counted in `bioAllocs`, `bvecAllocs` and `bytesAllocated`.
+ */
+export function bioAlloc(
+  kernel: Kernel,
+  op: ReqOp,
+  sector: bigint,
+  nrVecs: number,
+  bs: BioSet,
+): Bio {
+  if (nrVecs > 0 && !bs.needBvecs) throw new Error(`bio_alloc_bioset: ${bs.name} has no bvecs`);
+  const bio = bioInit(kernel, op, sector);
+  kernel.stats.add("bioAllocs");
+  kernel.stats.add("bytesAllocated", bioSetBioBytes(bs));
+  if (nrVecs > BIO_INLINE_VECS) {
+    bio.maxVecs = biovecSlabVecs(nrVecs);
+    kernel.stats.add("bvecAllocs");
+    kernel.stats.add("bytesAllocated", bio.maxVecs * BIO_VEC_BYTES);
+  } else if (nrVecs > 0) {
+    bio.maxVecs = BIO_INLINE_VECS;
+  }
+  return bio;
+}
+
+/** bio_for_each_bvec(): the (multi-page) bvecs of a bio within its iterator. */
 export function* bioSegments(bio: Bio): Generator<BioSegment> {
-  if (bio.isDmaTagged) throw new Error("bio_for_each_segment on a dma-tag bio");
+  if (bio.isDmaTagged) throw new Error("bio_for_each_bvec on a dma-tag bio");
   let idx = bio.iter.idx;
   let done = bio.iter.bvecDone;
   let left = bio.iter.size;
@@ -175,7 +263,7 @@ export function bioSplit(kernel: Kernel, bio: Bio, sectors: number): Bio {
   if (sectors <= 0 || bytes >= bio.iter.size) {
     throw new RangeError(`bio_split: ${sectors} sectors of a ${bio.iter.size}-byte bio`);
   }
-  const split = bioAlloc(kernel, bio.op, bio.iter.sector);
+  const split = bioAlloc(kernel, bio.op, bio.iter.sector, 0, BIO_SPLIT_SET);
   kernel.stats.add("bioSplits");
   split.ioVec = bio.ioVec;
   split.dmaTag = bio.dmaTag;
@@ -198,8 +286,9 @@ export function bioReleasePages(kernel: Kernel, bio: Bio): void {
  * bio_iov_iter_get_pages(): attach the iterator's memory to `bio` and
  * advance it. ITER_BVEC references the array (bio_iov_bvec_set, nothing
  * pinned); the proposal's ITER_DMA_TAG sets tag and offset; user ranges are
- * pinned (pin_user_pages) into at most {@link BIO_MAX_VECS} new bio_vecs,
- * trimmed to a multiple of the logical block size. 0 or a negative errno.
+ * pinned page by page into the bio's {@link Bio.maxVecs} bio_vecs, merging
+ * each page into the last bio_vec where it continues it physically
+ * (__bio_try_merge_page). 0 or a negative errno.
  */
 export function bioIovIterGetPages(
   kernel: Kernel,
@@ -224,66 +313,100 @@ export function bioIovIterGetPages(
       iovIterAdvance(it, it.count);
       return 0;
     }
-    return getUserPages(kernel, bio, it, logicalBlockSize);
+    const vecs: BioVec[] = [];
+    bio.ioVec = vecs;
+    bio.iter.idx = 0;
+    bio.iter.bvecDone = 0;
+    let ret: number;
+    do {
+      ret = getPages(kernel, bio, vecs, it, logicalBlockSize);
+    } while (ret === 0 && it.count > 0 && vecs.length < bio.maxVecs);
+    kernel.stats.add("bioVecs", vecs.length);
+    return vecs.length > 0 ? 0 : ret;
   } finally {
     kernel.stats.end("iov_iter", t0);
   }
 }
 
-/** __bio_iov_iter_get_pages() for ITER_UBUF / ITER_IOVEC. */
-function getUserPages(kernel: Kernel, bio: Bio, it: IovIter, lbs: number): number {
-  // Plan the chunks first so the logical-block trim never pins a page it then drops.
-  const chunks: { addr: bigint; len: number }[] = [];
-  let pages = 0;
-  let total = 0;
+/**
+ * iov_iter_npages(): pages the iterator's user ranges span, each range
+ * counted on its own (a page two iovecs share counts twice), at most `max`.
+ */
+export function iovIterNpages(it: IovIter, max: number): number {
   const probe = { ...it } as IovIter;
-  while (probe.count > 0 && pages < BIO_MAX_VECS) {
+  let n = 0;
+  while (probe.count > 0 && n < max) {
     const c = iovIterNextChunk(probe, Number.MAX_SAFE_INTEGER);
     if (!c || c.kind !== "user") break;
-    const off = Number(c.addr & BigInt(PAGE_SIZE - 1));
-    const room = (BIO_MAX_VECS - pages) * PAGE_SIZE - off;
-    const len = Math.min(c.len, room);
-    if (len <= 0) break;
-    chunks.push({ addr: c.addr, len });
-    pages += Math.ceil((off + len) / PAGE_SIZE);
-    total += len;
-    iovIterAdvance(probe, len);
+    n += Math.ceil((Number(c.addr & BigInt(PAGE_SIZE - 1)) + c.len) / PAGE_SIZE);
+    iovIterAdvance(probe, c.len);
   }
-  let trim = total % lbs;
-  while (trim > 0) {
-    const last = chunks[chunks.length - 1];
-    const cut = Math.min(trim, last.len);
-    last.len -= cut;
-    trim -= cut;
-    total -= cut;
-    if (last.len === 0) chunks.pop();
+  return Math.min(n, max);
+}
+
+/** bio_iov_vecs_to_alloc(): bio_vecs to allocate; none for a bvec or dma-tag iterator. */
+export function bioIovVecsToAlloc(it: IovIter, max: number): number {
+  return it.type === "bvec" || it.type === "dmatag" ? 0 : iovIterNpages(it, max);
+}
+
+/**
+ * __bio_iov_iter_get_pages() for ITER_UBUF / ITER_IOVEC: one user range
+ * (the current iovec), at most as many pages as the bio has bio_vecs left,
+ * trimmed to the logical block size, then added page by page. The trim is
+ * planned first, so no page is pinned and dropped again.
+ */
+function getPages(kernel: Kernel, bio: Bio, vecs: BioVec[], it: IovIter, lbs: number): number {
+  iovIterAdvance(it, 0); // past empty iovecs, as first_iovec_segment() skips them
+  const c = iovIterNextChunk(it, UINT_MAX - bio.iter.size);
+  if (!c || c.kind !== "user") return -Errno.EFAULT;
+  const off = Number(c.addr & BigInt(PAGE_SIZE - 1));
+  let size = Math.min(c.len, (bio.maxVecs - vecs.length) * PAGE_SIZE - off);
+  size -= size & (lbs - 1);
+  if (size <= 0) return -Errno.EFAULT;
+  const r = kernel.mm.pinUserPages(c.addr, size);
+  if (typeof r === "number") return r;
+  let o = r.offset;
+  let left = size;
+  for (const page of r.pages) {
+    const len = Math.min(PAGE_SIZE - o, left);
+    bioIovAddPage(kernel, bio, vecs, page, len, o);
+    left -= len;
+    o = 0;
   }
-  if (total === 0) return -Errno.EFAULT;
-  const vecs: BioVec[] = [];
-  const pinned: Page[] = [];
-  for (const c of chunks) {
-    const r = kernel.mm.pinUserPages(c.addr, c.len);
-    if (typeof r === "number") {
-      if (pinned.length > 0) kernel.mm.unpinUserPages(pinned);
-      return r;
-    }
-    let off = r.offset;
-    let left = c.len;
-    for (const page of r.pages) {
-      const len = Math.min(PAGE_SIZE - off, left);
-      vecs.push({ page, offset: off, len });
-      pinned.push(page);
-      left -= len;
-      off = 0;
-    }
-  }
-  iovIterAdvance(it, total);
-  bio.ioVec = vecs;
-  bio.pinned = pinned;
-  bio.iter.idx = 0;
-  bio.iter.bvecDone = 0;
-  bio.iter.size = total;
-  kernel.stats.add("bioVecs", vecs.length);
-  kernel.stats.add("bytesAllocated", vecs.length * BIO_VEC_BYTES);
+  iovIterAdvance(it, size);
   return 0;
+}
+
+/** UINT_MAX: bi_size is an unsigned int. */
+const UINT_MAX = 0xffff_ffff;
+
+/**
+ * bio_iov_add_page(): __bio_try_merge_page() first: a page whose data
+ * continues the last bio_vec physically extends it (page_is_mergeable); on
+ * the same page the extra reference is dropped at once (put_page). Else a
+ * new bio_vec (__bio_add_page).
+ */
+function bioIovAddPage(
+  kernel: Kernel,
+  bio: Bio,
+  vecs: BioVec[],
+  page: Page,
+  len: number,
+  offset: number,
+): void {
+  const bv = vecs[vecs.length - 1];
+  if (bv && bio.iter.size <= UINT_MAX - len) {
+    const vecEnd = pfnToPhys(bv.page.pfn, bv.offset + bv.len) - 1n;
+    const pageAddr = pfnToPhys(page.pfn);
+    if (vecEnd + 1n === pageAddr + BigInt(offset)) {
+      bv.len += len;
+      bio.iter.size += len;
+      if ((vecEnd & ~BigInt(PAGE_SIZE - 1)) === pageAddr) kernel.mm.unpinUserPages([page]);
+      else bio.pinned.push(page);
+      return;
+    }
+  }
+  vecs.push({ page, offset, len });
+  bio.iter.size += len;
+  bio.pinned.push(page);
 }

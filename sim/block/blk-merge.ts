@@ -4,8 +4,10 @@
  * get_max_segment_size(), bvec_gap_to_prev(), biovec_phys_mergeable(),
  * bio_will_gap(), ll_back_merge_fn()/ll_front_merge_fn(), blk_rq_map_sg().
  *
- * A dma-tag bio (the proposal) has no pages and no segments: it is split
- * only by max_sectors and never merged.
+ * A dma-tag bio (the proposal) has no pages: PATCHv2's bio_split_rw()
+ * counts the pages it spans as its segments and splits it by max_sectors or,
+ * failing that, by max_segments (see {@link bioSplitRwAt}); it is never
+ * merged.
  *
  * @module
  */
@@ -95,14 +97,34 @@ export interface SplitPoint {
   nsegs: number;
 }
 
+/**
+ * The dma-tag branch PATCHv2 ("block: add dma tag bio type") adds to
+ * bio_split_rw(). Segments are the pages the bio spans, counted from the
+ * in-page part of its offset into the premapped buffer (bi_bvec_done; the
+ * buffer's own first offset is not part of it). Too many bytes: split at
+ * max_bytes, with the segments floored from it and max_segments not checked;
+ * else too many pages: split after max_segments pages.
+ */
+function dmaTagSplit(lim: QueueLimits, bio: Bio, maxBytes: number): SplitPoint {
+  const offset = bio.dmaOffset & (PAGE_SIZE - 1);
+  let nsegs = Math.ceil((bio.iter.size + offset) / PAGE_SIZE);
+  let bytes: number;
+  if (bio.iter.size > maxBytes) {
+    bytes = maxBytes;
+    nsegs = Math.floor((bytes + offset) / PAGE_SIZE);
+  } else if (nsegs > lim.maxSegments) {
+    nsegs = lim.maxSegments;
+    bytes = PAGE_SIZE * nsegs - offset;
+  } else {
+    return { sectors: 0, nsegs };
+  }
+  return finishSplit(lim, bio, bytes, nsegs);
+}
+
 /** bio_split_rw_at(): where `bio` must be split to obey `lim`. */
 export function bioSplitRwAt(lim: QueueLimits, bio: Bio): SplitPoint {
   const maxBytes = getMaxIoBytes(lim, bio);
-  if (bio.isDmaTagged) {
-    // The proposal: a premapped bio has no segments; only max_sectors splits it.
-    if (bio.iter.size <= maxBytes) return { sectors: 0, nsegs: 0 };
-    return finishSplit(lim, bio, maxBytes, 0);
-  }
+  if (bio.isDmaTagged) return dmaTagSplit(lim, bio, maxBytes);
   const acc = { nsegs: 0, bytes: 0 };
   let prev: BioSegment | undefined;
   for (const seg of bioSegments(bio)) {
@@ -179,23 +201,32 @@ export function bioWillGap(lim: QueueLimits, first: Bio, prev: Bio, next: Bio): 
 }
 
 /**
- * blk_rq_map_sg(): the scatterlist for a request's bios, merging physically
- * contiguous pieces within segment limits (dma_map_sg counts the entries).
+ * blk_rq_map_sg(): the scatterlist for a request's bios, one entry per
+ * bio_vec (a multi-page one cut at segment limits, blk_bvec_map_sg). Only a
+ * bio's first bio_vec may join the entry before it, when it continues the
+ * previous bio's last one physically (__blk_segment_map_sg_merge): inside a
+ * bio, bio_add_page() already merged what was mergeable. Entries keep the
+ * bvec's first page with an offset that may pass it (the DMA layer works
+ * from page frame and offset).
  */
 export function blkRqMapSg(lim: QueueLimits, bios: readonly Bio[]): Scatterlist[] {
   const sgl: Scatterlist[] = [];
   let prev: BioSegment | undefined;
   for (const bio of bios) {
+    let newBio = prev !== undefined;
+    let last: BioSegment | undefined;
     for (const seg of bioSegments(bio)) {
+      last = seg;
       const cur = sgl[sgl.length - 1];
       if (
-        prev && cur && cur.length + seg.len <= lim.maxSegmentSize &&
-        biovecPhysMergeable(lim, prev, seg)
+        newBio && cur && cur.length + seg.len <= lim.maxSegmentSize &&
+        biovecPhysMergeable(lim, prev!, seg)
       ) {
         cur.length += seg.len;
-        prev = seg;
+        newBio = false;
         continue;
       }
+      newBio = false;
       // blk_bvec_map_sg(): a segment larger than the limits becomes several entries.
       let done = 0;
       while (done < seg.len) {
@@ -209,8 +240,8 @@ export function blkRqMapSg(lim: QueueLimits, bios: readonly Bio[]): Scatterlist[
         });
         done += n;
       }
-      prev = seg;
     }
+    if (bio.iter.size > 0 && last) prev = last;
   }
   if (sgl.length > lim.maxSegments) {
     throw new Error(`blk_rq_map_sg: ${sgl.length} entries > max_segments ${lim.maxSegments}`);

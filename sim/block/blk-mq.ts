@@ -534,7 +534,7 @@ export function blkRqPayloadBytes(rq: Request): number {
   return rq.op === "flush" ? 0 : rq.dataLen;
 }
 
-/** rq_for_each_segment(): the page pieces of every bio of a request. */
+/** rq_for_each_bvec(): the (multi-page) bio_vecs of every bio of a request. */
 export function* rqSegments(rq: Request) {
   for (const bio of rq.bios) yield* bioSegments(bio);
 }

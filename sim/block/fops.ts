@@ -17,8 +17,18 @@ import { O } from "../uapi/io_uring.ts";
 import { Errno } from "../uapi/errno.ts";
 import type { BioVec, DmaTag } from "./bvec.ts";
 import { type IovIter, iovIterIsAligned, iovIterTruncate } from "./iov_iter.ts";
-import { type Bio, bioAlloc, bioEndio, bioIovIterGetPages, bioReleasePages } from "./bio.ts";
-import { BlkStatus, blkStatusToErrno, errnoToBlkStatus, SECTOR_SHIFT } from "./blk_types.ts";
+import {
+  type Bio,
+  bioAlloc,
+  bioEndio,
+  bioInit,
+  bioIovIterGetPages,
+  bioIovVecsToAlloc,
+  bioReleasePages,
+  BLKDEV_DIO_POOL,
+  FS_BIO_SET,
+} from "./bio.ts";
+import { BIO_MAX_VECS, BlkStatus, blkStatusToErrno, SECTOR_SHIFT } from "./blk_types.ts";
 import { blkFinishPlug, blkStartPlug } from "./blk-mq.ts";
 import type { BlockDevice } from "./bdev.ts";
 
@@ -86,10 +96,13 @@ export function blkdevDioInvalid(bdev: BlockDevice, pos: bigint, it: IovIter): b
 }
 
 /**
- * __blkdev_direct_IO(): bios of at most BIO_MAX_VECS pages, submitted under
- * a plug; the kiocb completes with the bytes moved or the first error.
- * Returns 0 (nothing to do), -EINVAL (misaligned), a pinning error when no
- * bio could be built, or -EIOCBQUEUED.
+ * blkdev_direct_IO(): an I/O whose user pages fit BIO_MAX_VECS bio_vecs (or
+ * a registered buffer or dma tag, which need none) goes as one bio
+ * (__blkdev_direct_IO_async); a larger one as a chain of bios of at most
+ * BIO_MAX_VECS bio_vecs each (__blkdev_direct_IO), submitted under a plug.
+ * The kiocb completes with the bytes moved or the first error. Returns 0
+ * (nothing to do), -EINVAL (misaligned), the error of a single bio that
+ * could not be built, or -EIOCBQUEUED.
  */
 export function blkdevDirectIO(
   kernel: Kernel,
@@ -109,27 +122,44 @@ export function blkdevDirectIO(
     if (res > 0) iocb.pos += BigInt(res);
     iocb.complete(res);
   };
+  const nowait = (iocb.flags & IOCB.NOWAIT) !== 0;
   let pos = iocb.pos;
+  let nrPages = bioIovVecsToAlloc(it, BIO_MAX_VECS + 1);
   const plug = blkStartPlug(kernel);
   try {
-    for (let first = true;; first = false) {
-      const bio = bioAlloc(kernel, op, pos >> BigInt(SECTOR_SHIFT));
-      bio.nowait = (iocb.flags & IOCB.NOWAIT) !== 0;
+    if (nrPages <= BIO_MAX_VECS) {
+      // __blkdev_direct_IO_async()
+      const bio = bioAlloc(kernel, op, pos >> BigInt(SECTOR_SHIFT), nrPages, BLKDEV_DIO_POOL);
+      bio.nowait = nowait;
       const r = bioIovIterGetPages(kernel, bio, it, bdev.logicalBlockSize);
       if (r < 0) {
-        if (first) return r;
-        bio.status = errnoToBlkStatus(r);
-        bio.endIo = endIo;
+        bioReleasePages(kernel, bio);
+        return r;
+      }
+      bio.endIo = endIo;
+      dio.size = bio.iter.size;
+      bdev.queue.submitBio(bio);
+      return -Errno.EIOCBQUEUED;
+    }
+    // __blkdev_direct_IO()
+    // The first bio from blkdev_dio_pool (it carries the dio), the others from bio_alloc().
+    nrPages = BIO_MAX_VECS;
+    for (let bs = BLKDEV_DIO_POOL;; bs = FS_BIO_SET) {
+      const bio = bioAlloc(kernel, op, pos >> BigInt(SECTOR_SHIFT), nrPages, bs);
+      bio.nowait = nowait;
+      bio.endIo = endIo;
+      const r = bioIovIterGetPages(kernel, bio, it, bdev.logicalBlockSize);
+      if (r < 0) {
+        bio.status = BlkStatus.IOERR;
         bioEndio(bio);
         break;
       }
-      bio.endIo = endIo;
       dio.size += bio.iter.size;
       pos += BigInt(bio.iter.size);
-      const more = it.count > 0;
-      if (more) dio.refs++;
+      nrPages = bioIovVecsToAlloc(it, BIO_MAX_VECS);
+      if (nrPages > 0) dio.refs++;
       bdev.queue.submitBio(bio);
-      if (!more) break;
+      if (nrPages === 0) break;
     }
   } finally {
     blkFinishPlug(kernel, plug);
@@ -148,7 +178,8 @@ export function blkdevFsync(
   done: (res: number) => void,
 ): number {
   if (!bdev.queue.writeCache) return 0;
-  const bio = bioAlloc(kernel, "flush", 0n);
+  // blkdev_issue_flush(): a bio on the caller's stack.
+  const bio = bioInit(kernel, "flush", 0n);
   bio.endIo = (b) => done(blkStatusToErrno(b.status));
   bdev.queue.submitBio(bio);
   return -Errno.EIOCBQUEUED;

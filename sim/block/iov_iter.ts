@@ -180,14 +180,21 @@ export function iovIterNextChunk(it: IovIter, max: number): IterChunk | undefine
 /**
  * copy_to_iter(): copy `src` into the iterator's memory and advance.
  * Returns bytes copied, or -EFAULT if nothing could be copied. Bvec pages are
- * written through their frames; user ranges through the address space.
+ * written through their frames; user ranges through the address space, up to
+ * the first byte that faults (a short copy, as raw_copy_to_user leaves it).
  */
 export function copyToIter(src: Uint8Array, it: IovIter, mm: UserMm): number {
   let done = 0;
   while (done < src.length && it.count > 0) {
     const c = iovIterNextChunk(it, src.length - done)!;
     if (c.kind === "user") {
-      if (mm.copyToUser(c.addr, src.subarray(done, done + c.len)) < 0) break;
+      const ok = mm.mappedPrefix(c.addr, c.len);
+      if (ok > 0) mm.copyToUser(c.addr, src.subarray(done, done + ok));
+      if (ok < c.len) {
+        iovIterAdvance(it, ok);
+        done += ok;
+        break;
+      }
     } else {
       c.bv.page.data.set(src.subarray(done, done + c.len), c.bv.offset + c.offset);
     }
@@ -198,8 +205,9 @@ export function copyToIter(src: Uint8Array, it: IovIter, mm: UserMm): number {
 }
 
 /**
- * copy_from_iter(): copy up to `len` bytes out of the iterator and advance.
- * Returns the bytes, or -EFAULT if nothing could be copied.
+ * copy_from_iter(): copy up to `len` bytes out of the iterator and advance,
+ * stopping at the first user byte that faults. Returns the bytes, or -EFAULT
+ * if nothing could be copied.
  */
 export function copyFromIter(it: IovIter, len: number, mm: UserMm): Uint8Array | number {
   const out = new Uint8Array(Math.min(len, it.count));
@@ -207,9 +215,15 @@ export function copyFromIter(it: IovIter, len: number, mm: UserMm): Uint8Array |
   while (done < out.length) {
     const c = iovIterNextChunk(it, out.length - done)!;
     if (c.kind === "user") {
-      const b = mm.copyFromUser(c.addr, c.len);
+      const ok = mm.mappedPrefix(c.addr, c.len);
+      const b = mm.copyFromUser(c.addr, ok);
       if (typeof b === "number") break;
       out.set(b, done);
+      if (ok < c.len) {
+        iovIterAdvance(it, ok);
+        done += ok;
+        break;
+      }
     } else {
       const start = c.bv.offset + c.offset;
       out.set(c.bv.page.data.subarray(start, start + c.len), done);

@@ -195,6 +195,28 @@ class DmaMappingApi implements DmaApi {
   readonly #debug: DmaDebug | undefined;
   /** Where pools get their pages: the backend, seen by the debug checker. */
   readonly #poolBackend: PoolBackend;
+  /** Live streaming mappings by handle: their sizes (for {@link DmaMappingApi.mappedBytes}). */
+  readonly #live = new Map<bigint, number>();
+  #mappedBytes = 0;
+
+  /** Bytes of live streaming mappings. */
+  get mappedBytes(): number {
+    return this.#mappedBytes;
+  }
+
+  #track(handle: bigint, size: number): void {
+    const old = this.#live.get(handle);
+    if (old !== undefined) this.#mappedBytes -= old;
+    this.#live.set(handle, size);
+    this.#mappedBytes += size;
+  }
+
+  #untrack(handle: bigint): void {
+    const old = this.#live.get(handle);
+    if (old === undefined) return; // unmapped by another handle (the posted premap unmap)
+    this.#live.delete(handle);
+    this.#mappedBytes -= old;
+  }
 
   constructor(
     mode: IommuMode,
@@ -239,6 +261,7 @@ class DmaMappingApi implements DmaApi {
     }
     const ents = this.#ops.mapSg(sgl, sgl.length, dir);
     if (ents <= 0) return 0;
+    for (let i = 0; i < ents; i++) this.#track(sgl[i].dmaAddress, sgl[i].dmaLength);
     this.#debug?.mapSg(sgl, sgl.length, ents, dir);
     return ents;
   }
@@ -250,6 +273,7 @@ class DmaMappingApi implements DmaApi {
       throw new RangeError(`dma_unmap_sg: nents ${nents} for a list of ${sgl.length}`);
     }
     this.#kernel.stats.add("dmaUnmapSgCalls");
+    for (let i = 0; i < nents; i++) this.#untrack(sgl[i].dmaAddress);
     this.#debug?.unmapSg(sgl, nents, dir);
     this.#ops.unmapSg(sgl, nents, dir);
   }
@@ -263,6 +287,7 @@ class DmaMappingApi implements DmaApi {
     }
     const phys = pfnToPhys(page.pfn, offset);
     const addr = this.#ops.mapPage(phys, size, dir);
+    if (addr !== DMA_MAPPING_ERROR) this.#track(addr, size);
     this.#debug?.mapPage(addr, phys, size, dir);
     return addr;
   }
@@ -273,6 +298,7 @@ class DmaMappingApi implements DmaApi {
     this.#debug?.unmapPage(addr, size, dir);
     if (addr === DMA_MAPPING_ERROR) throw new Error("dma_unmap_page: DMA_MAPPING_ERROR");
     this.#kernel.stats.add("dmaUnmapPageCalls");
+    this.#untrack(addr);
     this.#ops.unmapPage(addr, size, dir);
   }
 

@@ -100,6 +100,12 @@ export interface DmaApi {
   maxMappingSize(): number;
   /** Flush deferred IOTLB invalidations now (lazy mode's flush queue); no-op elsewhere. */
   flushDeferred(): void;
+  /**
+   * Bytes of streaming mappings (dma_map_page/dma_map_sg) live now: what the
+   * device may reach besides coherent memory. Premapped buffers stay in it
+   * between I/Os; per-I/O mappings only while their I/O runs.
+   */
+  readonly mappedBytes: number;
 }
 
 /** A DMA by the device that the IOMMU (or the bus) refused. */

@@ -55,6 +55,8 @@ export interface FileOperations {
   dmaUnmap?(file: File, tag: DmaTag): void;
   /** release: the last reference went away. */
   release?(file: File): void;
+  /** fop_flags & FOP_DONTCACHE: the file takes RWF_DONTCACHE (ext4 regular files on 6.18). */
+  readonly dontcache?: boolean;
 }
 
 /** Inode facts a file exposes (struct inode subset). */

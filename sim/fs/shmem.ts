@@ -140,8 +140,19 @@ function shmemReadIter(mm: UserMm, iocb: Kiocb, iter: IovIter): number {
     if (err) return err;
   }
   if (iocb.pos >= size) return 0;
-  const src = inode.readAt(Number(iocb.pos), iter.count);
-  const n = copyToIter(src, iter, mm);
+  const data = inode.readAt(Number(iocb.pos), iter.count);
+  if (iocb.flags & IOCB.DIRECT) {
+    // iomap_dio_rw(): the part past EOF is a hole, zero-filled into the user's memory
+    // (iomap_dio_hole_iter); the result is then clipped at EOF. The pages before a
+    // fault still take their data (their bios were submitted), but the dio fails.
+    const src = new Uint8Array(iter.count);
+    src.set(data);
+    const n = copyToIter(src, iter, mm);
+    if (n < src.length) return -Errno.EFAULT;
+    iocb.pos += BigInt(data.length);
+    return data.length;
+  }
+  const n = copyToIter(data, iter, mm);
   if (n > 0) iocb.pos += BigInt(n);
   return n;
 }
@@ -154,12 +165,25 @@ function shmemWriteIter(mm: UserMm, iocb: Kiocb, iter: IovIter): number {
   if (iter.count === 0) return 0;
   if (iocb.pos < 0n) return -Errno.EINVAL;
   if (iocb.flags & IOCB.DIRECT) {
+    // ext4_dio_write_checks(): a NOWAIT write that would extend i_size cannot go on
+    // unlocked; this comes before iomap's alignment checks (observed).
+    if ((iocb.flags & IOCB.NOWAIT) && iocb.pos + BigInt(iter.count) > inode.size()) {
+      return -Errno.EAGAIN;
+    }
     const err = dioCheck(inode, iocb.pos, iter);
     if (err) return err;
   }
   if (iocb.pos + BigInt(iter.count) > BigInt(SHMEM_MAX_FILE_BYTES)) return -Errno.EFBIG;
-  const src = copyFromIter(iter, iter.count, mm);
+  const want = iter.count;
+  const src = copyFromIter(iter, want, mm);
   if (typeof src === "number") return src;
+  if ((iocb.flags & IOCB.DIRECT) && src.length < want) {
+    // O_DIRECT: the pages pinned before a fault are written, and the dio fails; what
+    // would have extended the file is dropped with the failed extension (observed).
+    const keep = Math.max(0, Math.min(src.length, Number(inode.size() - iocb.pos)));
+    if (keep > 0) inode.writeAt(Number(iocb.pos), src.subarray(0, keep));
+    return -Errno.EFAULT;
+  }
   const err = inode.writeAt(Number(iocb.pos), src);
   if (err) return err;
   iocb.pos += BigInt(src.length);
@@ -172,6 +196,7 @@ export function shmemFileOperations(mm: UserMm): FileOperations {
     readIter: (iocb, iter) => shmemReadIter(mm, iocb, iter),
     writeIter: (iocb, iter) => shmemWriteIter(mm, iocb, iter),
     fsync: () => 0,
+    dontcache: true,
   };
 }
 

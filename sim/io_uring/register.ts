@@ -23,6 +23,8 @@ import type { UserRange } from "../block/iov_iter.ts";
 import { Errno } from "../uapi/errno.ts";
 import {
   IO_URING_OP_SUPPORTED,
+  IORING_MAX_FIXED_FILES,
+  IORING_MAX_REG_BUFFERS,
   IORING_REGISTER,
   IORING_REGISTER_LAST,
   IORING_RSRC_REGISTER_SPARSE,
@@ -114,15 +116,20 @@ function registerRsrc(
   if (tags) return -Errno.EINVAL;
   // A NULL data pointer is all-sparse with or without the flag: the kernel
   // passes it on as a NULL array and reads nothing from it.
+  // io_sqe_files_register() / io_sqe_buffers_register() check the table and
+  // the count before they read a single entry: a huge nr is -EMFILE/-EINVAL,
+  // never a fault.
   if (type === "file") {
     if (sparse || !data) return filesRegister(ctx, null, nr);
     if (ctx.fileTable.nr) return -Errno.EBUSY;
+    if (nr > IORING_MAX_FIXED_FILES || nr > ctx.fdt.maxFds) return -Errno.EMFILE;
     const fds = copyFds(ctx, data, nr);
     if (typeof fds === "number") return fds;
     return filesRegister(ctx, fds, nr);
   }
   if (sparse || !data) return ctx.bufTable.register(null, nr);
   if (ctx.bufTable.nr) return -Errno.EBUSY;
+  if (nr > IORING_MAX_REG_BUFFERS) return -Errno.EINVAL;
   const iovs = copyIovecs(ctx, data, nr);
   if (typeof iovs === "number") return iovs;
   return ctx.bufTable.register(iovs, nr);

@@ -16,7 +16,7 @@
 import { type IovIter, iovIterIovec, iovIterUbuf, type UserRange } from "../block/iov_iter.ts";
 import { IOCB, type Kiocb } from "../fs/file.ts";
 import { Errno } from "../uapi/errno.ts";
-import { IORING_OP, IOVEC, O } from "../uapi/io_uring.ts";
+import { IORING_OP, IOSQE, IOVEC, O } from "../uapi/io_uring.ts";
 import { type IoKiocb, IOU_ISSUE_QUEUED } from "./io_uring_types.ts";
 import { ioImportFixed, putDmaUser } from "./rsrc.ts";
 
@@ -35,7 +35,52 @@ export const RWF = {
   ATOMIC: 0x40,
   DONTCACHE: 0x80,
 } as const;
-const RWF_SUPPORTED = 0xff;
+/** RWF_NOSIGNAL (6.17): no SIGPIPE on a broken pipe; accepted and inert on files. */
+export const RWF_NOSIGNAL = 0x100;
+/** RWF_SUPPORTED on Linux 6.18: every flag above (observed: 0x1ff accepted, 0x200 and up not). */
+const RWF_SUPPORTED = 0x1ff;
+
+/** TASK_SIZE_MAX on x86_64 (4-level paging): access_ok() fails at or past it. */
+export const TASK_SIZE_MAX = 0x7fff_ffff_f000n;
+
+/** IOPRIO_* (include/uapi/linux/ioprio.h): class in bits 15..13, level in bits 2..0. */
+export const IOPRIO = {
+  CLASS_SHIFT: 13,
+  CLASS_NONE: 0,
+  CLASS_RT: 1,
+  CLASS_BE: 2,
+  CLASS_IDLE: 3,
+  LEVEL_MASK: 7,
+  NR_LEVELS: 8,
+} as const;
+
+/** IORING_RW_ATTR_FLAG_PI: sqe->attr_type_mask asking for a protection-information attribute. */
+export const IORING_RW_ATTR_FLAG_PI = 1n;
+/** struct io_uring_attr_pi (32 bytes): flags u16, app_tag u16, len u32, addr u64, seed u64, rsvd u64. */
+export const ATTR_PI = { SIZE: 32, len: 4, addr: 8, rsvd: 24 } as const;
+
+/**
+ * ioprio_check_cap() (block/ioprio.c): 0 or -errno. RT needs CAP_SYS_ADMIN or
+ * CAP_SYS_NICE (the testbed's process is root, as the differential's is);
+ * hint bits (12..3) are not checked.
+ */
+export function ioprioCheckCap(ioprio: number, capable = true): number {
+  const cls = (ioprio >> IOPRIO.CLASS_SHIFT) & 7;
+  const level = ioprio & IOPRIO.LEVEL_MASK;
+  switch (cls) {
+    case IOPRIO.CLASS_RT:
+      if (!capable) return -Errno.EPERM;
+    // falls through: RT has a level too
+    case IOPRIO.CLASS_BE:
+      return level >= IOPRIO.NR_LEVELS ? -Errno.EINVAL : 0;
+    case IOPRIO.CLASS_IDLE:
+      return 0;
+    case IOPRIO.CLASS_NONE:
+      return level ? -Errno.EINVAL : 0;
+    default:
+      return -Errno.EINVAL;
+  }
+}
 
 interface IoRw {
   write: boolean;
@@ -45,6 +90,8 @@ interface IoRw {
   pos: bigint;
   rwFlags: number;
   iter: IovIter | null;
+  /** REQ_F_HAS_METADATA: a PI attribute was attached (no modelled file takes one). */
+  hasMetadata: boolean;
 }
 
 function isWrite(op: number): boolean {
@@ -73,6 +120,40 @@ function importIovec(req: IoKiocb, addr: bigint, nr: number): UserRange[] | numb
   return out;
 }
 
+/** import_ubuf(): access_ok() on `[addr, addr + min(len, MAX_RW_COUNT))`; 0 or -EFAULT. */
+function importUbufOk(addr: bigint, len: number): number {
+  const n = BigInt(Math.min(len, MAX_RW_COUNT));
+  return addr + n > TASK_SIZE_MAX || addr > TASK_SIZE_MAX ? -Errno.EFAULT : 0;
+}
+
+/** io_prep_rw_pi(): copy in the PI attribute at attr_ptr and import its buffer. */
+function ioPrepRwPi(req: IoKiocb, rw: IoRw): number {
+  const raw = req.ctx.kernel.mm.copyFromUser(req.sqe.addr3, ATTR_PI.SIZE);
+  if (typeof raw === "number") return -Errno.EFAULT;
+  const v = new DataView(raw.buffer, raw.byteOffset, raw.byteLength);
+  if (v.getBigUint64(ATTR_PI.rsvd, true)) return -Errno.EINVAL;
+  const err = importUbufOk(v.getBigUint64(ATTR_PI.addr, true), v.getUint32(ATTR_PI.len, true));
+  if (err) return err;
+  rw.hasMetadata = true;
+  return 0;
+}
+
+/** __io_prep_rw(): position, ioprio, flags and the attribute mask, in the kernel's order. */
+function ioPrepRwCommon(req: IoKiocb, rw: IoRw): number {
+  const ioprio = req.sqe.ioprio;
+  if (ioprio) {
+    const err = ioprioCheckCap(ioprio);
+    if (err) return err;
+  }
+  // sqe->attr_type_mask: only the PI attribute exists.
+  const mask = req.sqe.pad2;
+  if (mask) {
+    if (mask !== IORING_RW_ATTR_FLAG_PI) return -Errno.EINVAL;
+    return ioPrepRwPi(req, rw);
+  }
+  return 0;
+}
+
 /** io_prep_rw() and, for the non-fixed opcodes, io_import_rw_buffer(). */
 export function ioPrepRw(req: IoKiocb): number {
   const op = req.sqe.opcode;
@@ -86,9 +167,21 @@ export function ioPrepRw(req: IoKiocb): number {
     pos: BigInt.asIntN(64, req.sqe.off),
     rwFlags: req.sqe.rwFlags,
     iter: null,
+    hasMetadata: false,
   };
   req.op = rw;
+  const common = ioPrepRwCommon(req, rw);
+  if (common) return common;
   if (fixed) return 0;
+  // REQ_F_BUFFER_SELECT: nothing is imported at prep (the buffer comes from a group at
+  // issue, and no provided-buffer group is modelled: -ENOBUFS then); io_prep_rwv() still
+  // wants exactly one iovec and reads it (io_iov_buffer_select_prep).
+  if (req.flags & IOSQE.BUFFER_SELECT) {
+    if (op !== IORING_OP.READV) return 0;
+    if (rw.len !== 1) return -Errno.EINVAL;
+    const iov = req.ctx.kernel.mm.copyFromUser(rw.addr, IOVEC.SIZE);
+    return typeof iov === "number" ? -Errno.EFAULT : 0;
+  }
   const dir = write ? "write" : "read";
   const t0 = req.ctx.kernel.stats.begin();
   try {
@@ -99,7 +192,8 @@ export function ioPrepRw(req: IoKiocb): number {
     } else {
       // import_ubuf(): access_ok() only; an unmapped page faults at copy time.
       const len = Math.min(rw.len, MAX_RW_COUNT);
-      if (rw.addr + BigInt(len) > 0x7fff_ffff_f000n) return -Errno.EFAULT;
+      const err = importUbufOk(rw.addr, len);
+      if (err) return err;
       rw.iter = iovIterUbuf(dir, rw.addr, len);
     }
     req.ctx.kernel.stats.add("iovIters");
@@ -119,18 +213,27 @@ function rwInitFile(req: IoKiocb, rw: IoRw): number {
   if (f.flags & O.APPEND) flags |= IOCB.APPEND;
   if (f.flags & O.DSYNC) flags |= IOCB.DSYNC;
   if (rw.write) flags |= IOCB.WRITE;
-  if (rw.rwFlags & ~RWF_SUPPORTED) return -Errno.EOPNOTSUPP;
-  if (rw.rwFlags & RWF.ATOMIC) return -Errno.EOPNOTSUPP;
-  if (rw.rwFlags & RWF.DONTCACHE) return -Errno.EOPNOTSUPP;
-  if (rw.rwFlags & RWF.HIPRI) flags |= IOCB.HIPRI;
-  if (rw.rwFlags & RWF.DSYNC) flags |= IOCB.DSYNC;
-  if (rw.rwFlags & RWF.SYNC) flags |= IOCB.DSYNC | IOCB.SYNC;
-  if (rw.rwFlags & RWF.NOWAIT) flags |= IOCB.NOWAIT;
-  if (rw.rwFlags & RWF.APPEND) flags |= IOCB.APPEND;
-  if (rw.rwFlags & RWF.NOAPPEND) {
-    if (f.flags & O.APPEND) return -Errno.EPERM;
-    flags &= ~IOCB.APPEND;
+  // kiocb_set_rw_flags()
+  const rwf = rw.rwFlags;
+  if (rwf) {
+    if (rwf & ~RWF_SUPPORTED) return -Errno.EOPNOTSUPP;
+    if ((rwf & RWF.APPEND) && (rwf & RWF.NOAPPEND)) return -Errno.EINVAL;
+    // Every modelled file has FMODE_NOWAIT (ext4 regular files, block devices).
+    // No modelled file can write atomically (FMODE_CAN_ATOMIC_WRITE).
+    if (rwf & RWF.ATOMIC) return -Errno.EOPNOTSUPP;
+    if ((rwf & RWF.DONTCACHE) && !f.fOp.dontcache) return -Errno.EOPNOTSUPP;
+    if (rwf & RWF.HIPRI) flags |= IOCB.HIPRI;
+    if (rwf & RWF.DSYNC) flags |= IOCB.DSYNC;
+    if (rwf & RWF.SYNC) flags |= IOCB.DSYNC | IOCB.SYNC;
+    if (rwf & RWF.NOWAIT) flags |= IOCB.NOWAIT;
+    if (rwf & RWF.APPEND) flags |= IOCB.APPEND;
+    // No inode is append-only (S_APPEND, -EPERM): RWF_NOAPPEND just drops O_APPEND.
+    if (rwf & RWF.NOAPPEND) flags &= ~IOCB.APPEND;
   }
+  // IOPOLL is not modelled: RWF_HIPRI on a ring without it is refused.
+  if (flags & IOCB.HIPRI) return -Errno.EINVAL;
+  // REQ_F_HAS_METADATA: no modelled file has FMODE_HAS_METADATA.
+  if (rw.hasMetadata) return -Errno.EINVAL;
   return flags;
 }
 
@@ -161,11 +264,16 @@ export function ioRw(req: IoKiocb): number {
   }
   const flags = rwInitFile(req, rw);
   if (flags < 0) return flags;
+  // io_write(): a buffered NOWAIT write to a regular file without FOP_BUFFER_WASYNC (ext4)
+  // cannot be done without blocking, and REQ_F_NOWAIT forbids the io-wq retry.
+  if (rw.write && (flags & IOCB.NOWAIT) && !(flags & IOCB.DIRECT) && f.inode.kind === "reg") {
+    return -Errno.EAGAIN;
+  }
   // io_kiocb_update_pos(): offset -1 means the file position (IORING_FEAT_RW_CUR_POS).
   const curPos = rw.pos === -1n;
   const pos = curPos ? f.pos : rw.pos;
-  // rw_verify_area()
-  if (pos < 0n || pos + BigInt(rw.iter!.count) < 0n) return -Errno.EINVAL;
+  // rw_verify_area(): pos + count is a loff_t and may wrap negative.
+  if (pos < 0n || BigInt.asIntN(64, pos + BigInt(rw.iter!.count)) < 0n) return -Errno.EINVAL;
   const handler = rw.write ? f.fOp.writeIter : f.fOp.readIter;
   if (!handler) return -Errno.EINVAL;
   let queued = false;

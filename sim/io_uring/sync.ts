@@ -19,6 +19,9 @@ export function ioFsyncPrep(req: IoKiocb): number {
   const s = req.sqe;
   if (s.addr || s.bufIndex || s.fileIndex) return -Errno.EINVAL;
   if (s.rwFlags & ~IORING_FSYNC_DATASYNC) return -Errno.EINVAL;
+  // A negative offset fails prep (observed on 6.18: off -1, -4096 and 2^63 end the
+  // submission like any prep failure, whatever len).
+  if (BigInt.asIntN(64, s.off) < 0n) return -Errno.EINVAL;
   req.op = {
     datasync: (s.rwFlags & IORING_FSYNC_DATASYNC) !== 0,
     off: s.off,
@@ -27,7 +30,11 @@ export function ioFsyncPrep(req: IoKiocb): number {
   return 0;
 }
 
-/** io_fsync() -> vfs_fsync_range(): 0, -errno, or queued until the device flushes. */
+/**
+ * io_fsync() -> vfs_fsync_range(): 0, -errno, or queued until the device
+ * flushes. The range is `[off, off + len)`, to LLONG_MAX when that sum is not
+ * positive.
+ */
 export function ioFsync(req: IoKiocb): number {
   const sync = req.op as IoSync;
   const f = req.file!;

@@ -16,7 +16,14 @@
 import { Errno } from "../uapi/errno.ts";
 import type { Stats } from "../stats.ts";
 import type { UserMemory } from "../uapi/register_rules.ts";
-import { type Page, PAGE_SHIFT, PAGE_SIZE, type PhysMem } from "./phys.ts";
+import {
+  HPAGE_PMD_NR,
+  HPAGE_PMD_SIZE,
+  type Page,
+  PAGE_SHIFT,
+  PAGE_SIZE,
+  type PhysMem,
+} from "./phys.ts";
 
 /** Start of the mmap area (like x86_64's top-down base, kept simple). */
 export const MMAP_BASE = 0x7f00_0000_0000n;
@@ -43,6 +50,20 @@ export interface PinnedRange {
   offset: number;
 }
 
+/** Options of {@link UserMm.mmap} and {@link UserMm.mmapFixed}. */
+export interface MmapOptions {
+  /**
+   * madvise(MADV_HUGEPAGE) with transparent huge pages enabled: every 2 MiB
+   * window the mapping covers whole is backed by one physically contiguous
+   * huge page (default false: every page its own scattered frame).
+   */
+  hugePage?: boolean;
+}
+
+function alignUp(x: bigint, a: bigint): bigint {
+  return (x + a - 1n) / a * a;
+}
+
 /** A process address space over a {@link PhysMem}. */
 export class UserMm implements UserMemory {
   readonly #phys: PhysMem;
@@ -64,19 +85,48 @@ export class UserMm implements UserMemory {
   /**
    * mmap(NULL, len, PROT_READ|PROT_WRITE, MAP_PRIVATE|MAP_ANONYMOUS): a
    * page-aligned mapping with fresh zeroed frames. A one-page guard gap is
-   * left after each mapping so an overrun faults.
+   * left after each mapping so an overrun faults. With `hugePage` (the
+   * mapping then madvise(MADV_HUGEPAGE)d, with THP available) it starts on a
+   * 2 MiB boundary and each 2 MiB it covers whole is one transparent huge
+   * page, so physically contiguous; other pages get scattered frames.
    */
-  mmap(length: number): Vma {
+  mmap(length: number, opts: MmapOptions = {}): Vma {
     if (!Number.isInteger(length) || length <= 0) {
       throw new RangeError(`mmap: bad length ${length}`);
     }
     const npages = Math.ceil(length / PAGE_SIZE);
     const bytes = new Uint8Array(npages * PAGE_SIZE);
-    const pages = this.#phys.allocUserFrames(npages, bytes);
-    const vma: Vma = { start: this.#next, length: npages * PAGE_SIZE, pages, bytes };
+    if (opts.hugePage) this.#next = alignUp(this.#next, BigInt(HPAGE_PMD_SIZE));
+    const start = this.#next;
+    const pages = this.#frames(start, npages, bytes, opts.hugePage ?? false);
+    const vma: Vma = { start, length: npages * PAGE_SIZE, pages, bytes };
     this.#next += BigInt((npages + 1) * PAGE_SIZE);
     this.#vmas.push(vma);
     return vma;
+  }
+
+  /**
+   * Frames for `npages` pages at virtual `start`: scattered, or with
+   * `hugePage` a huge page for every HPAGE_PMD_SIZE-aligned window the range
+   * covers whole (the fault path maps a PMD only there).
+   */
+  #frames(start: bigint, npages: number, bytes: Uint8Array, hugePage: boolean): Page[] {
+    if (!hugePage) return this.#phys.allocUserFrames(npages, bytes);
+    const pages: Page[] = [];
+    let i = 0;
+    while (i < npages) {
+      const va = start + BigInt(i * PAGE_SIZE);
+      const whole = va % BigInt(HPAGE_PMD_SIZE) === 0n && npages - i >= HPAGE_PMD_NR;
+      const at = bytes.subarray(i * PAGE_SIZE);
+      if (whole) {
+        pages.push(...this.#phys.allocUserHugePage(at.subarray(0, HPAGE_PMD_SIZE)));
+        i += HPAGE_PMD_NR;
+      } else {
+        pages.push(...this.#phys.allocUserFrames(1, at.subarray(0, PAGE_SIZE)));
+        i++;
+      }
+    }
+    return pages;
   }
 
   /**
@@ -87,7 +137,7 @@ export class UserMm implements UserMemory {
    * names the same bytes for the live kernel, the host stack and the device.
    * -EINVAL for a misaligned or empty range, -EEXIST if it overlaps a mapping.
    */
-  mmapFixed(addr: bigint, bytes: Uint8Array): Vma | number {
+  mmapFixed(addr: bigint, bytes: Uint8Array, opts: MmapOptions = {}): Vma | number {
     if (addr % BigInt(PAGE_SIZE) !== 0n || bytes.length === 0 || bytes.length % PAGE_SIZE !== 0) {
       return -Errno.EINVAL;
     }
@@ -96,7 +146,7 @@ export class UserMm implements UserMemory {
       if (addr < v.start + BigInt(v.length) && v.start < end) return -Errno.EEXIST;
     }
     const npages = bytes.length / PAGE_SIZE;
-    const pages = this.#phys.allocUserFrames(npages, bytes);
+    const pages = this.#frames(addr, npages, bytes, opts.hugePage ?? false);
     const vma: Vma = { start: addr, length: bytes.length, pages, bytes };
     const at = this.#vmas.findIndex((v) => v.start > addr);
     this.#vmas.splice(at < 0 ? this.#vmas.length : at, 0, vma);
@@ -139,6 +189,18 @@ export class UserMm implements UserMemory {
       a = v.start + BigInt(v.length);
     }
     return true;
+  }
+
+  /** Bytes of `[addr, addr + len)` mapped without a hole from `addr` on (where a copy faults). */
+  mappedPrefix(addr: bigint, len: number): number {
+    let a = addr;
+    const end = addr + BigInt(len);
+    while (a < end) {
+      const v = this.findVma(a);
+      if (!v) break;
+      a = v.start + BigInt(v.length);
+    }
+    return Number((a < end ? a : end) - addr);
   }
 
   /**

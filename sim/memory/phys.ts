@@ -4,7 +4,8 @@
  *
  * Frame numbers are what DMA addresses are made of, so they are deliberately
  * scattered (user frames come from a seeded random choice over a large frame
- * space) and a stray physical address can be caught: {@link PhysMem.read} and
+ * space; only a transparent huge page is a contiguous run of them) and a
+ * stray physical address can be caught: {@link PhysMem.read} and
  * {@link PhysMem.write} throw on a frame that is not allocated.
  *
  * A frame's storage may live inside a larger buffer (a user mapping's
@@ -25,6 +26,10 @@ export const PAGE_SHIFT = 12;
 export const PAGE_SIZE = 1 << PAGE_SHIFT;
 /** Mask of the offset within a page. */
 export const PAGE_MASK_LOW = PAGE_SIZE - 1;
+/** HPAGE_PMD_NR: base pages in a transparent huge page (2 MiB on x86_64). */
+export const HPAGE_PMD_NR = 512;
+/** HPAGE_PMD_SIZE */
+export const HPAGE_PMD_SIZE = HPAGE_PMD_NR * PAGE_SIZE;
 
 /** A page frame. */
 export interface Page {
@@ -163,6 +168,46 @@ export class PhysMem {
     if (this.#backing) {
       if (!backing) throw new Error("PhysMem: user frames need storage the device can reach");
       for (const p of pages) this.#backing.framesMapped(p.pfn, 1, p.data);
+    }
+    return pages;
+  }
+
+  /**
+   * A transparent huge page for anonymous memory (do_huge_pmd_anonymous_page
+   * -> an order-9 folio): HPAGE_PMD_NR physically contiguous user frames
+   * from a HPAGE_PMD_NR-aligned pfn, chosen at random like other user
+   * frames, each with refcount 1 and its 4 KiB of `backing`.
+   */
+  allocUserHugePage(backing?: Uint8Array): Page[] {
+    const n = HPAGE_PMD_NR;
+    this.#checkLimit(n);
+    if (backing && backing.length < n * PAGE_SIZE) throw new RangeError("backing too small");
+    const lowUser = this.#frameSpace >>> 1;
+    const slots = (this.#frameSpace - lowUser) / n;
+    let start = -1;
+    for (let tries = 0; tries < 64 && start < 0; tries++) {
+      const s = lowUser + this.#rng.int(slots) * n;
+      let free = true;
+      for (let i = 0; i < n && free; i++) free = !this.#frames.has(s + i);
+      if (free) start = s;
+    }
+    if (start < 0) throw new RangeError("PhysMem: no free huge page frame range");
+    const data = backing ?? new Uint8Array(n * PAGE_SIZE);
+    const pages: Page[] = [];
+    for (let i = 0; i < n; i++) {
+      const page: Page = {
+        pfn: start + i,
+        data: data.subarray(i * PAGE_SIZE, (i + 1) * PAGE_SIZE),
+        refcount: 1,
+        pincount: 0,
+        owner: "user",
+      };
+      this.#frames.set(page.pfn, page);
+      pages.push(page);
+    }
+    if (this.#backing) {
+      if (!backing) throw new Error("PhysMem: user frames need storage the device can reach");
+      this.#backing.framesMapped(start, n, data.subarray(0, n * PAGE_SIZE));
     }
     return pages;
   }

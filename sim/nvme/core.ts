@@ -17,6 +17,8 @@ export const NVME_MAX_RETRIES = 5;
 export const NVME_SCT_SC_MASK = 0x7ff;
 /** NVME_SC_HOST_PATH_ERROR */
 export const NVME_SC_HOST_PATH_ERROR = 0x370;
+/** NVME_SC_HOST_ABORTED_CMD: what nvme_cancel_request() sets on a request a reset took back. */
+export const NVME_SC_HOST_ABORTED_CMD = 0x371;
 
 /** One namespace as the host sees it (struct nvme_ns / nvme_ns_head subset). */
 export interface NvmeNsInfo {

@@ -3,7 +3,7 @@
  * {@link NvmeControllerPort} and a {@link DmaApi}: controller enable and
  * admin queue, Identify, Number of Queues, I/O queue pairs with MSI-X
  * handlers, the blk-mq operations (queue_rq, commit_rqs), data mapping
- * (single-segment PRP fast path, scatterlist + PRP lists from the 256-byte
+ * (single-segment PRP and SGL fast paths, scatterlist + PRP lists from the 256-byte
  * and page dma pools, SGLs above sgl_threshold), completion, and the
  * proposal's premapped path: `dma_map`/`dma_unmap` and PRPs built from the
  * premapped flat array per I/O.
@@ -46,6 +46,7 @@ import {
 import type { BioVec, DmaTag } from "../block/bvec.ts";
 import { BlkStatus, type BlkStatusT, type QueueLimits, SECTOR_SHIFT } from "../block/blk_types.ts";
 import {
+  type BlkEhTimerReturn,
   blkMqEndRequest,
   type BlkMqHwCtx,
   type BlkMqOps,
@@ -58,6 +59,7 @@ import { bioSegments } from "../block/bio.ts";
 import { blkRqMapSg } from "../block/blk-merge.ts";
 import {
   NVME_MAX_RETRIES,
+  NVME_SC_HOST_ABORTED_CMD,
   nvmeDecideDisposition,
   nvmeErrorStatus,
   type NvmeNsInfo,
@@ -79,6 +81,29 @@ export const NVME_SMALL_POOL_SIZE = 256;
 export const NVME_AQ_DEPTH = 32;
 /** NVME_MAX_KB_SZ (6.0): largest transfer the driver issues, in KiB (max_hw_sectors_kb cap). */
 export const NVME_MAX_KB_SZ = 4096;
+/** sizeof(struct scatterlist) on x86_64 (page_link, offset, length, dma_address, dma_length). */
+export const SCATTERLIST_BYTES = 32;
+/**
+ * nvme_pci_npages_prp() as 6.0 has it: NVME_MAX_KB_SZ, in KiB, is added to
+ * NVME_CTRL_PAGE_SIZE, in bytes, so it counts 2 PRP entries and 1 page (6.2's
+ * "nvme-pci: fix mempool alloc size" made it KiB * 1024: 1025 entries, 3 pages).
+ */
+function nvmePciNpagesPrp(): number {
+  const nprps = Math.ceil((NVME_MAX_KB_SZ + NVME_CTRL_PAGE_SIZE) / NVME_CTRL_PAGE_SIZE);
+  return Math.ceil((8 * nprps) / (PAGE_SIZE - 8));
+}
+/** nvme_pci_npages_sgl(): pages of NVME_MAX_SEGS SGL descriptors (1). */
+function nvmePciNpagesSgl(): number {
+  return Math.ceil((NVME_MAX_SEGS * NVME_SGL_DESC_SIZE) / PAGE_SIZE);
+}
+/**
+ * nvme_pci_iod_alloc_size() in 6.0: the iod_mempool element, 8 bytes per
+ * list page pointer and a scatterlist of NVME_MAX_SEGS entries: 8 + 127 x 32
+ * = 4072 bytes (kmalloc puts it in kmalloc-4k). nvme_map_data() takes one per
+ * request that misses the single-segment fast paths.
+ */
+export const NVME_IOD_ALLOC_BYTES = 8 * Math.max(nvmePciNpagesPrp(), nvmePciNpagesSgl()) +
+  SCATTERLIST_BYTES * NVME_MAX_SEGS;
 /** sgl_threshold module parameter default (SZ_32K). */
 export const SGL_THRESHOLD_DEFAULT = 32 * 1024;
 /** io_queue_depth module parameter default. */
@@ -168,7 +193,7 @@ export interface NvmeSubmitEvent {
   /** PRP list / SGL blocks from the pools, in chain order. */
   listBlocks: readonly DmaPoolBlock[];
   /** Data path used. */
-  path: "none" | "prp-simple" | "prp" | "sgl" | "premapped";
+  path: "none" | "prp-simple" | "sgl-simple" | "prp" | "sgl" | "premapped";
 }
 
 /** The proposal's mapping: a premapped buffer's flat PRP array (the dma tag). */
@@ -242,6 +267,8 @@ export interface NvmeIod {
   v2Remaining: number;
   /** The v3 bug's index: stale from the request's previous use. */
   v3Index: number;
+  /** iod->aborted: an Abort was sent for it after its first timeout. */
+  aborted: boolean;
   /** Data path used, for traces. */
   path: NvmeSubmitEvent["path"];
 }
@@ -333,6 +360,18 @@ export class NvmeDev implements BlkMqOps, Disposable {
   invalidCompletions = 0;
   /** Commands retried (nvme_retry_req). */
   retriedCommands = 0;
+  /** I/O timeouts handled (nvme_timeout). */
+  timeouts = 0;
+  /** Abort commands sent for timed-out I/O. */
+  abortsSent = 0;
+  /** Controller resets (nvme_reset_ctrl after nvme_dev_disable). */
+  resets = 0;
+  /** Whether the controller was given up on (nvme_remove_dead_ctrl): every I/O fails. */
+  dead = false;
+  /** The driver's log (dev_warn lines), newest last, at most 64. */
+  readonly log: string[] = [];
+  /** Callbacks for asynchronous admin commands (the Abort's abort_endio), by command id. */
+  readonly #adminCallbacks = new Map<number, (status: number, result: number) => void>();
   /** What KASAN would report in the premapped path (posted variants), newest last. */
   readonly kasanReports: KasanReport[] = [];
   #smallPool: DmaPool | undefined;
@@ -671,6 +710,7 @@ export class NvmeDev implements BlkMqOps, Disposable {
       retries: 0,
       v2Remaining: 0,
       v3Index: 0,
+      aborted: false,
       path: "none",
     };
   }
@@ -758,11 +798,19 @@ export class NvmeDev implements BlkMqOps, Disposable {
   #mapData(rq: Request, iod: NvmeIod, cmd: NvmeCommandInit): BlkStatusT {
     const q = rq.hctx.driverData as NvmeQueue;
     if (rq.nrPhysSegments === 1) {
+      // req_bvec(): the first (multi-page) bvec. 6.0 adds bv_offset unmasked, so a bvec
+      // resumed past its first page after a split misses the PRP fast path (6.2 masks it).
       const bv = bioSegments(rq.bios[0]).next().value!;
-      if ((bv.offset & (NVME_CTRL_PAGE_SIZE - 1)) + bv.len <= NVME_CTRL_PAGE_SIZE * 2) {
+      if (bv.offset + bv.len <= NVME_CTRL_PAGE_SIZE * 2) {
         return this.#setupPrpSimple(rq, iod, cmd, bv);
       }
+      if (q.qid !== 0 && this.#opts.sglThreshold && this.sglSupported) {
+        return this.#setupSglSimple(rq, iod, cmd, bv);
+      }
     }
+    // mempool_alloc(iod_mempool): the scatterlist table (and list pointers) of this request.
+    this.#kernel.stats.add("iodMempoolAllocs");
+    this.#kernel.stats.add("bytesAllocated", NVME_IOD_ALLOC_BYTES);
     const sgl = blkRqMapSg(rq.q.limits, rq.bios);
     if (sgl.length === 0) return BlkStatus.IOERR;
     const nents = this.#timedDma(() => this.#dma.mapSg(sgl, dirOf(rq)));
@@ -806,6 +854,28 @@ export class NvmeDev implements BlkMqOps, Disposable {
     iod.path = "prp-simple";
     cmd.prp1 = addr;
     cmd.prp2 = bv.len > firstPrpLen ? addr + BigInt(firstPrpLen) : 0n;
+    return BlkStatus.OK;
+  }
+
+  /**
+   * nvme_setup_sgl_simple(): one physical segment that PRP1 and PRP2 cannot
+   * carry, on an I/O queue of a controller with SGLs and sgl_threshold set:
+   * map it whole (dma_map_bvec) as one SGL data block descriptor in the
+   * command; no scatterlist, no iod_mempool element, no pool block.
+   */
+  #setupSglSimple(
+    rq: Request,
+    iod: NvmeIod,
+    cmd: NvmeCommandInit,
+    bv: { page: BioVec["page"]; offset: number; len: number },
+  ): BlkStatusT {
+    const addr = this.#timedDma(() => this.#dma.mapPage(bv.page, bv.offset, bv.len, dirOf(rq)));
+    if (addr === DMA_MAPPING_ERROR) return BlkStatus.RESOURCE;
+    iod.firstDma = addr;
+    iod.dmaLen = bv.len;
+    iod.path = "sgl-simple";
+    cmd.sgl = { addr, length: bv.len, type: NVME_SGL_TYPE.DATA_BLOCK };
+    this.#kernel.stats.add("sglDescriptors", 1);
     return BlkStatus.OK;
   }
 
@@ -1240,6 +1310,10 @@ export class NvmeDev implements BlkMqOps, Disposable {
         // The entries sit in one page of the flat array: point straight at them.
         cmd.prp2 = listStart;
       } else {
+        // The copy path takes an iod_mempool element first (iod->sg = mempool_alloc(), freed
+        // with the list in nvme_free_prp_chain), in v2's nvme_premapped as in v3's _slow.
+        this.#kernel.stats.add("iodMempoolAllocs");
+        this.#kernel.stats.add("bytesAllocated", NVME_IOD_ALLOC_BYTES);
         const bugs = this.#opts.bugs;
         let list: bigint | null;
         if (bugs.v2UninitRemaining ?? variant === "v2") {
@@ -1333,7 +1407,11 @@ export class NvmeDev implements BlkMqOps, Disposable {
   /** nvme_handle_cqe() */
   #handleCqe(q: NvmeQueue, commandId: number, status: number, result: number): void {
     if (q.qid === 0) {
-      this.#adminDone.set(commandId, { status, result });
+      const cb = this.#adminCallbacks.get(commandId);
+      if (cb) {
+        this.#adminCallbacks.delete(commandId);
+        cb(status, result);
+      } else this.#adminDone.set(commandId, { status, result });
       return;
     }
     const tag = commandId & 0xfff;
@@ -1360,6 +1438,174 @@ export class NvmeDev implements BlkMqOps, Disposable {
     }
     iod.retries = 0;
     blkMqEndRequest(rq, nvmeErrorStatus(iod.status));
+  }
+
+  // ------------------------------------------------------------ timeouts
+
+  #warn(msg: string): void {
+    if (this.log.length === 64) this.log.shift();
+    this.log.push(`nvme nvme0: ${msg}`);
+  }
+
+  /**
+   * nvme_timeout(): a started I/O passed its deadline. A failed controller
+   * (CSTS.CFS) is reset at once; a completion the interrupt missed is
+   * reaped; a first timeout sends Abort and re-arms the timer; a second (or
+   * one on the admin queue) disables and resets the controller, and every
+   * request in flight is cancelled (NVME_SC_HOST_ABORTED_CMD) to be retried.
+   */
+  timeout(rq: Request): BlkEhTimerReturn {
+    const iod = rq.pdu as NvmeIod;
+    const q = this.queues[rq.hctx.index];
+    const st = this.#kernel.stats;
+    this.timeouts++;
+    st.add("nvmeTimeouts");
+    const csts = this.#ctrl.readReg32(NVME_REG.CSTS);
+    // nvme_should_reset(): the controller failed (or is not ready while enabled).
+    if ((csts & 2) !== 0 || ((csts & 1) === 0 && !this.dead)) {
+      this.#warn(`controller is down; will reset: CSTS=0x${csts.toString(16)}`);
+      this.#resetController();
+      return "done";
+    }
+    // Did we miss an interrupt?
+    const gen = iod.genctr;
+    this.#nvmeIrq(q);
+    if (!rq.inUse || !rq.started || iod.genctr !== gen) {
+      this.#warn(`I/O tag ${rq.tag} (${this.#cid(rq)}) QID ${q.qid} timeout, completion polled`);
+      return "done";
+    }
+    if (iod.aborted) {
+      this.#warn(`I/O tag ${rq.tag} (${this.#cid(rq)}) QID ${q.qid} timeout, reset controller`);
+      this.#resetController();
+      return "done";
+    }
+    iod.aborted = true;
+    this.abortsSent++;
+    st.add("nvmeAborts");
+    this.#warn(`I/O tag ${rq.tag} (${this.#cid(rq)}) QID ${q.qid} timeout, aborting`);
+    const cid = this.#cidOf(rq);
+    this.#adminAsync(
+      { opcode: NVME_ADMIN.ABORT_CMD, commandId: 0, cdw10: (q.qid | (cid << 16)) >>> 0 },
+      (status, result) => {
+        // abort_endio(): the outcome is only logged.
+        this.#warn(`Abort status: 0x${status.toString(16)} result 0x${result.toString(16)}`);
+      },
+    );
+    return "reset-timer";
+  }
+
+  #cidOf(rq: Request): number {
+    return (((rq.pdu as NvmeIod).genctr << 12) | rq.tag) & 0xffff;
+  }
+
+  #cid(rq: Request): string {
+    return `cid ${this.#cidOf(rq)}`;
+  }
+
+  /** Submit an admin command whose completion calls `cb` (blk_execute_rq_nowait). */
+  #adminAsync(init: NvmeCommandInit, cb: (status: number, result: number) => void): void {
+    const q = this.#adminq;
+    if (!q || !q.enabled) return;
+    const cid = this.#adminCid = (this.#adminCid + 1) & 0xfff;
+    this.#adminCallbacks.set(cid, cb);
+    this.#sqCopyCmd(q, encodeNvmeCommand({ ...init, commandId: cid }));
+    this.#writeSqDb(q, true);
+  }
+
+  /**
+   * nvme_dev_disable() then nvme_reset_work(): disable the controller (it
+   * drops what it holds), bring it up again on the same queue memory,
+   * recreate the I/O queues, then cancel every request that was in flight
+   * (nvme_cancel_request: NVME_SC_HOST_ABORTED_CMD, retried by
+   * nvme_decide_disposition while retries remain). If the controller does not
+   * come back, it is removed (nvme_remove_dead_ctrl): in-flight and later
+   * I/O fails with -EIO.
+   */
+  #resetController(): void {
+    this.resets++;
+    this.#kernel.stats.add("nvmeResets");
+    const ctrl = this.#ctrl;
+    for (const q of this.queues) q.enabled = false;
+    if (this.#adminq) this.#adminq.enabled = false;
+    this.#adminCallbacks.clear();
+    if (ctrl.readReg32(NVME_REG.CC) & 1) {
+      ctrl.writeReg32(NVME_REG.CC, 0);
+      this.#waitReady(false);
+    }
+    const ok = this.#reinit();
+    if (!ok) {
+      this.dead = true;
+      this.#warn("Removing after probe failure status: -19");
+    }
+    // nvme_cancel_tagset(): every request the controller held comes back.
+    const inflight: Request[] = [];
+    for (const h of this.tagSet?.hctxs ?? []) {
+      for (const rq of h.rqs) if (rq.inUse && rq.started) inflight.push(rq);
+    }
+    for (const rq of inflight) {
+      const iod = rq.pdu as NvmeIod;
+      iod.status = NVME_SC_HOST_ABORTED_CMD;
+      iod.aborted = false;
+      if (this.dead) iod.retries = this.#opts.maxRetries;
+      this.#completeRq(rq, iod);
+    }
+  }
+
+  /** The bring-up half of nvme_reset_work() on the existing queues: true when it came back. */
+  #reinit(): boolean {
+    const ctrl = this.#ctrl;
+    const aq = this.#adminq;
+    if (!aq) return false;
+    const resetQueue = (q: NvmeQueue) => {
+      q.sqTail =
+        q.lastSqTail =
+        q.sqHead =
+        q.cqHead =
+          0;
+      q.cqPhase = 1;
+      q.inflight = 0;
+      q.cq.cpu.fill(0);
+    };
+    resetQueue(aq);
+    ctrl.writeReg32(NVME_REG.AQA, ((NVME_AQ_DEPTH - 1) << 16) | (NVME_AQ_DEPTH - 1));
+    ctrl.writeReg64(NVME_REG.ASQ, aq.sq.dma);
+    ctrl.writeReg64(NVME_REG.ACQ, aq.cq.dma);
+    const ccv = (0 << 4) | ((NVME_CTRL_PAGE_SHIFT - 12) << 7) | (6 << 16) | (4 << 20) | 1;
+    ctrl.writeReg32(NVME_REG.CC, ccv);
+    if (!this.#waitReady(true)) return false;
+    aq.enabled = true;
+    const want = this.queues.length - 1;
+    const c = this.#adminSync({
+      opcode: NVME_ADMIN.SET_FEATURES,
+      commandId: 0,
+      cdw10: NVME_FEAT.NUM_QUEUES,
+      cdw11: (want | (want << 16)) >>> 0,
+    });
+    if (typeof c === "number" || c.status) return false;
+    for (const q of this.queues) {
+      resetQueue(q);
+      for (
+        const [op, buf, cdw11] of [
+          [
+            NVME_ADMIN.CREATE_CQ,
+            q.cq,
+            NVME_QUEUE_PHYS_CONTIG | NVME_CQ_IRQ_ENABLED | (q.vector << 16),
+          ],
+          [NVME_ADMIN.CREATE_SQ, q.sq, NVME_QUEUE_PHYS_CONTIG | (q.qid << 16)],
+        ] as const
+      ) {
+        const r = this.#adminSync({
+          opcode: op,
+          commandId: 0,
+          prp1: buf.dma,
+          cdw10: (q.qid | ((q.depth - 1) << 16)) >>> 0,
+          cdw11: cdw11 >>> 0,
+        });
+        if (typeof r === "number" || r.status) return false;
+      }
+      q.enabled = true;
+    }
+    return true;
   }
 
   // ------------------------------------------------------------ teardown

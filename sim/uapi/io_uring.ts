@@ -393,8 +393,10 @@ export interface SqeFields {
   personality?: number;
   /** file_index / splice_fd_in. */
   fileIndex?: number;
-  /** addr3. */
+  /** addr3 (attr_ptr for read/write). */
   addr3?: bigint;
+  /** The last eight bytes: __pad2[0], attr_type_mask for read/write (6.18). */
+  pad2?: bigint;
 }
 
 /** Encode SQE fields into `out` (64 bytes at `offset`), zeroing unspecified fields. */
@@ -413,6 +415,7 @@ export function writeSqe(out: DataView, offset: number, s: SqeFields): void {
   out.setUint16(offset + SQE.personality, s.personality ?? 0, true);
   out.setUint32(offset + SQE.fileIndex, s.fileIndex ?? 0, true);
   out.setBigUint64(offset + SQE.addr3, BigInt.asUintN(64, s.addr3 ?? 0n), true);
+  out.setBigUint64(offset + SQE.pad2, BigInt.asUintN(64, s.pad2 ?? 0n), true);
 }
 
 /**
@@ -448,6 +451,7 @@ export function decodeSqe(b: Uint8Array): Required<SqeFields> {
     personality: v.getUint16(SQE.personality, true),
     fileIndex: v.getUint32(SQE.fileIndex, true),
     addr3: v.getBigUint64(SQE.addr3, true),
+    pad2: v.getBigUint64(SQE.pad2, true),
   };
 }
 

@@ -101,9 +101,9 @@ export interface RegisterRule {
    * Bytes the kernel reads (and, for `"read-write"`, writes back) at `arg`
    * for this `nr_args`; 0 when it rejects `nr_args` without touching `arg`.
    */
-  argBytes(nrArgs: number): number;
+  argBytes(nrArgs: number, nofile?: number): number;
   /** Memory reached through pointers inside an `arg` at least {@link argBytes} long. */
-  pointers(arg: DataView, nrArgs: number): ArgPointer[];
+  pointers(arg: DataView, nrArgs: number, nofile?: number): ArgPointer[];
   /** Only the testbed implements it: never sent to a live kernel. */
   testbedOnly: boolean;
   /** The rule in words (README, test names). */
@@ -143,7 +143,7 @@ function iovecPointers(v: DataView, nr: number, field: string): ArgPointer[] {
 
 /** data/tags of io_sqe_files_register() / io_sqe_buffers_register() via io_uring_rsrc_register. */
 function rsrcRegisterPointers(kind: "file" | "buffer") {
-  return (v: DataView): ArgPointer[] => {
+  return (v: DataView, _nr: number, nofile = Infinity): ArgPointer[] => {
     const nr = v.getUint32(RSRC_REGISTER.nr, true);
     const flags = v.getUint32(RSRC_REGISTER.flags, true);
     const data = v.getBigUint64(RSRC_REGISTER.data, true);
@@ -152,7 +152,9 @@ function rsrcRegisterPointers(kind: "file" | "buffer") {
     if (!nr || v.getBigUint64(RSRC_REGISTER.resv2, true)) return [];
     if (flags & ~IORING_RSRC_REGISTER_SPARSE) return [];
     if (flags & IORING_RSRC_REGISTER_SPARSE && data) return [];
-    const max = kind === "file" ? IORING_MAX_FIXED_FILES : IORING_MAX_REG_BUFFERS;
+    // io_sqe_files_register() / io_sqe_buffers_register(): the count is checked
+    // (files: also against RLIMIT_NOFILE) before an entry is read.
+    const max = kind === "file" ? Math.min(IORING_MAX_FIXED_FILES, nofile) : IORING_MAX_REG_BUFFERS;
     if (nr > max) return [];
     const out: ArgPointer[] = [];
     // A NULL data pointer is all-sparse in the kernel: nothing is read.
@@ -228,10 +230,11 @@ export const REGISTER_RULES: ReadonlyMap<number, RegisterRule> = new Map(
       name: "IORING_REGISTER_FILES",
       opcode: R.REGISTER_FILES,
       access: "read",
-      argBytes: (nr) => arrayBytes(nr, 4, IORING_MAX_FIXED_FILES),
+      argBytes: (nr, nofile = Infinity) =>
+        arrayBytes(nr, 4, Math.min(IORING_MAX_FIXED_FILES, nofile)),
       pointers: none,
       testbedOnly: false,
-      summary: "reads 4 * nr_args bytes of fds (1..2^20)",
+      summary: "reads 4 * nr_args bytes of fds (1..min(2^20, RLIMIT_NOFILE))",
     },
     {
       name: "IORING_UNREGISTER_FILES",
@@ -361,23 +364,27 @@ function checkPointer(p: ArgPointer, mem: UserMemory): number {
 /**
  * The register guard (see the module doc for the order): the rule to go on
  * with, or the negative errno to answer without a system call. A
- * zero-length `arg` counts as NULL.
+ * zero-length `arg` counts as NULL. `nofile` is the process's RLIMIT_NOFILE:
+ * a file count above it is -EMFILE before the kernel reads the fd array, so
+ * the guard asks for no memory then.
  */
 export function registerGuard(
   opcode: unknown,
   arg: Uint8Array | null,
   nrArgs: unknown,
   mem: UserMemory,
+  nofile = Infinity,
 ): RegisterRule | number {
   if (!isU32(opcode) || !isU32(nrArgs)) return -Errno.EINVAL;
   if (opcode & IORING_REGISTER_USE_REGISTERED_RING) return -Errno.EINVAL;
   const rule = REGISTER_RULES.get(opcode);
   if (rule === undefined) return -Errno.EINVAL;
   if (arg === null || arg.length === 0) return rule;
-  if (arg.length < rule.argBytes(nrArgs)) return -Errno.EFAULT;
-  if (rule.argBytes(nrArgs) === 0) return rule;
+  const need = rule.argBytes(nrArgs, nofile);
+  if (arg.length < need) return -Errno.EFAULT;
+  if (need === 0) return rule;
   const view = new DataView(arg.buffer, arg.byteOffset, arg.byteLength);
-  for (const p of rule.pointers(view, nrArgs)) {
+  for (const p of rule.pointers(view, nrArgs, nofile)) {
     const r = checkPointer(p, mem);
     if (r < 0) return r;
   }

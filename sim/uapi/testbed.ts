@@ -65,6 +65,13 @@ export interface TestbedOptions {
    * hung-task check's). Times are on the kernel's clock: virtual on sim.
    */
   hostLimits?: { swiotlbSlots?: number; ioTimeoutNs?: number; hungTimeoutNs?: number };
+  /**
+   * rlimit(RLIMIT_NOFILE) of the simulated process: its descriptors and its
+   * fixed file table are bounded by it (-EMFILE). Default on `sim`: 1024; on
+   * `real`, the host stack always takes the process's own soft limit, as the
+   * live kernel does.
+   */
+  rlimitNofile?: number;
   /** Whether to time each stage (default true). */
   timing?: boolean;
   /**
@@ -106,6 +113,11 @@ export interface Testbed extends Disposable {
   readonly stats: Stats | undefined;
   /** Path of the NVMe namespace block device, if this backend has one. */
   readonly nvmeDevice: string | undefined;
+  /**
+   * Bytes of the NVMe host's live streaming DMA mappings (premapped buffers
+   * between I/Os, per-I/O mappings while their I/O runs), if it has a host.
+   */
+  readonly dmaMappedBytes: number | undefined;
   /** Page-aligned memory the ring can address; freed on dispose. */
   allocBuffer(len: number): UserBuffer;
   /** open(2): a file descriptor or a negative errno. */

@@ -18,7 +18,8 @@ import {
   warnings,
 } from "../../bench/cli.ts";
 import { sizeBytes, sizeLabel } from "../../bench/size.ts";
-import { modelLinesSpec, reportSpec, stageStackSpec } from "../../bench/charts.ts";
+import { EVENT_STAGE, modelLinesSpec, reportSpec, stageStackSpec } from "../../bench/charts.ts";
+import { COST_TABLE } from "../../bench/cost_model.ts";
 import { openTestbed } from "../../mod.ts";
 import { runWorkload, type WorkloadRecord } from "../../bench/workload.ts";
 
@@ -211,4 +212,8 @@ Deno.test("charts: every record is a point of the model lines, published cells a
   const full = reportSpec(recs) as { vconcat: unknown[]; config: { background: string } };
   assert.equal(full.vconcat.length, 5);
   assert.equal(full.config.background, "white");
+});
+
+Deno.test("charts: every priced event has a stage of the stacked bars", () => {
+  for (const e of Object.keys(COST_TABLE.events)) assert.ok(e in EVENT_STAGE, e);
 });

@@ -65,3 +65,14 @@ Deno.test("swiotlb full for 10 ms with nothing in flight: the request is re-run 
   assert.equal(rw(rig, iovIterUbuf("read", dst.start, 4 * P), 0n), 4 * P);
   assert.ok(dst.bytes.every((b) => b === 0x5c));
 });
+
+Deno.test("examples/swiotlb_starvation.ts: ordinary I/O runs until premapped buffers hold every bounce slot", async () => {
+  const { measure, STEPS, SIZES } = await import("../../examples/swiotlb_starvation.ts");
+  const rows = measure();
+  assert.deepEqual(rows.map((r) => r.premappedMib), STEPS);
+  for (const r of rows) {
+    assert.equal(r.freeKib, (64 - r.premappedMib) * 1024);
+    const want = r.premappedMib < 64 ? SIZES : SIZES.map(() => -Errno.ETIMEDOUT);
+    assert.deepEqual(r.results, want, `${r.premappedMib} MiB premapped`);
+  }
+});

@@ -229,7 +229,97 @@ export function generate(seed: number, nOps: number): Step[] {
     }
     push({ t: "drain" });
   }
+  // Hostile fields on a quarter of the requests, from a stream of their own (so the
+  // sequences above stay as they were for a given seed).
+  const mrng = new Rng(seed ^ 0x5eed1010);
+  const setupEnd = steps.findIndex((x) => x.t === "regBufs") + 1;
+  for (let i = setupEnd; i < steps.length; i++) {
+    const st = steps[i];
+    if (st.t === "sqe" && mrng.chance(0.25)) steps[i] = mutate(mrng, st);
+  }
   return steps;
+}
+
+type SqeStep = Extract<Step, { t: "sqe" }>;
+
+// Not -1 (the file position): with two requests in flight on one file, the kernel moves f_pos
+// at completion, which for O_DIRECT comes after the next request was issued (README).
+const ATTR_OFFS = [(1n << 63n) - 1n, (1n << 63n) - 4096n, -2n, -4096n, 1n << 63n];
+
+/**
+ * Draw hostile values into one SQE's other fields (issue 10, point 2):
+ * ioprio, every RWF_ flag, the SQE's last eight bytes with attr_ptr,
+ * offsets near 2^63 and negative, personality, file_index, buf_index,
+ * CQE_SKIP_SUCCESS/HARDLINK/ASYNC/BUFFER_SELECT, NOP results, FSYNC flags,
+ * and buffers or iovecs that run into the guard page after their buffer.
+ * RWF_NOWAIT goes on writes only (reads: documented in README).
+ */
+function mutate(rng: Rng, s: SqeStep): SqeStep {
+  const out: SqeStep = { ...s, raw: { ...(s.raw ?? {}) } };
+  const raw = out.raw!;
+  const rw = s.op !== "nop" && s.op !== "fsync";
+  const write = s.op === "write" || s.op === "writev" || s.op === "writeFixed";
+  for (let n = rng.range(1, 2); n > 0; n--) {
+    switch (rng.int(10)) {
+      case 0:
+        raw.ioprio = rng.pick([
+          1,
+          7,
+          1 << 13,
+          (1 << 13) | 7,
+          (2 << 13) | 3,
+          3 << 13,
+          4 << 13,
+          0xffff,
+          8,
+        ]);
+        break;
+      case 1:
+        if (s.op === "nop") {
+          raw.rwFlags = rng.pick([1, 1, 1 << 7, 1 << 5]);
+          raw.len = rng.pick([0, 5, -5 >>> 0, -22 >>> 0, -125 >>> 0]);
+        } else if (s.op === "fsync") raw.rwFlags = rng.pick([1, 2]);
+        else {
+          const flags = [0x1, 0x2, 0x4, 0x20, 0x40, 0x80, 0x100, 0x200, 1 << 31, 0x30];
+          if (write) flags.push(0x8, 0x10);
+          raw.rwFlags = rng.pick(flags);
+        }
+        break;
+      case 2:
+        raw.pad2 = rng.pick([1n, 1n, 2n, 1n << 63n]);
+        if (rng.chance(0.6)) out.attr = { buf: rng.int(NR_BUFS), off: 4096 * rng.int(8), len: 0 };
+        else raw.addr3 = rng.pick([0n, 5n, 0xdead0000n]);
+        break;
+      case 3:
+        if (rw || s.op === "fsync") raw.off = rng.pick(ATTR_OFFS);
+        break;
+      case 4:
+        if (rng.chance(0.3)) raw.personality = 1;
+        else raw.fileIndex = rng.range(1, 3);
+        break;
+      case 5:
+        raw.bufIndex = rng.pick([0xffff, NR_BUFS + 7]);
+        break;
+      case 6:
+        out.flags = (out.flags ?? 0) |
+          rng.pick([IOSQE.CQE_SKIP_SUCCESS, IOSQE.IO_HARDLINK, IOSQE.ASYNC, IOSQE.BUFFER_SELECT]);
+        break;
+      case 7:
+      case 8: {
+        // Into the guard page after the buffer, never past it.
+        const into = (r: BufRange): BufRange => {
+          const off = BUF_BYTES - rng.pick([0, 100, 512, 4096, 8192]);
+          return { buf: r.buf, off, len: rng.range(1, 4096 + BUF_BYTES - off) };
+        };
+        if (out.range) out.range = into(out.range);
+        if (out.iov) out.iov = out.iov.map((r, i) => (i === out.iov!.length - 1 ? into(r) : r));
+        break;
+      }
+      default:
+        if (rw) raw.len = 0;
+    }
+  }
+  return out;
 }
 
 /** Count of operations in a sequence (every step is one). */
@@ -261,6 +351,9 @@ export function minimize(steps: Step[], maxRuns = 200): Step[] {
   return cur;
 }
 
+/** JSON.stringify replacer: bigints (hostile offsets, pad2) as `123n`. */
+const bigints = (_k: string, v: unknown) => (typeof v === "bigint" ? `${v}n` : v);
+
 const why = realBackendUnavailable();
 if (why) console.log(`SKIP random differential: real backend unavailable: ${why}`);
 
@@ -282,12 +375,13 @@ Deno.test({
       ran += countOps(steps);
       const m: Mismatch | null = runDifferential(steps, 64, histogram);
       if (m !== null) {
+        console.log(`seed ${seed}: step ${m.step} (${m.what}) sim=${m.sim} real=${m.real}`);
         const small = minimize(steps);
         const again = runDifferential(small);
         assert.fail(
           `seed ${seed}: step ${m.step} (${m.what}) sim=${m.sim} real=${m.real}\n` +
             `minimal sequence (${small.length} steps; ${again?.what}: sim=${again?.sim} real=${again?.real}):\n` +
-            small.map((s, i) => `  ${i}: ${JSON.stringify(s)}`).join("\n") +
+            small.map((s, i) => `  ${i}: ${JSON.stringify(s, bigints)}`).join("\n") +
             `\nreplay: DIFF_SEED=${seed} deno test -A tests/differential/random_test.ts`,
         );
       }

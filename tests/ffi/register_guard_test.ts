@@ -364,11 +364,13 @@ both("FILES2 / BUFFERS2: data and tags outside handed-out memory are -EFAULT", (
     refused(ring, R.REGISTER_FILES2, encodeRsrcRegister(2, 0, pastEnd(fds)), 32),
     -EFAULT,
   );
-  // 2^20 fds = 4 MiB from a one-page array: past the handout.
+  // 1,023 fds from 8 bytes into a one-page array: past the handout (within RLIMIT_NOFILE).
   assert.equal(
-    refused(ring, R.REGISTER_FILES2, encodeRsrcRegister(1 << 20, 0, fds.addr), 32),
+    refused(ring, R.REGISTER_FILES2, encodeRsrcRegister(1023, 0, fds.addr + 8n), 32),
     -EFAULT,
   );
+  // 2^20 fds is over RLIMIT_NOFILE: the kernel answers -EMFILE before it reads the array.
+  assert.equal(files2(fds.addr, 1 << 20), -Errno.EMFILE);
   assert.equal(
     refused(ring, R.REGISTER_FILES2, encodeRsrcRegister(2, 0, fds.addr, 0x1000n), 32),
     -EFAULT,

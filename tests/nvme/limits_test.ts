@@ -45,7 +45,7 @@ Deno.test("max_sectors_kb store: [page size in KiB, max_hw_sectors_kb], else -EI
   assert.equal(q.limits.maxSectors, 8192);
 });
 
-Deno.test("max_sectors_kb splits the next bios: 4 MiB premapped is 4 commands, then 1, then 16", () => {
+Deno.test("max_sectors_kb splits the next bios: 4 MiB premapped is 4 commands, then 9, then 16", () => {
   const rig = makeRig(73, { iommu: "strict", mdts: 10, bugs: { v2UninitRemaining: false } });
   const vma = rig.kernel.mm.mmap(4 << 20);
   const tag = rig.file.fOp.dmaMap!(rig.file, pinBvecs(rig, vma.start, 4 << 20));
@@ -58,9 +58,11 @@ Deno.test("max_sectors_kb splits the next bios: 4 MiB premapped is 4 commands, t
   const io = () => rw(rig, iovIterDmaTag("read", tag, 0, 4 << 20), 0n);
   assert.equal(io(), 4 << 20);
   assert.deepEqual(lens.splice(0), [1280, 1280, 1280, 256].map((k) => k << 10));
+  // Not over max_sectors any more: PATCHv2's bio_split_rw() counts its 1024 pages as
+  // segments and cuts after max_segments (127) pages.
   assert.equal(queueMaxSectorsStore(q, 4096), 0);
   assert.equal(io(), 4 << 20);
-  assert.deepEqual(lens.splice(0), [4 << 20]);
+  assert.deepEqual(lens.splice(0), [...Array(8).fill(127 * 4096), 32 << 10]);
   assert.equal(queueMaxSectorsStore(q, 256), 0);
   assert.equal(io(), 4 << 20);
   assert.deepEqual(lens.splice(0), Array(16).fill(256 << 10));
