@@ -24,6 +24,9 @@ import {
 import { runWorkload, warmUp, WorkloadError, type WorkloadRecord } from "./workload.ts";
 import { htmlReport, renderSvg, reportSpec } from "./charts.ts";
 import { combineRepeats } from "./repeat.ts";
+import { Progress } from "./progress.ts";
+import { sizeLabel } from "./size.ts";
+import type { PremapVariant } from "../sim/kernel.ts";
 import { iopsRatioLines, perIoTable, publishedComparison, summaryTable } from "./report.ts";
 import { fioUnavailable, runFio } from "./fio.ts";
 import { realNvmeUnavailable } from "../ffi/testbed.ts";
@@ -102,7 +105,29 @@ async function runAll(
   withFio: boolean,
 ): Promise<void> {
   const iommus = iommusFor(o);
-  for (const premap of o.premap ?? ["v2" as const]) {
+  const premaps = o.premap ?? ["v2" as const];
+  const fioPaths = withFio ? o.paths.filter((p) => p !== "dma").length : 0;
+  const steps = premaps.length * iommus.length * o.rw.length * o.qd.length * o.bs.length *
+    (o.paths.length + fioPaths) * (o.repeat ?? 1);
+  const progress = new Progress(steps);
+  try {
+    await runConfigs(o, records, notRun, withFio, iommus, premaps, progress);
+  } finally {
+    progress.end();
+  }
+}
+
+/** The loops of {@link runAll}. */
+async function runConfigs(
+  o: RunOptions,
+  records: WorkloadRecord[],
+  notRun: string[],
+  withFio: boolean,
+  iommus: IommuMode[],
+  premaps: PremapVariant[],
+  progress: Progress,
+): Promise<void> {
+  for (const premap of premaps) {
     for (const iommu of iommus) {
       // With --fio our ring runs on a kernel file as fio does, so deno/fio compares like with like.
       using tb = openTestbed({
@@ -134,7 +159,9 @@ async function runAll(
                 };
                 const runs: WorkloadRecord[] = [];
                 for (let i = 0; i < (o.repeat ?? 1); i++) {
+                  progress.start(`${sizeLabel(bs)} qd=${qd} ${path} ${iommu} ${rw}`);
                   const r = runWorkload(tb, cfg, iommu);
+                  progress.step();
                   if (tb.backend === "real" && !tb.nvmeDevice) r.iommu = "n/a";
                   runs.push(r);
                 }
@@ -157,6 +184,7 @@ async function runAll(
               try {
                 const runs: WorkloadRecord[] = [];
                 for (let i = 0; i < (o.repeat ?? 1); i++) {
+                  progress.start(`fio ${sizeLabel(bs)} qd=${qd} ${path} ${rw}`);
                   runs.push(
                     await runFio({
                       path,
@@ -169,6 +197,7 @@ async function runAll(
                       runtimeSec: FIO_RUNTIME_SEC,
                     }),
                   );
+                  progress.step();
                 }
                 records.push(runs.length > 1 ? combineRepeats(runs) : runs[0]);
               } catch (e) {
