@@ -368,9 +368,12 @@ export function initCwd(): string | undefined {
   }
 }
 
-/** An output path as the user meant it: a relative one is taken from `base` (INIT_CWD). */
-export function resolveOutput(path: string, base: string | undefined = initCwd()): string {
-  if (path.startsWith("/") || base === undefined) return path;
+/**
+ * An output path as the user meant it: a relative one is taken from `base`
+ * (INIT_CWD by default; null: the process's working directory).
+ */
+export function resolveOutput(path: string, base: string | null = initCwd() ?? null): string {
+  if (path.startsWith("/") || base === null) return path;
   return `${base.replace(/\/+$/, "")}/${path}`;
 }
 

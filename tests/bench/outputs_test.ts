@@ -76,7 +76,7 @@ Deno.test("bench: an output in a missing directory exits 2 naming the flag, befo
 Deno.test("outputs: resolveOutput and checkOutput", () => {
   assert.equal(resolveOutput("a/b.json", "/home/u/"), "/home/u/a/b.json");
   assert.equal(resolveOutput("/abs.json", "/home/u"), "/abs.json");
-  assert.equal(resolveOutput("x.json", undefined), "x.json");
+  assert.equal(resolveOutput("x.json", null), "x.json");
   const dir = Deno.makeTempDirSync();
   try {
     assert.equal(checkOutput("json", `${dir}/new.json`), null);
