@@ -138,6 +138,7 @@ async function runConfigs(
         mediaInMemory: o.media === "memory",
         nvme: !o.fio,
         dmaDebug: o.dmaDebug,
+        timing: o.stageTiming,
       });
       warmUp(tb, o.paths, o.bs, o.qd[0], o.seed);
       for (const rw of o.rw) {

@@ -78,6 +78,8 @@ export interface RunOptions {
   sizeBytes?: number;
   /** Runs per configuration (bench `--repeat`; default 1). */
   repeat?: number;
+  /** Per-stage wall-time accounting in the host stack (`--stage-timing=0|1`; default on). */
+  stageTiming?: boolean;
   /** SQEs per submitting io_uring_enter (fio's iodepth_batch_submit; default 1). */
   submitBatch?: number;
   /** Seed. */
@@ -120,6 +122,7 @@ export function parseRunArgs(args: string[], defaults: RunOptions): RunOptions {
         iodepth_batch: { type: "string" },
         size: { type: "string" },
         repeat: { type: "string" },
+        "stage-timing": { type: "string" },
         seed: { type: "string" },
         json: { type: "string" },
         svg: { type: "string" },
@@ -171,6 +174,13 @@ export function parseRunArgs(args: string[], defaults: RunOptions): RunOptions {
       throw new UsageError(`--verify: '${values.verify}' is not 0 or 1`);
     }
     o.verify = values.verify === "1";
+  }
+  const stageTiming = values["stage-timing"];
+  if (stageTiming !== undefined) {
+    if (stageTiming !== "0" && stageTiming !== "1") {
+      throw new UsageError(`--stage-timing: '${stageTiming}' is not 0 or 1`);
+    }
+    o.stageTiming = stageTiming === "1";
   }
   const dmaDebug = values["dma-debug"];
   if (dmaDebug !== undefined) {
@@ -255,6 +265,11 @@ const FLAGS: readonly FlagHelp[] = [
     flag: "--dma-debug=0|1",
     what: "the DMA-API debug checker (CONFIG_DMA_API_DEBUG)",
     def: (d) => d.dmaDebug === false ? "0" : "1",
+  },
+  {
+    flag: "--stage-timing=0|1",
+    what: "per-stage wall time in the host stack (a clock read per stage; 0 for speed runs)",
+    def: (d) => d.stageTiming === false ? "0" : "1",
   },
   {
     flag: "--premap=v2,v3,hardened",

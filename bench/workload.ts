@@ -436,8 +436,9 @@ export function runWorkload(tb: Testbed, cfg: WorkloadConfig, iommu = "n/a"): Wo
       submission: roundCounts(sides.submission),
       completion: roundCounts(sides.completion),
     };
-    stageNsPerIo = roundNs(d.stageNs);
-    cpuNsPerIo = Math.round(
+    // Without stage timing (a speed run) no host time was measured: null, not 0.
+    stageNsPerIo = stats.timing ? roundNs(d.stageNs) : null;
+    cpuNsPerIo = !stats.timing ? null : Math.round(
       Object.entries(d.stageNs).filter(([k]) => k !== "device").reduce((a, [, v]) => a + v, 0),
     );
   }

@@ -75,6 +75,7 @@ function main(args: string[]): number {
         premap,
         mediaInMemory: o.media === "memory",
         dmaDebug: o.dmaDebug,
+        timing: o.stageTiming,
       });
       const where = tb.nvmeDevice ?? "an O_DIRECT scratch file";
       const how = tb.backend === "sim"
