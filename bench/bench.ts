@@ -25,6 +25,7 @@ import { runWorkload, warmUp, WorkloadError, type WorkloadRecord } from "./workl
 import { htmlReport, renderSvg, reportSpec } from "./charts.ts";
 import { combineRepeats } from "./repeat.ts";
 import { Progress } from "./progress.ts";
+import { attachLoop, type LoopDevice, loopUnavailable } from "./loopdev.ts";
 import { sizeLabel } from "./size.ts";
 import type { PremapVariant } from "../sim/kernel.ts";
 import { iopsRatioLines, perIoTable, publishedComparison, summaryTable } from "./report.ts";
@@ -73,18 +74,59 @@ async function main(args: string[]): Promise<number> {
   const records: WorkloadRecord[] = [];
   const notRun: string[] = [];
   let withFio = false;
+  let live: LoopDevice | undefined;
   if (o.fio) {
     const why = await fioUnavailable();
     if (why === null) withFio = true;
     else console.log(`fio: ${why}; running without it`);
+    // Equal work by default: fio checks no bytes here, so neither do we unless asked.
+    if (o.verify === undefined) o.verify = false;
+    console.log(
+      o.verify
+        ? "work: NOT equal: our ring checks every byte it reads (--verify=1), fio checks none"
+        : "work: equal: neither our ring nor fio checks the bytes it reads (--verify=0)",
+    );
+    live = await liveTarget(o.sizeBytes ?? DEFAULT_REGION_BYTES);
   }
-  await runAll(o, records, notRun, withFio);
+  try {
+    await runAll(o, records, notRun, withFio, live?.path);
+  } finally {
+    live?.release();
+  }
   await report(o, records, notRun, iommusFor(o));
   if (records.length === 0) {
     console.log("bench: no configuration ran (see the 'not run' lines)");
     return 1;
   }
   return records.every((r) => r.verified) ? 0 : 1;
+}
+
+/**
+ * The live reference's target: a loop device with direct I/O over a sparse
+ * file, so our ring and fio go through the kernel's bio and blk-mq; without
+ * root or losetup, an O_DIRECT scratch file (undefined), and it says which.
+ */
+async function liveTarget(sizeBytes: number): Promise<LoopDevice | undefined> {
+  const why = await loopUnavailable();
+  if (why === null) {
+    const dir = Deno.makeTempDirSync({ prefix: "premap-loop-" });
+    try {
+      const dev = await attachLoop(dir, sizeBytes);
+      console.log(
+        `live reference: ${dev.path}, a loop device (direct I/O) over a ${
+          sizeLabel(sizeBytes)
+        } file, laid out: the kernel's bio and blk-mq under our ring and fio alike`,
+      );
+      return dev;
+    } catch (e) {
+      console.log(`live reference: an O_DIRECT scratch file (${(e as Error).message})`);
+      return undefined;
+    } finally {
+      Deno.removeSync(dir, { recursive: true });
+    }
+  }
+  console.log(`live reference: an O_DIRECT scratch file, not a loop device: ${why}`);
+  return undefined;
 }
 
 /**
@@ -103,6 +145,7 @@ async function runAll(
   records: WorkloadRecord[],
   notRun: string[],
   withFio: boolean,
+  target: string | undefined,
 ): Promise<void> {
   const iommus = iommusFor(o);
   const premaps = o.premap ?? ["v2" as const];
@@ -111,7 +154,7 @@ async function runAll(
     (o.paths.length + fioPaths) * (o.repeat ?? 1);
   const progress = new Progress(steps);
   try {
-    await runConfigs(o, records, notRun, withFio, iommus, premaps, progress);
+    await runConfigs(o, records, notRun, withFio, target, iommus, premaps, progress);
   } finally {
     progress.end();
   }
@@ -123,6 +166,7 @@ async function runConfigs(
   records: WorkloadRecord[],
   notRun: string[],
   withFio: boolean,
+  target: string | undefined,
   iommus: IommuMode[],
   premaps: PremapVariant[],
   progress: Progress,
@@ -157,6 +201,7 @@ async function runConfigs(
                   regionBytes: o.sizeBytes ?? DEFAULT_REGION_BYTES,
                   verify: o.verify,
                   premap,
+                  target,
                 };
                 const runs: WorkloadRecord[] = [];
                 for (let i = 0; i < (o.repeat ?? 1); i++) {
@@ -194,7 +239,8 @@ async function runConfigs(
                       rw,
                       ios: o.ios,
                       regionBytes: o.sizeBytes ?? DEFAULT_REGION_BYTES,
-                      filename: `${fioDir}/fio-${path}-${rw}-${bs}-${qd}.dat`,
+                      filename: target ?? `${fioDir}/fio-${path}-${rw}-${bs}-${qd}.dat`,
+                      device: target !== undefined,
                       runtimeSec: FIO_RUNTIME_SEC,
                     }),
                   );

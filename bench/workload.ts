@@ -54,6 +54,12 @@ export interface WorkloadConfig {
    * published runs.
    */
   submitBatch?: number;
+  /**
+   * An existing file or block device to run on, opened O_RDWR | O_DIRECT and
+   * left as it is (at least `regionBytes` long); default: the testbed's NVMe
+   * namespace, else a scratch file.
+   */
+  target?: string;
   /** Bytes of the device the job touches (default 64 MiB). */
   regionBytes?: number;
   /**
@@ -211,7 +217,11 @@ class Job implements Disposable {
         })`,
       );
     }
-    if (tb.nvmeDevice) {
+    if (cfg.target !== undefined) {
+      // An existing file or block device (the live reference's loop device): used as it is.
+      this.target = cfg.target;
+      this.fd = tb.open(this.target, O.RDWR | O.DIRECT);
+    } else if (tb.nvmeDevice) {
       this.target = tb.nvmeDevice;
       this.fd = tb.open(this.target, O.RDWR | O.DIRECT);
     } else {
@@ -219,7 +229,7 @@ class Job implements Disposable {
       this.fd = tb.open(this.target, O.RDWR | O.CREAT | O.TRUNC | O.DIRECT, 0o644);
     }
     if (this.fd < 0) throw new WorkloadError(`open ${this.target}: ${describeResult(this.fd)}`);
-    if (!tb.nvmeDevice && tb.backend === "real") {
+    if (cfg.target === undefined && !tb.nvmeDevice && tb.backend === "real") {
       // A scratch file on the live kernel: unlinked as soon as it is open (the descriptor keeps
       // it), so an interrupted run (Ctrl-C kills the process mid-I/O) leaves nothing behind.
       Deno.removeSync(this.target);
@@ -245,7 +255,7 @@ class Job implements Disposable {
       );
       if (!rb.ok) throw new WorkloadError(`IORING_REGISTER_BUFFERS: ${describeResult(rb.res)}`);
     }
-    if (!tb.nvmeDevice) this.#extendFile();
+    if (!tb.nvmeDevice && cfg.target === undefined) this.#extendFile();
     if (cfg.path === "dma") {
       const mb = this.ring.mapBuffers(0, 0, cfg.qd);
       if (!mb.ok) {
@@ -412,7 +422,10 @@ export function runWorkload(tb: Testbed, cfg: WorkloadConfig, iommu = "n/a"): Wo
   // Reads touch only blocks this job wrote first (an unmeasured sequential pass), so every read
   // checks known data even on a device earlier jobs wrote to.
   let span = job.blocks;
-  if (cfg.rw === "randread") {
+  // Without byte checks on a given target (the live reference, laid out beforehand), reads range
+  // over the whole region, as fio's do; otherwise over blocks this job wrote first.
+  const anyBlock = cfg.verify === false && cfg.target !== undefined;
+  if (cfg.rw === "randread" && !anyBlock) {
     span = Math.min(job.blocks, Math.max(256, 4 * cfg.qd));
     let next = 0;
     const pre = drive(job, span, () => next++, () => true, cfg.bs, cfg.qd);

@@ -19,6 +19,25 @@ function premapEntries(dir: string): Set<string> {
   return out;
 }
 
+/** Loop devices whose backing file lies under `dir`. */
+function loopsOver(dir: string): string[] {
+  const out: string[] = [];
+  try {
+    for (const e of Deno.readDirSync("/sys/block")) {
+      if (!e.name.startsWith("loop")) continue;
+      try {
+        const f = Deno.readTextFileSync(`/sys/block/${e.name}/loop/backing_file`);
+        if (f.startsWith(dir)) out.push(e.name);
+      } catch {
+        // not attached
+      }
+    }
+  } catch {
+    // no /sys/block
+  }
+  return out;
+}
+
 async function interruptAfter(args: string[], tmp: string, waitMs: number) {
   const child = new Deno.Command(Deno.execPath(), {
     args: ["run", "-A", BENCH, "--backend=real", ...args],
@@ -38,7 +57,7 @@ async function interruptAfter(args: string[], tmp: string, waitMs: number) {
 for (
   const [what, args] of [
     ["the emulated namespace (media file)", ["--path=none,bvec,dma", "--bs=64k", "--qd=16"]],
-    ["an O_DIRECT scratch file (--fio's target)", ["--path=none", "--bs=64k", "--fio"]],
+    ["the live reference (--fio: a loop device as root)", ["--path=none", "--bs=64k", "--fio"]],
   ] as const
 ) {
   Deno.test({
@@ -56,6 +75,9 @@ for (
         assert.ok(stoppedMs < 1000, `stopped ${Math.round(stoppedMs)} ms after SIGINT`);
         assert.deepEqual([...Deno.readDirSync(tmp)].map((e) => e.name), [], "left behind");
         assert.equal(premapEntries(tmp).size, 0);
+        // No loop device left bound to a file of this run (the kernel clears it at last close).
+        await new Promise((r) => setTimeout(r, 200));
+        assert.deepEqual(loopsOver(tmp), [], "a loop device is still attached");
       } finally {
         Deno.removeSync(tmp, { recursive: true });
       }
