@@ -155,3 +155,29 @@ Deno.test("model: dma slat flat across sizes, bvec and none grow, from the count
     assert.ok(s[2] > 2 * dma[2], `${p} 64k ${s[2]} vs dma ${dma[2]}`);
   }
 });
+
+const PROBE = new URL("../../ffi/native/build/cost_probe", import.meta.url).pathname;
+let probeMissing: string | null = null;
+try {
+  Deno.statSync(PROBE);
+} catch {
+  probeMissing = `${PROBE} not built (deno task build needs gcc and liburing)`;
+  console.log(`SKIP cost_probe test: ${probeMissing}`);
+}
+
+Deno.test({
+  name: "cost_probe: prints every value the measured entries derive from; bad rounds refused",
+  ignore: probeMissing !== null,
+  fn() {
+    const r = new Deno.Command(PROBE, { args: ["--rounds=1"], stdout: "piped" }).outputSync();
+    assert.equal(r.code, 0);
+    const out = JSON.parse(new TextDecoder().decode(r.stdout)) as Record<string, number>;
+    for (const [k, m] of Object.entries(COST_TABLE.measured)) {
+      const v = evalProbe(m.probe, out);
+      assert.ok(Number.isFinite(v) && v > 0, `${k} = ${v} from ${m.probe}`);
+    }
+    const bad = new Deno.Command(PROBE, { args: ["--rounds=0"], stderr: "piped" }).outputSync();
+    assert.equal(bad.code, 1);
+    assert.match(new TextDecoder().decode(bad.stderr), /bad argument --rounds=0/);
+  },
+});
