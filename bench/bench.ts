@@ -81,11 +81,13 @@ async function main(args: string[]): Promise<number> {
     else console.log(`fio: ${why}; running without it`);
     // Equal work by default: fio checks no bytes here, so neither do we unless asked.
     if (o.verify === undefined) o.verify = false;
-    console.log(
-      o.verify
-        ? "work: NOT equal: our ring checks every byte it reads (--verify=1), fio checks none"
-        : "work: equal: neither our ring nor fio checks the bytes it reads (--verify=0)",
-    );
+    if (withFio) {
+      console.log(
+        o.verify
+          ? "work: NOT equal: our ring checks every byte it reads (--verify=1), fio checks none"
+          : "work: equal: neither our ring nor fio checks the bytes it reads (--verify=0)",
+      );
+    }
     live = await liveTarget(o.sizeBytes ?? DEFAULT_REGION_BYTES);
   }
   try {

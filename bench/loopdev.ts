@@ -39,7 +39,9 @@ export async function loopUnavailable(): Promise<string | null> {
     const r = await run("losetup", ["--version"]);
     if (r.code !== 0) return `'losetup --version' exited ${r.code}: ${r.out}`;
   } catch (e) {
-    if (e instanceof Deno.errors.NotFound) return "losetup is not installed (util-linux, mount)";
+    if (e instanceof Deno.errors.NotFound) {
+      return "'id' or 'losetup' is not on PATH (losetup: Debian's mount package)";
+    }
     throw e;
   }
   return null;
