@@ -44,11 +44,16 @@ export { PREMAP_VARIANTS } from "./sim/kernel.ts";
 export type {
   Backend,
   NamespaceOptions,
+  NvmeFaultControl,
+  PowerCutResult,
   PremapVariant,
   RingOptions,
   Testbed,
   TestbedOptions,
 } from "./sim/uapi/testbed.ts";
+export { NVME_FAULT_KINDS, type NvmeFaultKind, type NvmeFaultRule } from "./sim/device/faults.ts";
+export type { PowerCutReport } from "./sim/device/write_cache.ts";
+export type { SparseMedia } from "./sim/device/media.ts";
 export {
   type Allocator,
   type CallResult,

@@ -23,10 +23,18 @@
  */
 
 import { NVME_REG, type NvmeControllerPort } from "../sim/device/port.ts";
+import {
+  emptyFaultCounts,
+  NVME_FAULT_KINDS,
+  type NvmeFaultKind,
+  type NvmeFaultRule,
+  validateFaultRule,
+} from "../sim/device/faults.ts";
+import type { PowerCutReport } from "../sim/device/write_cache.ts";
 import { Errno, ErrnoError } from "../sim/uapi/errno.ts";
 
 /** NVME_EMU_ABI: the header version this binding encodes. */
-export const NVME_EMU_ABI = 1;
+export const NVME_EMU_ABI = 2;
 /** NVME_EMU_MAX_NS: namespaces per controller. */
 export const NVME_EMU_MAX_NS = 16;
 /** NVME_EMU_MAX_PFN: largest pfn + 1 the frame table holds. */
@@ -49,11 +57,23 @@ export const NVME_EMU_LAYOUT = {
     idlePollNs: 32,
     seed: 40,
     iotlbEntries: 48,
-    reserved: 52,
+    vwcCacheKib: 52,
     ns: 56,
   },
   ns: { SIZE: 288, lbaSize: 0, flags: 4, sizeBytes: 8, mediaPath: 16 },
-  stats: { SIZE: 27 * 8 },
+  stats: { SIZE: 38 * 8 },
+  fault: {
+    SIZE: 48,
+    kind: 0,
+    flags: 4,
+    nsid: 8,
+    opcode: 12,
+    slbaFirst: 16,
+    slbaLast: 24,
+    probability: 32,
+    count: 40,
+    reserved: 44,
+  },
 } as const;
 
 /** Fields of `struct nvme_emu_stats`, in order (each a u64). */
@@ -85,7 +105,31 @@ export const NVME_EMU_STAT_FIELDS = [
   "busyNs",
   "pollLoops",
   "iommuFaults",
+  "injectReadErrors",
+  "injectWriteFaults",
+  "injectDrops",
+  "injectCfs",
+  "injectAdminFails",
+  "injectBadCids",
+  "cachedWrites",
+  "blocksDestaged",
+  "writesLost",
+  "writesKept",
+  "blocksLost",
 ] as const;
+
+/** The stats field counting each injected fault kind. */
+const INJECT_STAT: Record<NvmeFaultKind, typeof NVME_EMU_STAT_FIELDS[number]> = {
+  "read-error": "injectReadErrors",
+  "write-fault": "injectWriteFaults",
+  drop: "injectDrops",
+  cfs: "injectCfs",
+  "admin-fail": "injectAdminFails",
+  "bad-cid": "injectBadCids",
+};
+
+/** nvme_emu_fault.flags (NVME_EMU_INJECT_F_*). */
+const INJECT_F = { NSID: 1, LBA: 2, OPCODE: 4, ADMIN: 8, DNR: 16 } as const;
 
 /** `struct nvme_emu_stats`, decoded (counters as numbers: exact below 2^53). */
 export type NvmeEmuStats = Record<typeof NVME_EMU_STAT_FIELDS[number], number>;
@@ -117,8 +161,14 @@ export interface NvmeEmuConfig {
   mdts?: number;
   /** Advertise and accept SGLs (default true). */
   sgls?: boolean;
-  /** Report a volatile write cache (default false). */
+  /**
+   * A volatile write cache (default false): Identify VWC set, writes complete
+   * into the cache until Flush, FUA, eviction or shutdown (as the TypeScript
+   * controller's `volatileWriteCache`).
+   */
   volatileWriteCache?: boolean;
+  /** Capacity of the volatile write cache in bytes, a multiple of 1024 (default 4 MiB). */
+  writeCacheBytes?: number;
   /** "inline": the caller steps the device with {@link NvmeEmu.process}; "thread": a device thread. */
   mode?: "inline" | "thread";
   /** Thread mode: poll this long after the last work before sleeping (default 50 µs). */
@@ -155,7 +205,7 @@ export interface NvmeEmuFault {
 
 const IOMMU_MODE: Record<NvmeEmuIommuMode, number> = { none: 0, identity: 1, translate: 2 };
 const FAULT_REASONS = ["none", "unmapped", "permission", "bad-address"] as const;
-const LAYOUT_VALUES = 6;
+const LAYOUT_VALUES = 9;
 
 /** The library's symbols (all synchronous; the blocking waits are bounded by their timeouts). */
 export const NVME_EMU_SYMBOLS = {
@@ -186,6 +236,9 @@ export const NVME_EMU_SYMBOLS = {
     parameters: ["pointer", "u32", "u64", "buffer", "u64"],
     result: "i32",
   },
+  nvme_emu_fault_add: { parameters: ["pointer", "buffer"], result: "i32" },
+  nvme_emu_fault_clear: { parameters: ["pointer"], result: "void" },
+  nvme_emu_power_cut: { parameters: ["pointer", "u64"], result: "i32" },
   nvme_emu_ledger: { parameters: [], result: "i64" },
   nvme_emu_layout: { parameters: ["buffer", "u32"], result: "i32" },
 } as const;
@@ -297,7 +350,17 @@ export function encodeNvmeEmuConfig(cfg: NvmeEmuConfig): Uint8Array<ArrayBuffer>
   v.setBigUint64(L.config.idlePollNs, u64(cfg.idlePollNs ?? 50_000, "idlePollNs"), true);
   v.setBigUint64(L.config.seed, u64(cfg.seed ?? 0, "seed"), true);
   v.setUint32(L.config.iotlbEntries, cfg.iotlbEntries ?? 128, true);
-  v.setUint32(L.config.reserved, 0, true);
+  const cacheBytes = cfg.writeCacheBytes;
+  if (
+    cacheBytes !== undefined &&
+    (!Number.isInteger(cacheBytes) || cacheBytes % 1024 !== 0 || cacheBytes < 4096 ||
+      cacheBytes > 256 << 20)
+  ) {
+    throw new RangeError(
+      `nvme_emu config: writeCacheBytes ${cacheBytes} (KiB multiple, 4 KiB..256 MiB)`,
+    );
+  }
+  v.setUint32(L.config.vwcCacheKib, cacheBytes === undefined ? 0 : cacheBytes / 1024, true);
   const enc = new TextEncoder();
   nss.forEach((ns, i) => {
     const o = L.config.ns + i * L.ns.SIZE;
@@ -313,6 +376,32 @@ export function encodeNvmeEmuConfig(cfg: NvmeEmuConfig): Uint8Array<ArrayBuffer>
     }
     b.set(path, o + L.ns.mediaPath);
   });
+  return b;
+}
+
+/**
+ * Encode `struct nvme_emu_fault` from a rule, after the same checks the
+ * TypeScript controller applies (RangeError naming the field).
+ */
+export function encodeNvmeEmuFault(rule: NvmeFaultRule): Uint8Array<ArrayBuffer> {
+  const r = validateFaultRule(rule);
+  const F = NVME_EMU_LAYOUT.fault;
+  const b = new Uint8Array(F.SIZE);
+  const v = new DataView(b.buffer);
+  let flags = 0;
+  if (r.nsidSet) flags |= INJECT_F.NSID;
+  if (r.lbaSet) flags |= INJECT_F.LBA;
+  if (r.opcodeSet) flags |= INJECT_F.OPCODE;
+  if (r.admin) flags |= INJECT_F.ADMIN;
+  if (r.dnr) flags |= INJECT_F.DNR;
+  v.setUint32(F.kind, NVME_FAULT_KINDS.indexOf(r.kind), true);
+  v.setUint32(F.flags, flags, true);
+  v.setUint32(F.nsid, r.nsid, true);
+  v.setUint32(F.opcode, r.opcode, true);
+  v.setBigUint64(F.slbaFirst, r.slbaFirst, true);
+  v.setBigUint64(F.slbaLast, r.slbaLast, true);
+  v.setFloat64(F.probability, r.probability, true);
+  v.setUint32(F.count, r.count, true);
   return b;
 }
 
@@ -511,6 +600,44 @@ export class NvmeEmu implements NvmeControllerPort, Disposable {
   }
 
   // ------------------------------------------------------------ debug views
+
+  // ---------------------------------------------------------------- faults
+
+  /** nvme_emu_fault_add(): add a fault rule (RangeError when invalid or 64 are live). */
+  addFault(rule: NvmeFaultRule): void {
+    const r = this.#sym.nvme_emu_fault_add(this.#p, encodeNvmeEmuFault(rule));
+    if (r === -Errno.ENOSPC) throw new RangeError("fault rule: 64 rules already");
+    this.#check(r, "nvme_emu_fault_add");
+  }
+
+  /** nvme_emu_fault_clear(): remove every rule (the counts stay). */
+  clearFaults(): void {
+    this.#sym.nvme_emu_fault_clear(this.#p);
+  }
+
+  /** Faults injected so far, by kind (from the stats). */
+  get faultsInjected(): Record<NvmeFaultKind, number> {
+    const s = this.stats();
+    const out = emptyFaultCounts();
+    for (const k of NVME_FAULT_KINDS) out[k] = s[INJECT_STAT[k]];
+    return out;
+  }
+
+  /**
+   * nvme_emu_power_cut(): lose a seeded subset of the unflushed writes, the
+   * rest reaches the media, the controller is dead (the TypeScript
+   * controller's `powerCut`, choice for choice).
+   */
+  powerCut(seed: bigint | number): PowerCutReport {
+    const before = this.stats();
+    this.#check(this.#sym.nvme_emu_power_cut(this.#p, u64(seed, "seed")), "nvme_emu_power_cut");
+    const after = this.stats();
+    return {
+      writesLost: after.writesLost - before.writesLost,
+      writesKept: after.writesKept - before.writesKept,
+      blocksLost: after.blocksLost - before.blocksLost,
+    };
+  }
 
   /** nvme_emu_stats(), decoded. */
   stats(): NvmeEmuStats {

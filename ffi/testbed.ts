@@ -27,6 +27,8 @@ import { Errno, ErrnoError } from "../sim/uapi/errno.ts";
 import { Ring, type UserBuffer } from "../sim/uapi/ring_api.ts";
 import {
   Handouts,
+  type NvmeFaultControl,
+  type PowerCutResult,
   type RingOptions,
   ringParams,
   type Testbed,
@@ -111,7 +113,22 @@ class RealHost implements Disposable {
     });
     const iommu = opts.iommu ?? "strict";
     const namespaces = opts.namespaces ?? [{ lbaSize: 4096 as const, sizeBytes: 1n << 30n }];
-    this.host = attachNvme(this.kernel, {
+    try {
+      this.host = this.#attach(opts, iommu, namespaces, mediaDir);
+    } catch (e) {
+      // Probe failed (an admin-fail rule on Identify, say): release the arena's mapping.
+      this.arena[Symbol.dispose]();
+      throw e;
+    }
+  }
+
+  #attach(
+    opts: TestbedOptions,
+    iommu: IommuMode,
+    namespaces: NonNullable<TestbedOptions["namespaces"]>,
+    mediaDir: string,
+  ): NvmeHost {
+    return attachNvme(this.kernel, {
       iommu,
       namespaces,
       dmaMapSupported: opts.dmaMapSupported ?? true,
@@ -133,7 +150,15 @@ class RealHost implements Disposable {
           mdts: opts.nvmeLimits?.mdts,
           mode: this.threaded ? "thread" : "inline",
           seed: this.kernel.rng.nextU32(),
+          volatileWriteCache: opts.volatileWriteCache,
+          writeCacheBytes: opts.writeCacheBytes,
         });
+        try {
+          for (const rule of opts.faults ?? []) emu.addFault(rule);
+        } catch (e) {
+          emu[Symbol.dispose]();
+          throw e;
+        }
         this.emu = emu;
         this.frames.attach(emu);
         // The DMA-API debug checker hears the C device's accesses through its trace ring,
@@ -221,8 +246,14 @@ class RealTestbed implements Testbed {
   readonly #host: RealHost | undefined;
   #closed = false;
 
+  readonly #mediaPaths: string[] | undefined;
+
   constructor(opts: TestbedOptions) {
     this.seed = opts.seed ?? 1;
+    if (opts.media !== undefined) {
+      throw new RangeError("openTestbed: media is for the sim backend (real reopens mediaPaths)");
+    }
+    this.#mediaPaths = opts.mediaPaths?.slice();
     const why = opts.nvme === false ? "not requested" : nvmeEmuUnavailable();
     if (why === null) {
       try {
@@ -255,6 +286,30 @@ class RealTestbed implements Testbed {
   /** The C controller (for its counters), when there is one. */
   get device(): NvmeEmu | undefined {
     return this.#host?.emu;
+  }
+
+  /** Fault injection on the C controller, when there is one. */
+  get nvmeFaults(): NvmeFaultControl | undefined {
+    const emu = this.#host?.emu;
+    if (emu === undefined) return undefined;
+    return {
+      add: (rule) => emu.addFault(rule),
+      clear: () => emu.clearFaults(),
+      get injected() {
+        return emu.faultsInjected;
+      },
+    };
+  }
+
+  /** Cut the C controller's power; the media files (`mediaPaths`) keep what survived. */
+  powerCut(seed: number): PowerCutResult {
+    this.#live();
+    const emu = this.#host?.emu;
+    if (emu === undefined) {
+      throw new Error("powerCut: this testbed has no emulated NVMe controller");
+    }
+    const r = emu.powerCut(seed);
+    return this.#mediaPaths ? { ...r, mediaPaths: this.#mediaPaths.slice() } : r;
   }
 
   /** The host stack's kernel, when there is one (inspection). */

@@ -18,6 +18,8 @@ import { Errno, ErrnoError } from "./uapi/errno.ts";
 import { createDma, type Dma } from "./dma/mapping.ts";
 import type { DmaApi, IommuMode } from "./dma/types.ts";
 import { type NamespaceConfig, NvmeController } from "./device/controller.ts";
+import type { NvmeFaultRule } from "./device/faults.ts";
+import type { SparseMedia } from "./device/media.ts";
 import { blkdevOpen, BlockDevice } from "./block/bdev.ts";
 import { queueMaxSectorsStore } from "./block/blk-sysfs.ts";
 import { NvmeDev, type NvmeNamespace, type NvmePostedBugs } from "./nvme/pci.ts";
@@ -61,8 +63,14 @@ export interface AttachNvmeOptions {
   maxSectorsKb?: number;
   /** Controller SGL support (default true). */
   sgls?: boolean;
-  /** Controller reports a volatile write cache, so fsync sends Flush (default false). */
+  /** Controller has a volatile write cache (Identify VWC), so fsync sends Flush (default false). */
   volatileWriteCache?: boolean;
+  /** The TS controller's write cache capacity in bytes (default 4 MiB). */
+  writeCacheBytes?: number;
+  /** Fault rules the TS controller holds before probe (a factory's controller adds its own). */
+  faults?: readonly NvmeFaultRule[];
+  /** The TS controller's namespaces' media to start from (default: new, zero-filled). */
+  media?: readonly SparseMedia[];
   /** Controller CAP.MQES + 1 (default 1024). */
   mqes?: number;
   /** nvme_max_retries (default 5). */
@@ -216,10 +224,13 @@ function simController(
     mdts: opts.mdts,
     sgls: opts.sgls,
     volatileWriteCache: opts.volatileWriteCache,
+    writeCacheBytes: opts.writeCacheBytes,
+    media: opts.media,
     mqes: opts.mqes,
     maxQueues: Math.max(8, opts.nrIoQueues ?? 1),
     seed: kernel.rng.nextU32(),
   }, kernel.stats);
+  for (const rule of opts.faults ?? []) controller.addFault(rule);
   expose(controller);
   return { port: controller, step: () => controller.poll(), [Symbol.dispose]() {} };
 }

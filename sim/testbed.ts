@@ -14,6 +14,8 @@ import { Errno, ErrnoError } from "./uapi/errno.ts";
 import { Ring, type UserBuffer } from "./uapi/ring_api.ts";
 import {
   Handouts,
+  type NvmeFaultControl,
+  type PowerCutResult,
   type RingOptions,
   ringParams,
   type Testbed,
@@ -62,7 +64,30 @@ export class SimTestbed implements Testbed {
       swiotlbSlots: opts.hostLimits?.swiotlbSlots,
       ioTimeoutNs: opts.hostLimits?.ioTimeoutNs,
       hungTimeoutNs: opts.hostLimits?.hungTimeoutNs,
+      volatileWriteCache: opts.volatileWriteCache,
+      writeCacheBytes: opts.writeCacheBytes,
+      faults: opts.faults,
+      media: opts.media,
     });
+    const ctrl = this.host.controller!;
+    this.nvmeFaults = {
+      add: (rule) => ctrl.addFault(rule),
+      clear: () => ctrl.clearFaults(),
+      get injected() {
+        return ctrl.faultsInjected;
+      },
+    };
+  }
+
+  /** Fault injection on the TypeScript NVMe controller. */
+  readonly nvmeFaults: NvmeFaultControl;
+
+  /** Cut the controller's power; `media` reopens the namespaces in a new testbed. */
+  powerCut(seed: number): PowerCutResult {
+    this.#live();
+    const ctrl = this.host.controller!;
+    const r = ctrl.powerCut(seed);
+    return { ...r, media: ctrl.detachMedia() };
   }
 
   /** Per-I/O counters of the simulated host. */

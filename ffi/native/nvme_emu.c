@@ -10,6 +10,7 @@
  *   nvme_emu_dma.inc    frame table, IOMMU walk, IOTLB, the access helper
  *   nvme_emu_media.inc  memory (sparse) and file (io_uring) media
  *   nvme_emu_dptr.inc   PRP and SGL walks
+ *   nvme_emu_faults.inc fault rules, the volatile write cache, power cut
  *   nvme_emu_ctrl.inc   registers, doorbells, admin and I/O commands
  *   nvme_emu_thread.inc the device thread, interrupts, io_uring messages
  */
@@ -98,6 +99,7 @@ static uint64_t now_ns(void) {
 #define ADM_DELETE_CQ 0x04
 #define ADM_CREATE_CQ 0x05
 #define ADM_IDENTIFY 0x06
+#define ADM_ABORT 0x08
 #define ADM_SET_FEATURES 0x09
 #define ADM_GET_FEATURES 0x0a
 #define ADM_ASYNC_EVENT 0x0c
@@ -105,6 +107,7 @@ static uint64_t now_ns(void) {
 #define CMD_FLUSH 0x00
 #define CMD_WRITE 0x01
 #define CMD_READ 0x02
+#define RW_FUA_CDW12 (1u << 30)
 
 #define CNS_NS 0x00
 #define CNS_CTRL 0x01
@@ -127,6 +130,7 @@ static uint64_t now_ns(void) {
 #define SC_INVALID_OPCODE 0x001u
 #define SC_INVALID_FIELD 0x002u
 #define SC_DATA_XFER_ERROR 0x004u
+#define SC_INTERNAL 0x006u
 #define SC_INVALID_NS 0x00bu
 #define SC_CMD_SEQ_ERROR 0x00cu
 #define SC_SGL_INVALID_LAST 0x00du
@@ -232,6 +236,23 @@ struct segment {
 #define MR_BITS 13
 #define MR_SIZE (1u << MR_BITS)
 
+/* The fault generator: xoshiro128** (sim/random.ts). */
+struct rng32 {
+  uint32_t s[4];
+};
+
+/* One block in the volatile write cache. */
+struct cache_ent {
+  struct cache_ent *prev, *next; /* FIFO, oldest first */
+  struct cache_ent *hnext;       /* hash chain */
+  uint64_t key, seq, lba;
+  uint32_t nsid;
+  uint8_t data[]; /* the namespace's lba_size */
+};
+
+#define CACHE_DEFAULT_KIB 4096u
+#define CACHE_MAX_KIB (256u * 1024u)
+
 struct ns {
   uint32_t lba_size;
   uint64_t size_bytes, nlb;
@@ -300,6 +321,19 @@ struct nvme_emu {
   /* DMA access trace (single producer: whoever runs the device) */
   struct nvme_emu_trace *_Atomic trace;
 
+  /* injected faults */
+  struct rng32 fault_rng;
+  struct nvme_emu_fault rules[NVME_EMU_INJECT_MAX_RULES];
+  uint32_t nrules;
+
+  /* volatile write cache (vwc): entries in a FIFO and a hash by (nsid, lba) */
+  struct cache_ent *c_head, *c_tail;
+  struct cache_ent **c_hash;
+  uint32_t c_hmask;
+  uint64_t c_bytes, c_cap, c_seq, c_blocks;
+  /* power was cut: nothing runs again */
+  bool dead;
+
   /* stats and faults */
   struct nvme_emu_stats st;
   uint32_t fault_reason;
@@ -336,6 +370,7 @@ struct nvme_emu {
 
 #include "nvme_emu_dma.inc"
 #include "nvme_emu_media.inc"
+#include "nvme_emu_faults.inc"
 #include "nvme_emu_dptr.inc"
 #include "nvme_emu_ctrl.inc"
 #include "nvme_emu_thread.inc"

@@ -41,7 +41,7 @@
 
 #include <stdint.h>
 
-#define NVME_EMU_ABI 1
+#define NVME_EMU_ABI 2
 #define NVME_EMU_MAX_NS 16
 /* Largest pfn + 1 the frame table holds (2^28 frames: a 40-bit physical space). */
 #define NVME_EMU_MAX_PFN (1ull << 28)
@@ -79,7 +79,7 @@ struct nvme_emu_config {
   uint64_t idle_poll_ns;  /* thread mode: poll this long after the last work, then sleep */
   uint64_t seed;          /* every random choice the device makes */
   uint32_t iotlb_entries; /* IOTLB capacity, 1..65536 */
-  uint32_t reserved;      /* 0 */
+  uint32_t vwc_cache_kib; /* volatile write cache capacity in KiB, 4..262144; 0: 4096 */
   struct nvme_emu_ns_config ns[NVME_EMU_MAX_NS];
 };
 
@@ -112,6 +112,58 @@ struct nvme_emu_stats {
   uint64_t busy_ns;           /* thread mode: time spent executing commands */
   uint64_t poll_loops;        /* thread mode: idle polling iterations */
   uint64_t iommu_faults;      /* of dma_faults, those the IOMMU raised (unmapped, permission) */
+  /* injected faults, by kind (NVME_EMU_INJECT_*) */
+  uint64_t inject_read_errors;
+  uint64_t inject_write_faults;
+  uint64_t inject_drops;
+  uint64_t inject_cfs;
+  uint64_t inject_admin_fails;
+  uint64_t inject_bad_cids;
+  /* volatile write cache */
+  uint64_t cached_writes;     /* Write commands completed into the cache */
+  uint64_t blocks_destaged;   /* cached blocks written to the media */
+  uint64_t writes_lost;       /* power cut: writes whose cached blocks were dropped */
+  uint64_t writes_kept;       /* power cut: writes with cached blocks that reached the media */
+  uint64_t blocks_lost;       /* power cut: cached blocks dropped */
+};
+
+/* Fault injection (sim/device/faults.ts, rule for rule). A rule hits a command
+ * when every filter it sets holds (flags below): the queue (admin or I/O), the
+ * opcode, the NSID, and an inclusive LBA range that a Read or Write overlaps.
+ * Then, when probability < 1, one double is drawn from the controller's fault
+ * generator (xoshiro128** seeded with (uint32_t)seed ^ 0xfa017, as
+ * sim/random.ts) and the rule fires when the draw is below it. count > 0
+ * retires the rule after that many firings. Kinds drop, cfs, bad-cid and
+ * admin-fail are looked at right after a command is fetched; read-error and
+ * write-fault when a Read or Write has passed every check and would move data. */
+#define NVME_EMU_INJECT_READ_ERROR 0u  /* Read: Unrecovered Read Error (SCT 2, SC 0x81), no data */
+#define NVME_EMU_INJECT_WRITE_FAULT 1u /* Write: Write Fault (SCT 2, SC 0x80), media unchanged */
+#define NVME_EMU_INJECT_DROP 2u        /* fetched, never executed nor completed (until reset) */
+#define NVME_EMU_INJECT_CFS 3u         /* CSTS.CFS: nothing more is processed until reset */
+#define NVME_EMU_INJECT_ADMIN_FAIL 4u  /* admin: Internal Error (SCT 0, SC 0x06), not executed */
+#define NVME_EMU_INJECT_BAD_CID 5u     /* executes; its CQE's command id has bit 15 flipped */
+#define NVME_EMU_INJECT_KINDS 6u
+#define NVME_EMU_INJECT_MAX_RULES 64u
+
+/* nvme_emu_fault.flags */
+#define NVME_EMU_INJECT_F_NSID 1u   /* match nsid */
+#define NVME_EMU_INJECT_F_LBA 2u    /* match slba_first..slba_last */
+#define NVME_EMU_INJECT_F_OPCODE 4u /* match opcode */
+#define NVME_EMU_INJECT_F_ADMIN 8u  /* admin commands (else I/O) */
+#define NVME_EMU_INJECT_F_DNR 16u   /* Do Not Retry on the error status */
+
+/* One rule. 48 bytes: kind 0, flags 4, nsid 8, opcode 12, slba_first 16,
+ * slba_last 24, probability 32, count 40, reserved 44. */
+struct nvme_emu_fault {
+  uint32_t kind;  /* NVME_EMU_INJECT_* */
+  uint32_t flags; /* NVME_EMU_INJECT_F_* */
+  uint32_t nsid;
+  uint32_t opcode; /* 0..255 */
+  uint64_t slba_first;
+  uint64_t slba_last; /* inclusive, >= slba_first */
+  double probability; /* 0..1 */
+  uint32_t count;     /* firings before the rule retires; 0: unlimited */
+  uint32_t reserved;  /* 0 */
 };
 
 /* DMA access trace, for the host's DMA-API debug checker (which must see the
@@ -203,6 +255,24 @@ const struct nvme_emu_trace *nvme_emu_trace_enable(struct nvme_emu *e, uint32_t 
 /* Take up to max traced accesses, oldest first: how many (0 when none or not tracing). */
 int32_t nvme_emu_trace_take(struct nvme_emu *e, struct nvme_emu_access *out, uint32_t max);
 
+/* Add a fault rule: 0, -EINVAL (a field out of range, or a filter the kind
+ * cannot meet: read-error/write-fault on admin commands or another opcode,
+ * admin-fail on I/O, an LBA range on admin), -ENOSPC (64 rules live). */
+int32_t nvme_emu_fault_add(struct nvme_emu *e, const struct nvme_emu_fault *rule);
+/* Remove every rule (the counters stay). */
+void nvme_emu_fault_clear(struct nvme_emu *e);
+
+/* Cut the power (sim/device/write_cache.ts powerCut, choice for choice):
+ * the writes that still own blocks in the volatile write cache are the
+ * candidates, oldest first; xoshiro128** seeded with (uint32_t)seed decides
+ * each (lost when its next value has bit 31 set); when candidates exist and
+ * none was chosen, the one at floor(next / 2^32 * n) is lost. Lost writes'
+ * blocks are dropped, the rest reach the media (file media: then fdatasync),
+ * and the controller is dead: CSTS reads 0, register writes are ignored,
+ * nothing is fetched or completed again. Returns the writes lost (0 without a
+ * cache or on a dead controller); the stats count writes and blocks. */
+int32_t nvme_emu_power_cut(struct nvme_emu *e, uint64_t seed);
+
 /* Counters. Returns bytes copied. */
 int32_t nvme_emu_stats(struct nvme_emu *e, struct nvme_emu_stats *out, uint32_t size);
 /* The most recent DMA fault: reason (NVME_EMU_FAULT_*) and address. */
@@ -222,7 +292,8 @@ int32_t nvme_emu_media_write(struct nvme_emu *e, uint32_t nsid, uint64_t pos, co
 int64_t nvme_emu_ledger(void);
 /* sizeof/offsetof values for the binding's layout test: fills up to n of
  * [sizeof config, offsetof ns, sizeof ns_config, offsetof media_path,
- *  sizeof stats, offsetof iotlb_entries]; returns how many exist. */
+ *  sizeof stats, offsetof iotlb_entries, sizeof fault, offsetof probability,
+ *  offsetof count]; returns how many exist. */
 int32_t nvme_emu_layout(uint64_t *out, uint32_t n);
 
 #endif

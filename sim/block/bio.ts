@@ -123,6 +123,8 @@ export class Bio {
   status: BlkStatusT = BlkStatus.OK;
   /** REQ_NOWAIT: fail with BLK_STS_AGAIN rather than wait for a tag. */
   nowait = false;
+  /** REQ_FUA: the write is on stable media when it completes. */
+  fua = false;
   /** BIO_PAGE_PINNED: pages to unpin on completion (the original bio only). */
   pinned: Page[] = [];
   /** Segments counted by the splitter (bi_nr_segments stand-in for the request). */
@@ -269,6 +271,7 @@ export function bioSplit(kernel: Kernel, bio: Bio, sectors: number): Bio {
   split.dmaTag = bio.dmaTag;
   split.dmaOffset = bio.dmaOffset;
   split.nowait = bio.nowait;
+  split.fua = bio.fua;
   Object.assign(split.iter, bio.iter, { size: bytes });
   bioAdvance(bio, bytes);
   bioChain(split, bio);

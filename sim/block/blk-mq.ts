@@ -72,6 +72,8 @@ export class Request {
   q!: RequestQueue;
   /** Operation. */
   op: ReqOp = "read";
+  /** REQ_FUA (kept only when the queue has a volatile write cache). */
+  fua = false;
   /** __sector */
   sector = 0n;
   /** __data_len */
@@ -367,6 +369,8 @@ export class RequestQueue {
   #bioToRequest(rq: Request, bio: Bio, nsegs: number): void {
     rq.q = this;
     rq.op = bio.op;
+    // submit_bio_noacct() drops REQ_FUA on a queue without QUEUE_FLAG_FUA (nvme: = VWC).
+    rq.fua = bio.fua && this.writeCache;
     rq.sector = bio.iter.sector;
     rq.dataLen = bio.iter.size;
     rq.bios = [bio];
@@ -411,6 +415,7 @@ export class RequestQueue {
   /** blk_rq_merge_ok(): same op, data requests, and never a dma-tag bio (the proposal). */
   #mergeOk(rq: Request, bio: Bio): boolean {
     if (rq.op !== bio.op || rq.op === "flush") return false;
+    if (rq.fua || bio.fua) return false; // REQ_NOMERGE_FLAGS
     if (rq.isDmaTagged || bio.isDmaTagged) return false;
     return true;
   }

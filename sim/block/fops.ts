@@ -131,6 +131,8 @@ export function blkdevDirectIO(
       // __blkdev_direct_IO_async()
       const bio = bioAlloc(kernel, op, pos >> BigInt(SECTOR_SHIFT), nrPages, BLKDEV_DIO_POOL);
       bio.nowait = nowait;
+      // dio_bio_write_op(): an O_DSYNC / RWF_DSYNC direct write is REQ_FUA.
+      bio.fua = op === "write" && (iocb.flags & IOCB.DSYNC) !== 0;
       const r = bioIovIterGetPages(kernel, bio, it, bdev.logicalBlockSize);
       if (r < 0) {
         bioReleasePages(kernel, bio);
@@ -147,6 +149,7 @@ export function blkdevDirectIO(
     for (let bs = BLKDEV_DIO_POOL;; bs = FS_BIO_SET) {
       const bio = bioAlloc(kernel, op, pos >> BigInt(SECTOR_SHIFT), nrPages, bs);
       bio.nowait = nowait;
+      bio.fua = op === "write" && (iocb.flags & IOCB.DSYNC) !== 0;
       bio.endIo = endIo;
       const r = bioIovIterGetPages(kernel, bio, it, bdev.logicalBlockSize);
       if (r < 0) {

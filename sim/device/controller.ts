@@ -19,6 +19,10 @@
  *   A completion whose CQ is full is held until the host frees room through
  *   the CQ head doorbell. Interrupts fire at the end of `poll`, once per
  *   vector that received entries on a CQ with interrupts enabled.
+ * - Faults: seeded rules (`addFault`, see `faults.ts`) hit commands at fetch
+ *   or at the media; a volatile write cache (`volatileWriteCache`, see
+ *   `write_cache.ts`) holds written blocks until Flush, FUA, eviction or
+ *   shutdown, and `powerCut(seed)` loses some of them and kills the controller.
  * - Latency: `baseNs + nsPerKiB * KiB + uniform[0, jitterNs]` per I/O
  *   command (seeded); admin commands take no simulated time. With no latency
  *   model every completion is due immediately.
@@ -34,6 +38,14 @@ import { type DataSegment, dmaFromHost, dmaToHost, nvmeMapDptr, nvmeMapPrp } fro
 import { buildActiveNsList, buildIdCtrl, buildIdNs } from "./identify.ts";
 import { MEDIA_MAX_BYTES, SparseMedia } from "./media.ts";
 import {
+  NVME_FAULT_BAD_CID_XOR,
+  NVME_FAULT_SEED_SALT,
+  NvmeFaultInjector,
+  type NvmeFaultKind,
+  type NvmeFaultRule,
+} from "./faults.ts";
+import { type PowerCutReport, WriteCache } from "./write_cache.ts";
+import {
   decodeNvmeCommand,
   encodeCqe,
   NVME_ADMIN,
@@ -47,6 +59,7 @@ import {
   NVME_NSID_ALL,
   NVME_PSDT_PRP,
   NVME_QUEUE_PHYS_CONTIG,
+  NVME_RW_FUA_CDW12,
   NVME_SC,
   NVME_SQE_SIZE,
   NVME_STATUS_DNR,
@@ -92,10 +105,20 @@ export interface ControllerConfig {
   /** Optional service time model (default: none, zero time). */
   latency?: LatencyModel;
   /**
-   * Report a volatile write cache in Identify Controller VWC (default false).
-   * Writes still reach the media at once; the bit makes the host send Flush.
+   * A volatile write cache (default false): Identify Controller VWC is set,
+   * a Write without FUA completes into the cache, and Flush, FUA, eviction
+   * and shutdown write it to the media; `powerCut` loses part of it (see
+   * `write_cache.ts`). Without it every write reaches the media at once.
    */
   volatileWriteCache?: boolean;
+  /** Capacity of the volatile write cache in bytes (default 4 MiB, 4096..256 MiB). */
+  writeCacheBytes?: number;
+  /**
+   * The namespaces' media to start from, one per namespace, each of its
+   * namespace's size (default: new, zero-filled). A power-cut controller's
+   * {@link NvmeController.detachMedia} carries a namespace into a new controller.
+   */
+  media?: readonly SparseMedia[];
 }
 
 /** An asynchronous event (5.2 Asynchronous Event Request, completion dword 0). */
@@ -134,6 +157,8 @@ interface SubQueue {
   tail: number;
   /** Fetched, not yet posted (bounded by size). */
   outstanding: number;
+  /** Of those, commands a `drop` fault swallowed: they hold their slot until a reset. */
+  held: number;
 }
 
 interface Completion {
@@ -198,6 +223,8 @@ export class NvmeController implements NvmeControllerPort {
   readonly #cap: bigint;
   readonly #nVectors: number;
   readonly #irq = new Map<number, () => void>();
+  readonly #faults: NvmeFaultInjector;
+  readonly #cache: WriteCache | undefined;
 
   #cc = 0;
   #csts = 0;
@@ -218,11 +245,15 @@ export class NvmeController implements NvmeControllerPort {
   #events: AsyncEvent[] = [];
   #nowNs = 0;
   #polling = false;
+  /** Power was cut: nothing is processed again, register writes are ignored. */
+  #dead = false;
 
   /** Writes to doorbells that were invalid (ignored, reported as asynchronous events). */
   invalidDoorbellWrites = 0;
   /** Asynchronous events dropped because {@link MAX_QUEUED_EVENTS} were already queued. */
   droppedEvents = 0;
+  /** Commands a `drop` fault swallowed (fetched, never completed). */
+  droppedCommands = 0;
 
   /** Build a controller that reaches host memory through `dma`. */
   constructor(dma: DeviceDmaPort, cfg: ControllerConfig, stats?: Stats) {
@@ -238,12 +269,23 @@ export class NvmeController implements NvmeControllerPort {
       if (n.sizeBytes <= 0n || n.sizeBytes % lba !== 0n || n.sizeBytes > BigInt(MEDIA_MAX_BYTES)) {
         throw new RangeError(`NvmeController: namespace ${i + 1} size ${n.sizeBytes}`);
       }
+      const given = cfg.media?.[i];
+      if (given && given.sizeBytes !== Number(n.sizeBytes)) {
+        throw new RangeError(
+          `NvmeController: media ${i + 1} holds ${given.sizeBytes} bytes, namespace ${n.sizeBytes}`,
+        );
+      }
       return {
         lbaSize: n.lbaSize,
         nlb: n.sizeBytes / lba,
-        media: new SparseMedia(Number(n.sizeBytes)),
+        media: given ?? new SparseMedia(Number(n.sizeBytes)),
       };
     });
+    if (cfg.media && cfg.media.length !== nss.length) {
+      throw new RangeError(
+        `NvmeController: ${cfg.media.length} media for ${nss.length} namespaces`,
+      );
+    }
     this.#maxQueues = cfg.maxQueues ?? 8;
     this.#mqes = cfg.mqes ?? 1024;
     this.#mdts = cfg.mdts ?? 5;
@@ -273,6 +315,8 @@ export class NvmeController implements NvmeControllerPort {
     this.#dma = new DeviceDma(dma, stats);
     this.#stats = stats;
     this.#rng = new Rng(cfg.seed);
+    this.#faults = new NvmeFaultInjector(new Rng((cfg.seed ^ NVME_FAULT_SEED_SALT) >>> 0));
+    this.#cache = this.#vwc ? new WriteCache(this.#ns, cfg.writeCacheBytes) : undefined;
     this.#nVectors = this.#maxQueues + 1;
     this.#cap = encodeCap({
       mqes: this.#mqes - 1,
@@ -292,10 +336,19 @@ export class NvmeController implements NvmeControllerPort {
     return this.#nowNs;
   }
 
-  /** Commands doorbelled or fetched but not yet completed (outstanding AERs excluded). */
+  /**
+   * Commands doorbelled or fetched that the controller will still complete
+   * (outstanding AERs and commands a `drop` fault swallowed excluded; 0 while
+   * the controller is not ready, fatal or dead: nothing will complete).
+   */
   get inFlight(): number {
+    if (!this.#ready()) return 0;
     let n = this.#fetchedUncompleted;
-    for (const sq of this.#sqs) if (sq) n += (sq.tail - sq.head + sq.size) % sq.size;
+    for (const sq of this.#sqs) {
+      // Unfetched entries count while the SQ can still fetch: not when swallowed commands
+      // hold every slot, since then nothing will ever be fetched again.
+      if (sq && sq.held < sq.size) n += (sq.tail - sq.head + sq.size) % sq.size;
+    }
     return n;
   }
 
@@ -314,11 +367,77 @@ export class NvmeController implements NvmeControllerPort {
     return this.#nVectors;
   }
 
-  /** Read `len` bytes of namespace `nsid` media at byte `pos` (a test and debug view). */
+  /**
+   * Read `len` bytes of namespace `nsid` media at byte `pos` (a test and
+   * debug view of the persistent media: blocks in the volatile write cache
+   * are not included).
+   */
   mediaRead(nsid: number, pos: number, len: number): Uint8Array {
     const ns = this.#ns[nsid - 1];
     if (!ns) throw new RangeError(`mediaRead: no namespace ${nsid}`);
     return ns.media.read(pos, len);
+  }
+
+  // --------------------------------------------------------------- faults
+
+  /** Add a fault rule (see `faults.ts`); RangeError when it is invalid or 64 are live. */
+  addFault(rule: NvmeFaultRule): void {
+    this.#faults.add(rule);
+  }
+
+  /** Remove every fault rule (the counts stay). */
+  clearFaults(): void {
+    this.#faults.clear();
+  }
+
+  /** Faults injected so far, by kind. */
+  get faultsInjected(): Record<NvmeFaultKind, number> {
+    return { ...this.#faults.injected };
+  }
+
+  /** The volatile write cache's state and counters (zeros without one). */
+  get writeCache(): {
+    blocks: number;
+    bytes: number;
+    cachedWrites: number;
+    blocksDestaged: number;
+  } {
+    const c = this.#cache;
+    return {
+      blocks: c?.blocks ?? 0,
+      bytes: c?.bytes ?? 0,
+      cachedWrites: c?.cachedWrites ?? 0,
+      blocksDestaged: c?.blocksDestaged ?? 0,
+    };
+  }
+
+  /** Whether power was cut ({@link powerCut}). */
+  get dead(): boolean {
+    return this.#dead;
+  }
+
+  /**
+   * Cut the power: the volatile write cache loses a seeded subset of its
+   * unflushed writes (at least one when any exist; `WriteCache.powerCut`),
+   * the rest reaches the media, and the controller is dead: CSTS reads 0,
+   * register writes are ignored, nothing is fetched or completed again. With
+   * no cache nothing is lost. A second cut reports nothing.
+   */
+  powerCut(seed: number): PowerCutReport {
+    if (this.#dead) return { writesLost: 0, writesKept: 0, blocksLost: 0 };
+    const r = this.#cache?.powerCut(seed) ?? { writesLost: 0, writesKept: 0, blocksLost: 0 };
+    this.#dead = true;
+    this.#reset();
+    this.#csts = 0;
+    return r;
+  }
+
+  /** Each namespace's media after a power cut, for a new controller's `media` (throws before). */
+  detachMedia(): SparseMedia[] {
+    if (!this.#dead) {
+      throw new Error("detachMedia: the controller still has power (powerCut first)");
+    }
+    return this.#ns.map((n) => n.media);
   }
 
   // ------------------------------------------------------------ registers
@@ -338,7 +457,7 @@ export class NvmeController implements NvmeControllerPort {
       case NVME_REG.CC:
         return this.#cc;
       case NVME_REG.CSTS:
-        return this.#csts;
+        return this.#dead ? 0 : this.#csts;
       case NVME_REG.AQA:
         return this.#aqa;
       case NVME_REG.ASQ:
@@ -369,6 +488,7 @@ export class NvmeController implements NvmeControllerPort {
   /** nvme_write_bar() and nvme_process_db() */
   writeReg32(offset: number, value: number): void {
     const v = value >>> 0;
+    if (this.#dead) return;
     if (offset >= NVME_REG.DBS) {
       this.#processDb(offset, v);
       return;
@@ -422,8 +542,9 @@ export class NvmeController implements NvmeControllerPort {
       this.#reset();
       this.#csts = 0;
     }
-    // 3.6.1: shutdown notification; this controller has nothing to flush.
+    // 3.6.1: shutdown notification: the volatile write cache reaches the media first.
     if ((v & CC.SHN_MASK) !== 0) {
+      this.#cache?.flush();
       this.#csts = (this.#csts & ~CSTS.SHST_MASK) | CSTS.SHST_CMPLT;
     } else {
       this.#csts &= ~CSTS.SHST_MASK;
@@ -467,7 +588,7 @@ export class NvmeController implements NvmeControllerPort {
   }
 
   #newSq(id: number, base: bigint, size: number, cqid: number): SubQueue {
-    const sq: SubQueue = { id, base, size, cqid, head: 0, tail: 0, outstanding: 0 };
+    const sq: SubQueue = { id, base, size, cqid, head: 0, tail: 0, outstanding: 0, held: 0 };
     this.#cqs[cqid]!.sqids.add(id);
     return sq;
   }
@@ -592,8 +713,27 @@ export class NvmeController implements NvmeControllerPort {
       sq.outstanding++;
       this.#fetchedUncompleted++;
       fetched++;
-      const cmd = decodeNvmeCommand(raw);
-      const r = sq.id === 0 ? this.#adminCmd(cmd) : this.#ioCmd(cmd);
+      let cmd = decodeNvmeCommand(raw);
+      const fault = this.#faults.atFetch(cmd, sq.id === 0);
+      if (fault?.kind === "drop") {
+        this.#fetchedUncompleted--; // swallowed: held by the device until a reset, outside inFlight
+        sq.held++;
+        this.droppedCommands++;
+        continue;
+      }
+      if (fault?.kind === "cfs") {
+        this.#fetchedUncompleted--;
+        this.#fatal();
+        return;
+      }
+      if (fault?.kind === "bad-cid") {
+        cmd = { ...cmd, commandId: cmd.commandId ^ NVME_FAULT_BAD_CID_XOR };
+      }
+      const r = fault?.kind === "admin-fail"
+        ? { status: fault.status }
+        : sq.id === 0
+        ? this.#adminCmd(cmd)
+        : this.#ioCmd(cmd);
       if (r.held) {
         this.#fetchedUncompleted--; // an AER waits for an event, outside inFlight
         continue;
@@ -708,6 +848,8 @@ export class NvmeController implements NvmeControllerPort {
         return this.#getFeatures(cmd);
       case NVME_ADMIN.ASYNC_EVENT:
         return this.#asyncEventRequest(cmd);
+      case NVME_ADMIN.ABORT_CMD:
+        return this.#abort();
       default:
         return { status: dnr(NVME_SC.INVALID_OPCODE) };
     }
@@ -852,6 +994,16 @@ export class NvmeController implements NvmeControllerPort {
     return { status: 0, result: this.#numQueuesResult() };
   }
 
+  /**
+   * nvme_abort() (5.1): this controller executes a command when it fetches
+   * it, so nothing is ever left to abort (a command a `drop` fault swallowed
+   * is lost inside the device): Abort succeeds with dword 0 bit 0 set,
+   * "command not aborted", whatever SQID and CID it names.
+   */
+  #abort(): Exec {
+    return { status: 0, result: 1 };
+  }
+
   /** nvme_aer() (5.2) */
   #asyncEventRequest(cmd: NvmeCommand): Exec {
     if (this.#aers.length > NVME_AERL) return { status: dnr(NVME_SC.ASYNC_LIMIT) };
@@ -870,6 +1022,7 @@ export class NvmeController implements NvmeControllerPort {
       if (cmd.nsid !== NVME_NSID_ALL && !this.#ns[cmd.nsid - 1]) {
         return { status: dnr(NVME_SC.INVALID_NS) };
       }
+      this.#cache?.flush(cmd.nsid === NVME_NSID_ALL ? undefined : cmd.nsid);
       return { status: 0, serviceNs: this.#serviceNs(0) };
     }
     // 4.2: NSID must name an active namespace.
@@ -899,14 +1052,28 @@ export class NvmeController implements NvmeControllerPort {
       sgls: this.#sgls,
     });
     if (typeof segs === "number") return { status: segs };
+    // Injected media errors: the command reached the media and fails there, moving nothing.
+    const injected = this.#faults.atMedia(cmd, isWrite);
+    if (injected) return { status: injected };
     const pos = Number(slba) * ns.lbaSize;
+    const lba = Number(slba);
+    const fua = (cmd.cdw12 & NVME_RW_FUA_CDW12) !== 0;
+    const cache = this.#cache;
     if (isWrite) {
       // Read every byte from the host before the media changes: a fault leaves it untouched.
       const data = dmaFromHost(this.#dma, segs, len);
       if (typeof data === "number") return { status: data };
-      ns.media.write(pos, data);
+      if (cache && !fua) {
+        cache.write(cmd.nsid, lba, data);
+      } else {
+        ns.media.write(pos, data);
+        cache?.discard(cmd.nsid, lba, nlb);
+      }
     } else {
-      const st = dmaToHost(this.#dma, segs, ns.media.read(pos, len));
+      if (cache && fua) cache.destageRange(cmd.nsid, lba, nlb);
+      const data = ns.media.read(pos, len);
+      cache?.overlay(cmd.nsid, lba, nlb, data);
+      const st = dmaToHost(this.#dma, segs, data);
       if (st) return { status: st };
     }
     return { status: 0, serviceNs: this.#serviceNs(len) };

@@ -25,6 +25,9 @@ export const NVME_IDENTIFY_DATA_SIZE = 4096;
 /** NSID that addresses all namespaces. */
 export const NVME_NSID_ALL = 0xffff_ffff;
 
+/** Read/Write CDW12 bit 30, Force Unit Access (NVME_RW_FUA, bit 14 of the `control` halfword). */
+export const NVME_RW_FUA_CDW12 = 1 << 30;
+
 /** enum nvme_admin_opcode */
 export const NVME_ADMIN = {
   DELETE_SQ: 0x00,

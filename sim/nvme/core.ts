@@ -9,7 +9,7 @@
 
 import { BlkStatus, type BlkStatusT, SECTOR_SHIFT } from "../block/blk_types.ts";
 import type { Request } from "../block/blk-mq.ts";
-import { NVME_CMD, NVME_SC, NVME_STATUS_DNR } from "../device/nvme_spec.ts";
+import { NVME_CMD, NVME_RW_FUA_CDW12, NVME_SC, NVME_STATUS_DNR } from "../device/nvme_spec.ts";
 
 /** nvme_max_retries module parameter (default 5). */
 export const NVME_MAX_RETRIES = 5;
@@ -88,6 +88,8 @@ export interface RwCommand {
   slba?: bigint;
   /** Number of logical blocks, 0-based (read/write). */
   nlb0?: number;
+  /** CDW12 above NLB: FUA (NVME_RW_FUA) for a REQ_FUA write. */
+  cdw12?: number;
 }
 
 /** nvme_setup_cmd(): nvme_setup_flush() or nvme_setup_rw() for `rq` on `ns`. */
@@ -104,5 +106,6 @@ export function nvmeSetupCmd(ns: NvmeNsInfo, rq: Request): RwCommand | BlkStatus
     nsid: ns.nsid,
     slba,
     nlb0: nlb - 1,
+    ...(rq.fua ? { cdw12: NVME_RW_FUA_CDW12 } : {}),
   };
 }

@@ -9,6 +9,9 @@ import type { Ring, UserBuffer } from "./ring_api.ts";
 import type { IommuMode } from "../dma/types.ts";
 import type { Stats } from "../stats.ts";
 import type { PremapVariant } from "../kernel.ts";
+import type { NvmeFaultKind, NvmeFaultRule } from "../device/faults.ts";
+import type { SparseMedia } from "../device/media.ts";
+import type { PowerCutReport } from "../device/write_cache.ts";
 
 export type { PremapVariant };
 import { IORING_SETUP, PARAMS } from "./io_uring.ts";
@@ -91,6 +94,44 @@ export interface TestbedOptions {
   mediaInMemory?: boolean;
   /** real: set false for a ring without the emulated namespace (default: with it, when built). */
   nvme?: boolean;
+  /**
+   * Fault rules the NVMe controller holds from the start, before the driver
+   * probes it (so `admin-fail` rules can hit Identify and queue creation).
+   * Add more later with {@link Testbed.nvmeFaults}.
+   */
+  faults?: NvmeFaultRule[];
+  /**
+   * A volatile write cache in the NVMe controller (default false): Identify
+   * VWC is set, so fsync sends Flush; writes complete into the cache until
+   * Flush, FUA, eviction or shutdown, and {@link Testbed.powerCut} can lose them.
+   */
+  volatileWriteCache?: boolean;
+  /** Capacity of that cache in bytes (default 4 MiB; a multiple of 1024, 4 KiB..256 MiB). */
+  writeCacheBytes?: number;
+  /**
+   * sim: the namespaces' media to start from, one per namespace, each of its
+   * namespace's size: an earlier testbed's `powerCut(seed).media` (on real,
+   * reopen a namespace through `mediaPaths`).
+   */
+  media?: readonly SparseMedia[];
+}
+
+/** Fault injection on a testbed's NVMe controller (see `sim/device/faults.ts`). */
+export interface NvmeFaultControl {
+  /** Add a rule (RangeError when it is invalid or 64 are live). */
+  add(rule: NvmeFaultRule): void;
+  /** Remove every rule (the counts stay). */
+  clear(): void;
+  /** Faults injected so far, by kind. */
+  readonly injected: Record<NvmeFaultKind, number>;
+}
+
+/** What {@link Testbed.powerCut} did, and where the surviving data is. */
+export interface PowerCutResult extends PowerCutReport {
+  /** sim: each namespace's persistent media, for `openTestbed({ media })`. */
+  media?: SparseMedia[];
+  /** real: the media files (the `mediaPaths` the testbed was opened with), to reopen. */
+  mediaPaths?: string[];
 }
 
 /** Options for a ring. */
@@ -130,6 +171,18 @@ export interface Testbed extends Disposable {
   readFile(path: string): Uint8Array;
   /** A new ring. Throws an ErrnoError if setup fails (use `ringRaw` to see the errno). */
   ring(opts: RingOptions): Ring;
+  /** Fault injection on the NVMe controller (undefined when there is no emulated namespace). */
+  readonly nvmeFaults: NvmeFaultControl | undefined;
+  /**
+   * Cut the NVMe controller's power: the volatile write cache loses a seeded
+   * subset of its unflushed writes (at least one when any exist; nothing
+   * without a cache), the rest reaches the media, and the controller is dead
+   * (CSTS reads 0, it processes nothing again: I/O on its namespace no longer
+   * completes, so dispose the testbed). Reopen the namespace with the
+   * returned `media` (sim) or the same `mediaPaths` (real). Throws when there
+   * is no emulated namespace.
+   */
+  powerCut(seed: number): PowerCutResult;
 }
 
 /** struct io_uring_params for `opts`: flags, and CQSIZE with cq_entries when asked. */

@@ -20,6 +20,7 @@ import {
   NVME_CQ_IRQ_ENABLED,
   NVME_NSID_ALL,
   NVME_QUEUE_PHYS_CONTIG,
+  NVME_RW_FUA_CDW12,
   NVME_SGL_TYPE,
 } from "../../sim/device/nvme_spec.ts";
 import type { Rng } from "../../sim/random.ts";
@@ -360,6 +361,8 @@ export interface StreamConfig {
   mdts: number;
   sgls: boolean;
   vwc: boolean;
+  /** Volatile write cache capacity (bytes; undefined: the default 4 MiB). */
+  writeCacheBytes: number | undefined;
   iotlbEntries: number;
   namespaces: { lbaSize: 512 | 4096; sizeBytes: bigint }[];
 }
@@ -372,6 +375,7 @@ export function streamConfig(rng: Rng): StreamConfig {
     mdts: rng.pick([4, 5, 5, 6]),
     sgls: rng.chance(0.85),
     vwc: rng.chance(0.5),
+    writeCacheBytes: rng.pick([16384, 65536, 1 << 20, undefined]),
     iotlbEntries: rng.pick([8, 16, 32, 64]),
     namespaces: [
       { lbaSize: 512, sizeBytes: 1n << 20n },
@@ -733,8 +737,10 @@ export function genIo(s: AddrSpace, cfg: StreamConfig, cid: number): GenCmd {
     prp2: d.prp2,
     slba,
     nlb0: nlb - 1,
+    cdw12: r.chance(0.2) ? NVME_RW_FUA_CDW12 : 0,
     mptr: r.chance(0.1) ? BigInt(r.nextU32()) : 0n,
   });
+  if (new DataView(g.sqe.buffer).getUint32(48, true) & NVME_RW_FUA_CDW12) g.label += " fua";
   return g;
 }
 
@@ -791,6 +797,13 @@ export function genAdmin(s: AddrSpace, cfg: StreamConfig, cid: number): GenCmd {
     return g;
   }
   const opcode = r.pick([0x02, 0x08, 0x03, 0x0d, 0x10, 0x80, 0xc0, 0xff]);
+  if (opcode === NVME_ADMIN.ABORT_CMD) {
+    // Abort of any SQID/CID: never found (commands execute when fetched), dword 0 bit 0 set.
+    const cdw10 = r.nextU32();
+    g.label = `abort sq ${cdw10 & 0xffff} cid ${cdw10 >>> 16}`;
+    g.sqe = encodeNvmeCommand({ opcode, commandId: cid, flags, cdw10 });
+    return g;
+  }
   g.label = `admin-opcode 0x${opcode.toString(16)}`;
   g.sqe = encodeNvmeCommand({ opcode, commandId: cid, flags, nsid: r.int(3) });
   return g;

@@ -27,6 +27,13 @@ import {
   nvmeStatusString,
 } from "../../sim/device/nvme_spec.ts";
 import { NVME_REG } from "../../sim/device/port.ts";
+import {
+  NVME_FAULT_BAD_CID_XOR,
+  NVME_FAULT_KINDS,
+  type NvmeFaultKind,
+  type NvmeFaultRule,
+} from "../../sim/device/faults.ts";
+import type { PowerCutReport } from "../../sim/device/write_cache.ts";
 import { doorbellOffset, encodeAqa, encodeCc } from "../../sim/device/regs.ts";
 import { Rng } from "../../sim/random.ts";
 import { allocBuffer, type NativeBuffer } from "../../ffi/libc.ts";
@@ -66,6 +73,12 @@ export interface SideCounters {
   iotlbHits: number;
   iotlbMisses: number;
   iotlbEvictions: number;
+  /** Faults injected, by kind. */
+  faults: Record<NvmeFaultKind, number>;
+  /** Write commands completed into the volatile write cache. */
+  cachedWrites: number;
+  /** Cached blocks written to the media. */
+  blocksDestaged: number;
 }
 
 /** One device under test, with its own copy of host memory. */
@@ -81,6 +94,9 @@ export interface DevSide extends Disposable {
   iommu(mode: IommuMode, root: bigint): void;
   invalidate(iovaPfn: number, npages: number): void;
   counters(): SideCounters;
+  addFault(rule: NvmeFaultRule): void;
+  clearFaults(): void;
+  powerCut(seed: number): PowerCutReport;
 }
 
 class TsSide implements DevSide {
@@ -124,10 +140,20 @@ class TsSide implements DevSide {
       mdts: cfg.mdts,
       sgls: cfg.sgls,
       volatileWriteCache: cfg.vwc,
+      writeCacheBytes: cfg.writeCacheBytes,
     });
     for (let v = 0; v <= cfg.maxQueues; v++) {
       this.#ctrl.setIrqHandler(v, () => this.vectors.push(v));
     }
+  }
+  addFault(rule: NvmeFaultRule): void {
+    this.#ctrl.addFault(rule);
+  }
+  clearFaults(): void {
+    this.#ctrl.clearFaults();
+  }
+  powerCut(seed: number): PowerCutReport {
+    return this.#ctrl.powerCut(seed);
   }
   readReg32(off: number): number {
     return this.#ctrl.readReg32(off) >>> 0;
@@ -160,6 +186,9 @@ class TsSide implements DevSide {
       iotlbHits: this.#tr.iotlb.hits,
       iotlbMisses: this.#tr.iotlb.misses,
       iotlbEvictions: this.#tr.iotlb.evictions,
+      faults: this.#ctrl.faultsInjected,
+      cachedWrites: this.#ctrl.writeCache.cachedWrites,
+      blocksDestaged: this.#ctrl.writeCache.blocksDestaged,
     };
   }
   [Symbol.dispose](): void {}
@@ -198,6 +227,7 @@ class CSide implements DevSide {
       mdts: cfg.mdts,
       sgls: cfg.sgls,
       volatileWriteCache: cfg.vwc,
+      writeCacheBytes: cfg.writeCacheBytes,
       mode: "inline",
       seed,
       iotlbEntries: cfg.iotlbEntries,
@@ -245,7 +275,19 @@ class CSide implements DevSide {
       iotlbHits: s.iotlbHits,
       iotlbMisses: s.iotlbMisses,
       iotlbEvictions: s.iotlbEvictions,
+      faults: this.emu.faultsInjected,
+      cachedWrites: s.cachedWrites,
+      blocksDestaged: s.blocksDestaged,
     };
+  }
+  addFault(rule: NvmeFaultRule): void {
+    this.emu.addFault(rule);
+  }
+  clearFaults(): void {
+    this.emu.clearFaults();
+  }
+  powerCut(seed: number): PowerCutReport {
+    return this.emu.powerCut(seed);
   }
   [Symbol.dispose](): void {
     this.emu[Symbol.dispose]();
@@ -301,6 +343,15 @@ export interface DiffSummary {
   counters: SideCounters;
   /** Counter differences (reported; fatal only with strictCounters). */
   counterDiffs: string[];
+  /** Fault rules added (to both sides), and clears. */
+  faultRules: number;
+  faultClears: number;
+  /** Completions that arrived with a bad command id (bad-cid faults seen by the host). */
+  badCidCqes: number;
+  /** Resets the host did because a command would never complete (drop, bad-cid). */
+  timeoutResets: number;
+  /** The power cut at the end of the run, as both sides reported it. */
+  powerCut: PowerCutReport | null;
 }
 
 interface Pending {
@@ -393,6 +444,12 @@ class Harness {
   aers = 0;
   wantQueues: number;
   space: AddrSpace;
+  /** Live fault rules (both sides hold the same). */
+  rules = 0;
+  /** Drops and bad command ids injected that the host has not yet timed out. */
+  faultsSeen = 0;
+  /** Step at which the host gives up on a command that will never complete (resets). */
+  timeoutAt: number | undefined;
 
   constructor(opts: DiffOptions) {
     this.opts = opts;
@@ -422,6 +479,11 @@ class Harness {
       cqWraps: 0,
       counters: this.a.counters(),
       counterDiffs: [],
+      faultRules: 0,
+      faultClears: 0,
+      badCidCqes: 0,
+      timeoutResets: 0,
+      powerCut: null,
     };
     // Identical initial contents: random data pages, zero elsewhere.
     for (const run of this.layout.dataRuns) {
@@ -714,10 +776,18 @@ class Harness {
   checkCounters(): void {
     const x = this.a.counters();
     const y = this.b.counters();
-    for (const k of Object.keys(x) as (keyof SideCounters)[]) {
-      if (x[k] === y[k]) continue;
-      const msg = `counter ${k}: ${this.a.name} ${x[k]}, ${this.b.name} ${
-        y[k]
+    const flat = (c: SideCounters) => {
+      const { faults, ...rest } = c;
+      const out: Record<string, number> = { ...rest };
+      for (const k of NVME_FAULT_KINDS) out[`faults.${k}`] = faults[k];
+      return out;
+    };
+    const fx = flat(x);
+    const fy = flat(y);
+    for (const k of Object.keys(fx)) {
+      if (fx[k] === fy[k]) continue;
+      const msg = `counter ${k}: ${this.a.name} ${fx[k]}, ${this.b.name} ${
+        fy[k]
       } (step ${this.step})`;
       if (this.opts.strictCounters) this.fail(`counter ${k}`, msg);
       if (!this.sum.counterDiffs.some((d) => d.startsWith(`counter ${k}:`))) {
@@ -894,7 +964,8 @@ class Harness {
     if (cqIds.length) {
       const c = r.pick(cqIds);
       cases.push([`create-cq ${c} exists`, genCreateCq(0, c, base(c), 4, 1, true)]);
-      if ([...this.sqs.values()].some((s) => s.cqid === c)) {
+      // An SQ being deleted (busy) may be gone before this command runs: not "with sq".
+      if ([...this.sqs.values()].some((s) => s.cqid === c && !this.busyQ.has(s.id))) {
         cases.push([
           `delete-cq ${c} with sq`,
           encodeNvmeCommand({ opcode: NVME_ADMIN.DELETE_CQ, commandId: 0, cdw10: c }),
@@ -972,6 +1043,95 @@ class Harness {
     this.busyQ.clear();
     this.backlog.length = 0;
     this.aers = 0;
+    this.timeoutAt = undefined;
+    if (this.rules > 0 && this.rng.chance(0.5)) this.clearFaults();
+  }
+
+  // ---------------------------------------------------------------- faults
+
+  /** A random fault rule for this configuration (the same on both sides). */
+  randomRule(): NvmeFaultRule {
+    const r = this.rng;
+    const kind = r.pick<NvmeFaultKind>([
+      "read-error",
+      "read-error",
+      "write-fault",
+      "write-fault",
+      "admin-fail",
+      "bad-cid",
+      "bad-cid",
+      "drop",
+      "cfs",
+    ]);
+    const rule: NvmeFaultRule = { kind };
+    const rare = kind === "drop" || kind === "cfs";
+    if ((rare || kind === "bad-cid") && r.chance(0.2)) rule.admin = true;
+    const admin = kind === "admin-fail" || rule.admin === true;
+    if (admin) {
+      if (r.chance(0.6)) {
+        rule.opcode = r.pick([
+          NVME_ADMIN.IDENTIFY,
+          NVME_ADMIN.CREATE_CQ,
+          NVME_ADMIN.CREATE_SQ,
+          NVME_ADMIN.DELETE_SQ,
+          NVME_ADMIN.SET_FEATURES,
+          NVME_ADMIN.GET_FEATURES,
+          NVME_ADMIN.ASYNC_EVENT,
+        ]);
+      }
+    } else {
+      const nsIdx = r.int(this.cfg.namespaces.length);
+      if (r.chance(0.5)) rule.nsid = r.chance(0.9) ? nsIdx + 1 : r.pick([0, 3, 0xffff_ffff]);
+      if (r.chance(0.5)) {
+        const ns = this.cfg.namespaces[nsIdx];
+        const total = Number(ns.sizeBytes / BigInt(ns.lbaSize));
+        const first = r.int(total);
+        rule.slbaFirst = BigInt(first);
+        rule.slbaLast = BigInt(first + r.int(Math.max(1, total >> r.range(1, 6))));
+      }
+      if (!(kind === "read-error" || kind === "write-fault") && r.chance(0.3)) {
+        rule.opcode = r.pick([NVME_CMD.FLUSH, NVME_CMD.WRITE, NVME_CMD.READ]);
+      }
+    }
+    if (r.chance(0.85)) {
+      rule.probability = rare ? r.pick([0.005, 0.02, 0.05]) : r.pick([0.02, 0.1, 0.3, 0.7, 1]);
+    }
+    if (r.chance(0.6) || (rare && rule.probability === undefined)) rule.count = r.range(1, 5);
+    if (r.chance(0.5)) rule.dnr = true;
+    return rule;
+  }
+
+  addFault(): void {
+    if (this.rules >= 8) this.clearFaults();
+    const rule = this.randomRule();
+    this.log(
+      `fault rule ${
+        JSON.stringify(rule, (_, v) => typeof v === "bigint" ? `${v}n` : v)
+      } (both sides)`,
+    );
+    this.a.addFault(rule);
+    this.b.addFault(rule);
+    this.rules++;
+    this.sum.faultRules++;
+  }
+
+  clearFaults(): void {
+    this.log("clear fault rules");
+    this.a.clearFaults();
+    this.b.clearFaults();
+    this.rules = 0;
+    this.sum.faultClears++;
+  }
+
+  /** A drop or bad-cid injected since the last look: the host's timeout will fire. */
+  watchFaults(): void {
+    const f = this.a.counters().faults;
+    const n = f.drop + f["bad-cid"];
+    if (n > this.faultsSeen && this.timeoutAt === undefined) {
+      this.timeoutAt = this.step + this.rng.range(1, 20);
+      this.log(`a command will never complete: the host times out at step ${this.timeoutAt}`);
+    }
+    this.faultsSeen = n;
   }
 
   enable(): void {
@@ -1232,6 +1392,10 @@ class Harness {
       this.deletePair();
     } else if (x < 0.9025) {
       this.fatalEpisode();
+    } else if (x < 0.935) {
+      this.addFault();
+    } else if (x < 0.94) {
+      if (this.rules > 0) this.clearFaults();
     } else {
       this.createPair();
     }
@@ -1311,6 +1475,18 @@ class Harness {
           this.sum.cqWraps++;
         }
         const sq = this.sqs.get(c.sqId);
+        if (
+          sq && !sq.pending.has(c.commandId) &&
+          sq.pending.has(c.commandId ^ NVME_FAULT_BAD_CID_XOR) &&
+          this.a.counters().faults["bad-cid"] > 0
+        ) {
+          // A completion with a command id no command has (a bad-cid fault): the host
+          // cannot match it, and the command it stood for never completes (until reset).
+          this.sum.badCidCqes++;
+          sq.head = c.sqHead;
+          this.log(`  cqe sq ${c.sqId} with unknown cid ${c.commandId} (bad-cid): ignored`);
+          continue;
+        }
         const p = sq?.pending.get(c.commandId);
         if (!sq || !p) {
           this.fail(
@@ -1407,6 +1583,12 @@ class Harness {
         continue;
       }
       this.reap();
+      this.watchFaults();
+      if (this.timeoutAt !== undefined && this.step >= this.timeoutAt) {
+        this.sum.timeoutResets++;
+        this.reset("timeout: a dropped command or a lost completion");
+        continue;
+      }
       if (this.step % every === 0) this.fullCheck();
     }
     // Drain: ring everything, step until only AERs are left.
@@ -1417,8 +1599,30 @@ class Harness {
       this.doStep(64);
       if ((this.a.readReg32(NVME_REG.CSTS) & 2) !== 0) break;
       this.reap();
+      this.watchFaults();
+      if (this.timeoutAt !== undefined) {
+        this.sum.timeoutResets++;
+        this.reset("timeout (drain)");
+        break;
+      }
     }
     this.fullCheck();
+    {
+      // Power fails with whatever the cache holds (nothing when write-through): both must
+      // lose the same writes.
+      const seed = r.nextU32();
+      const x = this.a.powerCut(seed);
+      const y = this.b.powerCut(seed);
+      this.log(`power cut (seed ${seed}): ${JSON.stringify(x)}`);
+      this.eq("power cut report", JSON.stringify(x), JSON.stringify(y));
+      this.sum.powerCut = x;
+      this.eq("CSTS after the power cut", this.a.readReg32(NVME_REG.CSTS), 0);
+      this.eq("CSTS after the power cut (B)", this.b.readReg32(NVME_REG.CSTS), 0);
+      // Dead: a doorbell and a step do nothing.
+      this.reg(doorbellOffset(0, false), 1);
+      this.doStep(64);
+      this.fullCheck();
+    }
     if (this.labelStats) console.log(formatCounts(this.labelStats));
     this.sum.staleUses = this.space.preferUses;
     this.sum.cmds = this.submitted;

@@ -71,6 +71,10 @@ if (!["none", "all", "even"].includes(fileMedia)) {
 }
 const total: Record<string, number> = {};
 let totalCmds = 0;
+const totalFaults: Record<string, number> = {};
+let totalCached = 0;
+/** Power cuts that found unflushed writes in the cache, and what they did. */
+const totalCut = { cuts: 0, writesLost: 0, writesKept: 0, blocksLost: 0 };
 const t0 = performance.now();
 for (let s = seed0; s < seed0 + seeds; s++) {
   try {
@@ -99,7 +103,22 @@ for (let s = seed0; s < seed0 + seeds; s++) {
       cqWraps: sum.cqWraps,
       counters: sum.counters,
       counterDiffs: sum.counterDiffs,
+      faultRules: sum.faultRules,
+      faultClears: sum.faultClears,
+      badCidCqes: sum.badCidCqes,
+      timeoutResets: sum.timeoutResets,
+      powerCut: sum.powerCut,
     }));
+    for (const [k, v] of Object.entries(sum.counters.faults)) {
+      totalFaults[k] = (totalFaults[k] ?? 0) + v;
+    }
+    totalCached += sum.counters.cachedWrites;
+    if (sum.powerCut && sum.powerCut.writesLost + sum.powerCut.writesKept > 0) {
+      totalCut.cuts++;
+      totalCut.writesLost += sum.powerCut.writesLost;
+      totalCut.writesKept += sum.powerCut.writesKept;
+      totalCut.blocksLost += sum.powerCut.blocksLost;
+    }
   } catch (e) {
     if (e instanceof DiffMismatch) {
       console.error(e.message);
@@ -118,4 +137,6 @@ for (let s = seed0; s < seed0 + seeds; s++) {
 const secs = (performance.now() - t0) / 1000;
 console.log(`${totalCmds} commands in ${secs.toFixed(1)} s; completions by status:`);
 console.log(formatCounts(total));
+console.log(`FAULTS ${JSON.stringify(totalFaults)}`);
+console.log(`CACHE cachedWrites ${totalCached}; power cuts ${JSON.stringify(totalCut)}`);
 console.log(`LEDGER ${variant === "ts" ? 0 : NvmeEmu.ledger(variant)}`);

@@ -54,8 +54,9 @@ Deno.test("encodeNvmeEmuConfig: the header's offsets and defaults", () => {
     [L.abi, L.nrNamespaces, L.maxQueues, L.mqes, L.mdts, L.sgls, L.vwc, L.mode].map((o) =>
       v.getUint32(o, true)
     ),
-    [1, 1, 3, 17, 6, 0, 1, 1],
+    [2, 1, 3, 17, 6, 0, 1, 1],
   );
+  assert.equal(v.getUint32(L.vwcCacheKib, true), 0); // the default capacity
   assert.equal(v.getBigUint64(L.idlePollNs, true), 1234n);
   assert.equal(v.getBigUint64(L.seed, true), 0x1_0000_0001n);
   assert.equal(v.getUint32(L.iotlbEntries, true), 9);
@@ -109,6 +110,9 @@ Deno.test({
       BigInt(NVME_EMU_LAYOUT.ns.mediaPath),
       BigInt(NVME_EMU_LAYOUT.stats.SIZE),
       BigInt(NVME_EMU_LAYOUT.config.iotlbEntries),
+      BigInt(NVME_EMU_LAYOUT.fault.SIZE),
+      BigInt(NVME_EMU_LAYOUT.fault.probability),
+      BigInt(NVME_EMU_LAYOUT.fault.count),
     ]);
     assert.equal(NVME_EMU_STAT_FIELDS.length * 8, NVME_EMU_LAYOUT.stats.SIZE);
   },
