@@ -120,6 +120,15 @@ class RealHost implements Disposable {
       this.arena[Symbol.dispose]();
       throw e;
     }
+    // The controller is enabled and holds its media files open: unlink the ones made here at
+    // once, so an interrupted run (Ctrl-C kills the process mid-I/O) leaves nothing behind. A
+    // media path the caller named is kept, to be reopened.
+    namespaces.forEach((_, i) => {
+      if (opts.mediaPaths?.[i] === undefined && !opts.mediaInMemory) {
+        unlinkQuietly(`${mediaDir}/ns${i + 1}.img`);
+      }
+    });
+    rmdirIfEmpty(mediaDir);
   }
 
   #attach(
@@ -217,15 +226,6 @@ class RealHost implements Disposable {
         };
       },
     });
-    // The controller is enabled and holds its media files open: unlink the ones made here at
-    // once, so an interrupted run (Ctrl-C kills the process mid-I/O) leaves nothing behind. A
-    // media path the caller named is kept, to be reopened.
-    namespaces.forEach((_, i) => {
-      if (opts.mediaPaths?.[i] === undefined && !opts.mediaInMemory) {
-        unlinkQuietly(`${mediaDir}/ns${i + 1}.img`);
-      }
-    });
-    rmdirIfEmpty(mediaDir);
   }
 
   [Symbol.dispose](): void {
