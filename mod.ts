@@ -98,6 +98,7 @@ export { describeResult, Errno, ErrnoError, type ErrnoName, errnoName } from "./
 export {
   COUNTER_NAMES,
   type CounterName,
+  type Side,
   STAGE_NAMES,
   type StageName,
   Stats,
@@ -114,3 +115,14 @@ export {
   WorkloadError,
   type WorkloadRecord,
 } from "./bench/workload.ts";
+export {
+  COST_TABLE,
+  type CostTable,
+  type CountsBySide,
+  type EventCost,
+  type FittedCost,
+  type MeasuredCost,
+  type ModelCost,
+  modelCost,
+} from "./bench/cost_model.ts";
+export { type RepeatSpread, type Spread } from "./bench/repeat.ts";

@@ -12,10 +12,23 @@
  * @module
  */
 
+import { runMain } from "./main.ts";
 import { openTestbed, realBackendUnavailable } from "../mod.ts";
-import { parseOrUsage, type RunOptions } from "./cli.ts";
+import {
+  checkOutput,
+  DEFAULT_REGION_BYTES,
+  parseOrUsage,
+  resolveOutput,
+  type RunOptions,
+} from "./cli.ts";
 import { runWorkload, warmUp, WorkloadError, type WorkloadRecord } from "./workload.ts";
-import { barChartSvg, iopsRatioLines, perIoTable, summaryTable } from "./report.ts";
+import { htmlReport, renderSvg, reportSpec } from "./charts.ts";
+import { combineRepeats } from "./repeat.ts";
+import { Progress } from "./progress.ts";
+import { attachLoop, type LoopDevice, loopUnavailable } from "./loopdev.ts";
+import { sizeLabel } from "./size.ts";
+import type { PremapVariant } from "../sim/kernel.ts";
+import { iopsRatioLines, perIoTable, publishedComparison, summaryTable } from "./report.ts";
 import { fioUnavailable, runFio } from "./fio.ts";
 import { realNvmeUnavailable } from "../ffi/testbed.ts";
 import type { IommuMode } from "../sim/dma/types.ts";
@@ -26,28 +39,28 @@ const DEFAULTS: RunOptions = {
   bs: [4096, 16384, 65536],
   qd: [1, 16],
   rw: ["randread"],
-  iommu: ["strict"],
+  // Lazy first: the published runs' most likely mode (x86 default since 5.15); strict beside it.
+  iommu: ["lazy", "strict"],
   ios: 2000,
   seed: 1,
   // The checker's bookkeeping is per mapping, so it slows none/bvec more than dma: off when timing.
   dmaDebug: false,
 };
 
-/** Region every job touches: the workload's default, which fio is given too. */
-const REGION_BYTES = 64 << 20;
 /** fio's own bound on one job (its --runtime), seconds. */
 const FIO_RUNTIME_SEC = 60;
 
 async function main(args: string[]): Promise<number> {
   const o = parseOrUsage("bench", args, DEFAULTS);
   if (typeof o === "number") return o;
-  // Output files are checked before the run, not after it.
-  for (const [flag, path] of [["json", o.json], ["svg", o.svg]] as const) {
+  // Output files are resolved against where the user ran the task and checked before the run.
+  for (const flag of ["json", "svg", "html"] as const) {
+    const path = o[flag];
     if (path === undefined) continue;
-    try {
-      Deno.writeTextFileSync(path, "");
-    } catch (e) {
-      console.error(`bench: --${flag}=${path}: cannot write it (${(e as Error).message})`);
+    o[flag] = resolveOutput(path);
+    const why = checkOutput(flag, o[flag]!);
+    if (why !== null) {
+      console.error(`bench: ${why}`);
       return 2;
     }
   }
@@ -60,26 +73,62 @@ async function main(args: string[]): Promise<number> {
   }
   const records: WorkloadRecord[] = [];
   const notRun: string[] = [];
-  let fioDir: string | undefined;
+  let withFio = false;
+  let live: LoopDevice | undefined;
   if (o.fio) {
     const why = await fioUnavailable();
-    if (why === null) fioDir = await Deno.makeTempDir({ prefix: "premap-fio-" });
+    if (why === null) withFio = true;
     else console.log(`fio: ${why}; running without it`);
+    // Equal work by default: fio checks no bytes here, so neither do we unless asked.
+    if (o.verify === undefined) o.verify = false;
+    if (withFio) {
+      console.log(
+        o.verify
+          ? "work: NOT equal: our ring checks every byte it reads (--verify=1), fio checks none"
+          : "work: equal: neither our ring nor fio checks the bytes it reads (--verify=0)",
+      );
+    }
+    live = await liveTarget(o.sizeBytes ?? DEFAULT_REGION_BYTES);
   }
   try {
-    await runAll(o, records, notRun, fioDir);
+    await runAll(o, records, notRun, withFio, live?.path);
   } finally {
-    if (fioDir) await Deno.remove(fioDir, { recursive: true });
+    live?.release();
   }
-  const iommus = iommusFor(o);
-  console.log(summaryTable(records));
-  for (const line of iopsRatioLines(records)) console.log(line);
-  report(o, records, notRun, iommus);
+  await report(o, records, notRun, iommusFor(o));
   if (records.length === 0) {
     console.log("bench: no configuration ran (see the 'not run' lines)");
     return 1;
   }
   return records.every((r) => r.verified) ? 0 : 1;
+}
+
+/**
+ * The live reference's target: a loop device with direct I/O over a sparse
+ * file, so our ring and fio go through the kernel's bio and blk-mq; without
+ * root or losetup, an O_DIRECT scratch file (undefined), and it says which.
+ */
+async function liveTarget(sizeBytes: number): Promise<LoopDevice | undefined> {
+  const why = await loopUnavailable();
+  if (why === null) {
+    const dir = Deno.makeTempDirSync({ prefix: "premap-loop-" });
+    try {
+      const dev = await attachLoop(dir, sizeBytes);
+      console.log(
+        `live reference: ${dev.path}, a loop device (direct I/O) over a ${
+          sizeLabel(sizeBytes)
+        } file, laid out: the kernel's bio and blk-mq under our ring and fio alike`,
+      );
+      return dev;
+    } catch (e) {
+      console.log(`live reference: an O_DIRECT scratch file (${(e as Error).message})`);
+      return undefined;
+    } finally {
+      Deno.removeSync(dir, { recursive: true });
+    }
+  }
+  console.log(`live reference: an O_DIRECT scratch file, not a loop device: ${why}`);
+  return undefined;
 }
 
 /**
@@ -92,15 +141,39 @@ function iommusFor(o: RunOptions): IommuMode[] {
   return o.backend === "real" && kernelFile ? [o.iommu[0]] : o.iommu;
 }
 
-/** Run every configuration (and fio beside `none`/`bvec` when `fioDir` is set). */
+/** Run every configuration (and fio beside `none`/`bvec` when `withFio`). */
 async function runAll(
   o: RunOptions,
   records: WorkloadRecord[],
   notRun: string[],
-  fioDir: string | undefined,
+  withFio: boolean,
+  target: string | undefined,
 ): Promise<void> {
   const iommus = iommusFor(o);
-  for (const premap of o.premap ?? ["v2" as const]) {
+  const premaps = o.premap ?? ["v2" as const];
+  const fioPaths = withFio ? o.paths.filter((p) => p !== "dma").length : 0;
+  const steps = premaps.length * iommus.length * o.rw.length * o.qd.length * o.bs.length *
+    (o.paths.length + fioPaths) * (o.repeat ?? 1);
+  const progress = new Progress(steps);
+  try {
+    await runConfigs(o, records, notRun, withFio, target, iommus, premaps, progress);
+  } finally {
+    progress.end();
+  }
+}
+
+/** The loops of {@link runAll}. */
+async function runConfigs(
+  o: RunOptions,
+  records: WorkloadRecord[],
+  notRun: string[],
+  withFio: boolean,
+  target: string | undefined,
+  iommus: IommuMode[],
+  premaps: PremapVariant[],
+  progress: Progress,
+): Promise<void> {
+  for (const premap of premaps) {
     for (const iommu of iommus) {
       // With --fio our ring runs on a kernel file as fio does, so deno/fio compares like with like.
       using tb = openTestbed({
@@ -111,6 +184,7 @@ async function runAll(
         mediaInMemory: o.media === "memory",
         nvme: !o.fio,
         dmaDebug: o.dmaDebug,
+        timing: o.stageTiming,
       });
       warmUp(tb, o.paths, o.bs, o.qd[0], o.seed);
       for (const rw of o.rw) {
@@ -124,35 +198,63 @@ async function runAll(
                   qd,
                   rw,
                   ios: o.ios,
+                  submitBatch: o.submitBatch,
                   seed: o.seed,
-                  regionBytes: REGION_BYTES,
+                  regionBytes: o.sizeBytes ?? DEFAULT_REGION_BYTES,
                   verify: o.verify,
                   premap,
+                  target,
                 };
-                const r = runWorkload(tb, cfg, iommu);
-                if (tb.backend === "real" && !tb.nvmeDevice) r.iommu = "n/a";
-                records.push(r);
+                const runs: WorkloadRecord[] = [];
+                for (let i = 0; i < (o.repeat ?? 1); i++) {
+                  progress.start(`${sizeLabel(bs)} qd=${qd} ${path} ${iommu} ${rw}`);
+                  const r = runWorkload(tb, cfg, iommu);
+                  progress.step();
+                  if (tb.backend === "real" && !tb.nvmeDevice) r.iommu = "n/a";
+                  runs.push(r);
+                }
+                records.push(runs.length > 1 ? combineRepeats(runs) : runs[0]);
               } catch (e) {
                 if (!(e instanceof WorkloadError)) throw e;
                 notRun.push(`${iommu} ${rw} bs=${bs} qd=${qd} ${path}: ${e.message}`);
               }
-              if (fioDir === undefined || path === "dma") continue;
+              if (!withFio || path === "dma") continue;
+              // fio's file lives in a directory made for this run alone and removed after it.
+              const fioDir = await Deno.makeTempDir({ prefix: "premap-fio-" });
+              // While fio runs the event loop is free, so Ctrl-C can remove fio's files at once
+              // (during our own synchronous jobs no listener is set: Ctrl-C ends the process).
+              const onInt = () => {
+                Deno.removeSync(fioDir, { recursive: true });
+                console.error("bench: interrupted; fio's scratch files removed");
+                Deno.exit(130);
+              };
+              Deno.addSignalListener("SIGINT", onInt);
               try {
-                records.push(
-                  await runFio({
-                    path,
-                    bs,
-                    qd,
-                    rw,
-                    ios: o.ios,
-                    regionBytes: REGION_BYTES,
-                    filename: `${fioDir}/fio-${path}-${rw}-${bs}-${qd}.dat`,
-                    runtimeSec: FIO_RUNTIME_SEC,
-                  }),
-                );
+                const runs: WorkloadRecord[] = [];
+                for (let i = 0; i < (o.repeat ?? 1); i++) {
+                  progress.start(`fio ${sizeLabel(bs)} qd=${qd} ${path} ${rw}`);
+                  runs.push(
+                    await runFio({
+                      path,
+                      bs,
+                      qd,
+                      rw,
+                      ios: o.ios,
+                      regionBytes: o.sizeBytes ?? DEFAULT_REGION_BYTES,
+                      filename: target ?? `${fioDir}/fio-${path}-${rw}-${bs}-${qd}.dat`,
+                      device: target !== undefined,
+                      runtimeSec: FIO_RUNTIME_SEC,
+                    }),
+                  );
+                  progress.step();
+                }
+                records.push(runs.length > 1 ? combineRepeats(runs) : runs[0]);
               } catch (e) {
                 if (!(e instanceof WorkloadError)) throw e;
                 notRun.push(`fio ${rw} bs=${bs} qd=${qd} ${path}: ${e.message}`);
+              } finally {
+                Deno.removeSignalListener("SIGINT", onInt);
+                await Deno.remove(fioDir, { recursive: true });
               }
             }
           }
@@ -162,13 +264,25 @@ async function runAll(
   }
 }
 
-/** Per-I/O tables (sim), the not-run list, and the JSON and SVG files. */
-function report(
+/** A titled block of the report: printed, and a section of the HTML page. */
+interface Section {
+  heading: string;
+  text: string;
+}
+
+/** The report's text blocks: summary, published comparison, per-I/O tables, what did not run. */
+function sections(
   o: RunOptions,
   records: WorkloadRecord[],
   notRun: string[],
   iommus: string[],
-): void {
+): Section[] {
+  const out: Section[] = [{
+    heading: "records",
+    text: [summaryTable(records), ...iopsRatioLines(records)].join("\n"),
+  }];
+  const cmp = publishedComparison(records);
+  if (cmp) out.push({ heading: "published against the kernel cost model", text: cmp });
   if (records.some((r) => r.perIo !== null)) {
     for (const premap of o.premap ?? ["v2"]) {
       for (const iommu of iommus) {
@@ -179,32 +293,56 @@ function report(
               r.perIo !== null
             );
             if (sel.length === 0) continue;
-            console.log(`\nper I/O, premap=${premap} iommu=${iommu} qd=${qd} ${rw}`);
-            console.log(perIoTable(sel));
+            out.push({
+              heading: `per I/O, premap=${premap} iommu=${iommu} qd=${qd} ${rw}`,
+              text: perIoTable(sel),
+            });
           }
         }
       }
     }
   }
-  for (const n of notRun) console.log(`not run: ${n}`);
+  if (notRun.length) {
+    out.push({
+      heading: "not run",
+      text: notRun.map((n) => `not run: ${n}`).join("\n"),
+    });
+  }
+  return out;
+}
+
+/** Print the report, then write the JSON, the SVG charts and the HTML page asked for. */
+async function report(
+  o: RunOptions,
+  records: WorkloadRecord[],
+  notRun: string[],
+  iommus: string[],
+): Promise<void> {
+  const secs = sections(o, records, notRun, iommus);
+  secs.forEach((sec, i) => {
+    if (i > 0 && sec.heading !== "not run") console.log("");
+    if (sec.heading.startsWith("per I/O")) console.log(sec.heading);
+    console.log(sec.text);
+  });
   if (o.json) {
     Deno.writeTextFileSync(o.json, JSON.stringify({ records, notRun }, null, 2) + "\n");
     console.log(`wrote ${o.json}`);
   }
+  if (!o.svg && !o.html) return;
+  const shown = records.filter((r) =>
+    r.backend !== "fio" || records.every((x) => x.backend === "fio")
+  );
+  const svg = await renderSvg(reportSpec(shown.length ? shown : records));
   if (o.svg) {
-    // One chart: the first qd, direction and IOMMU mode of the run, named in the title.
-    const [qd, rw, iommu] = [o.qd[0], o.rw[0], records.find((r) => r.backend !== "fio")?.iommu];
-    const first = records.filter((r) =>
-      r.backend !== "fio" && r.qd === qd && r.rw === rw && r.iommu === iommu
-    );
-    const what = o.backend === "sim" ? "host CPU ns per I/O (sim)" : "submission latency mean, ns";
-    const metric = {
-      label: `${what}: ${rw}, qd=${qd}, iommu=${iommu}, ${o.ios} I/Os per bar`,
-      get: (r: WorkloadRecord) => o.backend === "sim" ? r.cpuNsPerIo : r.slat.mean,
-    };
-    Deno.writeTextFileSync(o.svg, barChartSvg(first, metric));
-    console.log(`wrote ${o.svg} (${rw}, qd=${qd}, iommu=${iommu})`);
+    Deno.writeTextFileSync(o.svg, svg);
+    console.log(`wrote ${o.svg} (${records.length} records)`);
+  }
+  if (o.html) {
+    const title =
+      `premap bench: ${o.backend}, ${records.length} configurations, ${o.ios} I/Os each`;
+    Deno.writeTextFileSync(o.html, htmlReport(title, svg, secs));
+    console.log(`wrote ${o.html}`);
   }
 }
 
-if (import.meta.main) Deno.exit(await main(Deno.args));
+if (import.meta.main) await runMain("bench", () => main(Deno.args));

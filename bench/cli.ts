@@ -11,6 +11,8 @@ import { IOMMU_MODES, type IommuMode } from "../sim/dma/types.ts";
 import { PREMAP_VARIANTS, type PremapVariant } from "../sim/kernel.ts";
 import type { Backend } from "../sim/uapi/testbed.ts";
 import { IO_PATHS, type IoPath, type RwMode } from "./workload.ts";
+import { sizeBytes, sizeLabel } from "./size.ts";
+import { isPermissionError } from "./main.ts";
 
 /** A command-line mistake: the message names the flag at fault. */
 export class UsageError extends Error {
@@ -21,15 +23,19 @@ export class UsageError extends Error {
   }
 }
 
-/** Parse "4k", "16K", "1m", "4096" into bytes. */
+/** Parse "4k", "16K", "1m", "1g", "4096" into bytes: a positive multiple of 4k. */
 export function parseSize(flag: string, s: string): number {
-  const m = /^(\d+)([kKmM]?)$/.exec(s.trim());
-  if (!m) throw new UsageError(`--${flag}: '${s}' is not a size (e.g. 4k, 64k, 4096)`);
-  const n = Number(m[1]) * (m[2] === "" ? 1 : m[2].toLowerCase() === "k" ? 1024 : 1 << 20);
+  const n = sizeBytes(s);
+  if (n === null) throw new UsageError(`--${flag}: '${s}' is not a size (e.g. 4k, 64k, 1m, 1g)`);
   if (n <= 0 || n % 4096 !== 0) {
     throw new UsageError(`--${flag}: ${s} must be a positive multiple of 4k`);
   }
   return n;
+}
+
+/** Repeated values dropped, first occurrence kept (every list flag). */
+export function dedupe<T>(xs: T[]): T[] {
+  return [...new Set(xs)];
 }
 
 /** Split a comma list and check each item against `allowed`. */
@@ -41,7 +47,7 @@ export function parseList<T extends string>(flag: string, s: string, allowed: re
       throw new UsageError(`--${flag}: '${x}' is not one of ${allowed.join(", ")}`);
     }
   }
-  return xs as T[];
+  return dedupe(xs) as T[];
 }
 
 /** Parse a positive integer. */
@@ -68,12 +74,22 @@ export interface RunOptions {
   iommu: IommuMode[];
   /** Measured I/Os per configuration. */
   ios: number;
+  /** Bytes of the device each job touches (fio's size; default 64 MiB). */
+  sizeBytes?: number;
+  /** Runs per configuration (bench `--repeat`; default 1). */
+  repeat?: number;
+  /** Per-stage wall-time accounting in the host stack (`--stage-timing=0|1`; default on). */
+  stageTiming?: boolean;
+  /** SQEs per submitting io_uring_enter (fio's iodepth_batch_submit; default 1). */
+  submitBatch?: number;
   /** Seed. */
   seed: number;
   /** JSON output path. */
   json?: string;
   /** SVG output path. */
   svg?: string;
+  /** HTML report path (bench). */
+  html?: string;
   /** Also run fio as the live-kernel reference (bench, `--backend=real` only). */
   fio?: boolean;
   /** Check every byte read (default true); `--verify=0` checks lengths only, as fio does. */
@@ -103,9 +119,14 @@ export function parseRunArgs(args: string[], defaults: RunOptions): RunOptions {
         rw: { type: "string" },
         iommu: { type: "string" },
         ios: { type: "string" },
+        iodepth_batch: { type: "string" },
+        size: { type: "string" },
+        repeat: { type: "string" },
+        "stage-timing": { type: "string" },
         seed: { type: "string" },
         json: { type: "string" },
         svg: { type: "string" },
+        html: { type: "string" },
         fio: { type: "boolean" },
         verify: { type: "string" },
         media: { type: "string" },
@@ -123,21 +144,43 @@ export function parseRunArgs(args: string[], defaults: RunOptions): RunOptions {
     o.backend = parseList("backend", values.backend, ["sim", "real"] as const)[0];
   }
   if (values.path !== undefined) o.paths = parseList("path", values.path, IO_PATHS);
-  if (values.bs !== undefined) o.bs = values.bs.split(",").map((x) => parseSize("bs", x));
-  if (values.qd !== undefined) o.qd = values.qd.split(",").map((x) => parsePositive("qd", x, 1024));
+  if (values.bs !== undefined) o.bs = dedupe(values.bs.split(",").map((x) => parseSize("bs", x)));
+  if (values.qd !== undefined) {
+    o.qd = dedupe(values.qd.split(",").map((x) => parsePositive("qd", x, 1024)));
+  }
+  if (values.size !== undefined) {
+    o.sizeBytes = parseSize("size", values.size);
+    if (o.sizeBytes > MAX_REGION_BYTES) {
+      throw new UsageError(
+        `--size: ${values.size} is larger than the namespace (${sizeLabel(MAX_REGION_BYTES)})`,
+      );
+    }
+  }
   if (values.rw !== undefined) {
     o.rw = parseList("rw", values.rw, ["randread", "randwrite"] as const);
   }
   if (values.iommu !== undefined) o.iommu = parseList("iommu", values.iommu, IOMMU_MODES);
   if (values.ios !== undefined) o.ios = parsePositive("ios", values.ios, 10_000_000);
+  if (values.iodepth_batch !== undefined) {
+    o.submitBatch = parsePositive("iodepth_batch", values.iodepth_batch, 1024);
+  }
+  if (values.repeat !== undefined) o.repeat = parsePositive("repeat", values.repeat, 1000);
   if (values.seed !== undefined) o.seed = parsePositive("seed", values.seed, 0xffffffff);
   if (values.json !== undefined) o.json = values.json;
   if (values.svg !== undefined) o.svg = values.svg;
+  if (values.html !== undefined) o.html = values.html;
   if (values.verify !== undefined) {
     if (values.verify !== "0" && values.verify !== "1") {
       throw new UsageError(`--verify: '${values.verify}' is not 0 or 1`);
     }
     o.verify = values.verify === "1";
+  }
+  const stageTiming = values["stage-timing"];
+  if (stageTiming !== undefined) {
+    if (stageTiming !== "0" && stageTiming !== "1") {
+      throw new UsageError(`--stage-timing: '${stageTiming}' is not 0 or 1`);
+    }
+    o.stageTiming = stageTiming === "1";
   }
   const dmaDebug = values["dma-debug"];
   if (dmaDebug !== undefined) {
@@ -168,25 +211,129 @@ export function parseRunArgs(args: string[], defaults: RunOptions): RunOptions {
   return o;
 }
 
-/** The flags, for --help and usage errors. */
-export const USAGE = `flags (fio's words where fio has one):
-  --backend=sim|real         sim (default): TypeScript host + NVMe model; real: live kernel io_uring
-  --path=none,bvec,dma       buffer paths to compare
-  --bs=4k,16k,64k            block sizes
-  --qd=1,16                  queue depths
-  --rw=randread|randwrite    direction (a comma list runs both)
-  --iommu=off|passthrough|lazy|strict|bounce   DMA configuration of the simulated host
-  --ios=N                    measured I/Os per configuration
-  --seed=N                   seed for offsets and data
-  --verify=0|1               check every byte read (1, default) or only lengths (0, like fio)
-  --dma-debug=0|1            the DMA-API debug checker (CONFIG_DMA_API_DEBUG): on in the demo,
-                             off in bench (it costs the mapping paths more than dma)
-  --premap=v2,v3,hardened    the proposal as posted (v2, default; v3) and/or the project's safe variant
-  --media=file|memory        real: the emulated namespace's data in a media file (default, read
-                             and written O_DIRECT by the device) or in process memory
-  --json=FILE  --svg=FILE    write the records / a chart
-  --fio                      bench with --backend=real: also run fio (io_uring, O_DIRECT file,
-                             fixedbufs=0 for none, 1 for bvec) and print deno/fio IOPS`;
+/** One flag of the demo or the bench, for --help. */
+interface FlagHelp {
+  /** `--name=VALUES` as shown. */
+  flag: string;
+  /** What it does. */
+  what: string;
+  /** Its default, from the command's defaults (undefined: none). */
+  def?: (d: RunOptions) => string | undefined;
+  /** Only this command takes it. */
+  only?: "bench";
+}
+
+const list = (xs: readonly (string | number)[]) => xs.join(",");
+
+const FLAGS: readonly FlagHelp[] = [
+  {
+    flag: "--backend=sim|real",
+    what: "sim: TypeScript host + NVMe model; real: live kernel io_uring + the C controller",
+    def: (d) => d.backend,
+  },
+  { flag: "--path=none,bvec,dma", what: "buffer paths to compare", def: (d) => list(d.paths) },
+  {
+    flag: "--bs=SIZES",
+    what: "block sizes (4k, 64k, 1m, ...)",
+    def: (d) => list(d.bs.map(sizeLabel)),
+  },
+  { flag: "--qd=N,...", what: "queue depths", def: (d) => list(d.qd) },
+  { flag: "--rw=randread,randwrite", what: "direction(s)", def: (d) => list(d.rw) },
+  {
+    flag: "--iommu=off|passthrough|lazy|strict|bounce",
+    what: "DMA configuration of the host (a list runs each)",
+    def: (d) => list(d.iommu),
+  },
+  { flag: "--ios=N", what: "measured I/Os per configuration", def: (d) => String(d.ios) },
+  {
+    flag: "--size=SIZE",
+    what: "region of the device each job touches (fio's size)",
+    def: (d) => sizeLabel(d.sizeBytes ?? DEFAULT_REGION_BYTES),
+  },
+  {
+    flag: "--iodepth_batch=N",
+    what: "SQEs per submitting io_uring_enter (fio's iodepth_batch_submit)",
+    def: (d) => String(d.submitBatch ?? 1),
+  },
+  { flag: "--seed=N", what: "seed for offsets and data", def: (d) => String(d.seed) },
+  {
+    flag: "--verify=0|1",
+    what: "check every byte read (1) or only lengths (0, like fio)",
+    def: (d) => d.verify === false ? "0" : "1",
+  },
+  {
+    flag: "--dma-debug=0|1",
+    what: "the DMA-API debug checker (CONFIG_DMA_API_DEBUG)",
+    def: (d) => d.dmaDebug === false ? "0" : "1",
+  },
+  {
+    flag: "--stage-timing=0|1",
+    what: "per-stage wall time in the host stack (a clock read per stage; 0 for speed runs)",
+    def: (d) => d.stageTiming === false ? "0" : "1",
+  },
+  {
+    flag: "--premap=v2,v3,hardened",
+    what: "the proposal as posted (v2, v3) and/or the project's safe variant",
+    def: (d) => list(d.premap ?? ["v2"]),
+  },
+  {
+    flag: "--media=file|memory",
+    what: "real: the emulated namespace's data in a media file or in process memory",
+    def: () => "file",
+  },
+  {
+    flag: "--repeat=N",
+    what: "runs per configuration: min/median/max of each figure; overlapping paths marked n.s.",
+    def: (d) => String(d.repeat ?? 1),
+    only: "bench",
+  },
+  { flag: "--json=FILE", what: "write the records as JSON", only: "bench" },
+  { flag: "--svg=FILE", what: "write the charts (vega-lite) as one SVG", only: "bench" },
+  {
+    flag: "--html=FILE",
+    what: "write one self-contained page: the charts and the tables",
+    only: "bench",
+  },
+  {
+    flag: "--fio",
+    what: "with --backend=real: also run fio on an O_DIRECT file, print deno/fio IOPS",
+    only: "bench",
+  },
+  { flag: "-h, --help", what: "this text" },
+];
+
+/** The default region each job touches (fio's size): 64 MiB. */
+export const DEFAULT_REGION_BYTES = 64 << 20;
+/** The largest: the default namespace's capacity. */
+export const MAX_REGION_BYTES = 1 << 30;
+
+/**
+ * What a run's options deserve a warning for (not an error): a queue depth
+ * above the I/O count leaves one sample per slot, so a percentile is one I/O.
+ */
+export function warnings(o: RunOptions): string[] {
+  const out: string[] = [];
+  for (const qd of o.qd) {
+    if (qd > o.ios) {
+      out.push(
+        `--qd=${qd} is above --ios=${o.ios}: at most ${o.ios} I/Os are ever in flight and each ` +
+          `latency figure stands on very few samples; raise --ios`,
+      );
+    }
+  }
+  return out;
+}
+
+/** `--help` text of `command` ("demo" or "bench"): its own flags and their defaults. */
+export function usage(command: string, defaults: RunOptions): string {
+  const rows = FLAGS.filter((f) => !f.only || f.only === command).map((f) => {
+    const d = f.def?.(defaults);
+    return [f.flag, d === undefined ? f.what : `${f.what} (default ${d})`];
+  });
+  const w = Math.max(...rows.map((r) => r[0].length));
+  return `usage: deno task ${command} -- [flags]   (relative output paths: from where you ran it)\n` +
+    rows.map(([a, b]) => `  ${a.padEnd(w)}  ${b}`).join("\n");
+}
 
 /**
  * Parse argv for a command, or print the usage and return the exit code:
@@ -203,12 +350,75 @@ export function parseOrUsage(
       if (o.fio) throw new UsageError(`--fio: only the bench runs fio (deno task bench)`);
       if (o.json !== undefined) throw new UsageError(`--json: only the bench writes JSON`);
       if (o.svg !== undefined) throw new UsageError(`--svg: only the bench draws a chart`);
+      if (o.html !== undefined) throw new UsageError(`--html: only the bench writes a report`);
+      if (o.repeat !== undefined) throw new UsageError(`--repeat: only the bench repeats runs`);
     }
+    for (const w of warnings(o)) console.error(`${command}: warning: ${w}`);
     return o;
   } catch (e) {
     if (!(e instanceof UsageError)) throw e;
-    if (e.message !== "help") console.error(`${command}: ${e.message}`);
-    console.error(`usage: deno task ${command} -- [flags]\n${USAGE}`);
-    return e.message === "help" ? 0 : 2;
+    if (e.message === "help") {
+      console.log(usage(command, defaults));
+      return 0;
+    }
+    console.error(`${command}: ${e.message}`);
+    console.error(`(deno task ${command} -- --help lists the flags)`);
+    return 2;
   }
+}
+
+/**
+ * Where `deno task` was run from: `deno task` runs in the repository root and
+ * sets INIT_CWD to the directory the user ran it in. Undefined when unset or
+ * when env access is not granted.
+ */
+export function initCwd(): string | undefined {
+  try {
+    if (Deno.permissions.querySync({ name: "env", variable: "INIT_CWD" }).state !== "granted") {
+      return undefined;
+    }
+    return Deno.env.get("INIT_CWD") || undefined;
+  } catch {
+    return undefined;
+  }
+}
+
+/**
+ * An output path as the user meant it: a relative one is taken from `base`
+ * (INIT_CWD by default; null: the process's working directory).
+ */
+export function resolveOutput(path: string, base: string | null = initCwd() ?? null): string {
+  if (path.startsWith("/") || base === null) return path;
+  return `${base.replace(/\/+$/, "")}/${path}`;
+}
+
+/**
+ * Check before a run that `path` can be written: its directory exists and the
+ * file can be opened for writing (nothing is truncated; a file created by the
+ * check is removed). Returns the message naming the flag, or null.
+ */
+export function checkOutput(flag: string, path: string): string | null {
+  const slash = path.lastIndexOf("/");
+  const dir = slash < 0 ? "." : slash === 0 ? "/" : path.slice(0, slash);
+  try {
+    if (!Deno.statSync(dir).isDirectory) return `--${flag}=${path}: ${dir} is not a directory`;
+  } catch (e) {
+    if (isPermissionError(e)) throw e;
+    return `--${flag}=${path}: directory ${dir} does not exist`;
+  }
+  let existed = true;
+  try {
+    Deno.statSync(path);
+  } catch (e) {
+    if (isPermissionError(e)) throw e;
+    existed = false;
+  }
+  try {
+    Deno.openSync(path, { write: true, create: true }).close();
+    if (!existed) Deno.removeSync(path);
+  } catch (e) {
+    if (isPermissionError(e)) throw e;
+    return `--${flag}=${path}: cannot write it (${(e as Error).message})`;
+  }
+  return null;
 }

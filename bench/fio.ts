@@ -8,14 +8,14 @@
  * fio 3.33 (Debian 12) picks IORING_OP_READ/WRITE (non-vectored) when the
  * kernel probes them, and READ_FIXED/WRITE_FIXED with `fixedbufs=1`: the same
  * opcodes our ring sends. Its `slat` is fio's own: from the I/O unit's start
- * to the return of the submitting io_uring_enter, per I/O; ours is the time
- * inside the submit call divided by the I/Os it carried.
+ * to the return of the submitting io_uring_enter, per I/O; ours is the whole
+ * io_uring_enter that submitted each I/O (one per I/O by default, as fio's).
  *
  * @module
  */
 
 import type { IoPath, RwMode, WorkloadRecord } from "./workload.ts";
-import { WorkloadError } from "./workload.ts";
+import { P999_MIN_SAMPLES, WorkloadError } from "./workload.ts";
 
 /** One fio job: the work of one benchmark configuration. */
 export interface FioJob {
@@ -31,8 +31,10 @@ export interface FioJob {
   ios: number;
   /** Bytes of the file the job touches (fio's size; the workload's default is 64 MiB). */
   regionBytes: number;
-  /** The target file. */
+  /** The target file, or a block device. */
   filename: string;
+  /** The target is a block device (the loop device): neither created nor removed. */
+  device?: boolean;
   /** fio's own bound on the job, in seconds (fio's runtime). */
   runtimeSec: number;
 }
@@ -60,7 +62,7 @@ export function fioArgs(job: FioJob): string[] {
     "--registerfiles=1",
     `--fixedbufs=${job.path === "bvec" ? 1 : 0}`,
     "--slat_percentiles=1",
-    "--percentile_list=50:99",
+    "--percentile_list=50:99:99.9",
     `--runtime=${job.runtimeSec}`,
     "--output-format=json",
   ];
@@ -74,12 +76,16 @@ function num(o: unknown, key: string, where: string): number {
   return v;
 }
 
-function latency(o: unknown, where: string): WorkloadRecord["slat"] {
+function latency(o: unknown, where: string, samples: number): WorkloadRecord["slat"] {
   const pct = (o as Record<string, unknown> | undefined)?.percentile;
   return {
-    mean: num(o, "mean", where),
-    p50: num(pct, "50.000000", `${where}.percentile`),
-    p99: num(pct, "99.000000", `${where}.percentile`),
+    mean: Math.round(num(o, "mean", where)),
+    p50: Math.round(num(pct, "50.000000", `${where}.percentile`)),
+    p99: Math.round(num(pct, "99.000000", `${where}.percentile`)),
+    p999: samples >= P999_MIN_SAMPLES
+      ? Math.round(num(pct, "99.900000", `${where}.percentile`))
+      : null,
+    samples,
   };
 }
 
@@ -117,11 +123,13 @@ export function parseFioJson(text: string, job: FioJob): WorkloadRecord {
     iommu: "n/a",
     ios: totalIos,
     target: job.filename,
-    iops: num(d, "iops", dir),
-    slat: latency((d as Record<string, unknown>).slat_ns, `${dir}.slat_ns`),
-    clat: latency((d as Record<string, unknown>).clat_ns, `${dir}.clat_ns`),
+    iops: Math.round(num(d, "iops", dir)),
+    slat: latency((d as Record<string, unknown>).slat_ns, `${dir}.slat_ns`, totalIos),
+    clat: latency((d as Record<string, unknown>).clat_ns, `${dir}.clat_ns`, totalIos),
     cpuNsPerIo: null,
     perIo: null,
+    perIoBySide: null,
+    model: null,
     stageNsPerIo: null,
     verified: num(j, "error", "job") === 0 && totalIos === job.ios &&
       ioBytes === job.ios * job.bs,
@@ -186,8 +194,8 @@ export async function fioUnavailable(timeoutMs = 10_000): Promise<string | null>
 export async function runFio(job: FioJob, timeoutMs = (job.runtimeSec + 60) * 1000): Promise<
   WorkloadRecord
 > {
-  await Deno.remove(job.filename).catch(() => {});
-  if (job.rw === "randwrite") {
+  if (!job.device) await Deno.remove(job.filename).catch(() => {});
+  if (job.rw === "randwrite" && !job.device) {
     const f = await Deno.open(job.filename, { write: true, create: true, truncate: true });
     try {
       await f.truncate(job.regionBytes);
@@ -203,6 +211,6 @@ export async function runFio(job: FioJob, timeoutMs = (job.runtimeSec + 60) * 10
     }
     return parseFioJson(r.stdout, job);
   } finally {
-    await Deno.remove(job.filename).catch(() => {});
+    if (!job.device) await Deno.remove(job.filename).catch(() => {});
   }
 }

@@ -5,7 +5,11 @@
  * @module
  */
 
-import type { IoPath, WorkloadRecord } from "./workload.ts";
+import { type IoPath, P999_MIN_SAMPLES, type WorkloadRecord } from "./workload.ts";
+import { iopsVersusOthers, type Spread } from "./repeat.ts";
+import { countDifference } from "./cost_model.ts";
+import { PUBLISHED, publishedCpuNs } from "./published.ts";
+import { sizeLabel } from "./size.ts";
 
 /** Rows of the per-I/O table: a label and how to read it from a record. */
 export const PER_IO_ROWS: readonly {
@@ -42,6 +46,8 @@ export const PER_IO_ROWS: readonly {
   },
   { label: "bytes allocated", count: true, get: (r) => r.perIo?.bytesAllocated ?? null },
   { label: "DMA-API debug reports", count: true, get: (r) => r.perIo?.dmaDebugErrors ?? null },
+  { label: "kernel slat, model ns", get: (r) => r.model?.slat_ns ?? null },
+  { label: "kernel CPU/IO, model ns", get: (r) => r.model?.cpu_ns ?? null },
   { label: "host ns per I/O (wall)", get: (r) => r.cpuNsPerIo },
   { label: "  of which dma_map", get: (r) => r.stageNsPerIo?.dma_map ?? null },
   { label: "  of which nvme_prep", get: (r) => r.stageNsPerIo?.nvme_prep ?? null },
@@ -54,10 +60,6 @@ function fmt(v: number | null): string {
   if (Number.isInteger(v)) return String(v);
   // Per-I/O averages: keep enough digits that 1.004 (a pool page allocated once) is not "1.00".
   return v.toFixed(3).replace(/0+$/, "");
-}
-
-function sizeLabel(bs: number): string {
-  return bs % 1024 === 0 ? `${bs / 1024}k` : String(bs);
 }
 
 /**
@@ -88,8 +90,20 @@ export function perIoTable(records: readonly WorkloadRecord[]): string {
   return out.join("\n");
 }
 
-/** One line per record: the benchmark's summary table. */
+/** `median [min-max]` with repeats, else the value. */
+function withSpread(v: number | null, sp: Spread | null | undefined): string {
+  if (!sp) return fmt(v);
+  return `${fmt(sp.median)} [${fmt(sp.min)}-${fmt(sp.max)}]`;
+}
+
+/**
+ * One line per record: the benchmark's summary table. With `--repeat`, each
+ * measured figure is `median [min-max]` over the runs, and the last column
+ * compares IOPS with the configuration's other paths (`n.s.` where their
+ * ranges overlap).
+ */
 export function summaryTable(records: readonly WorkloadRecord[]): string {
+  const repeated = records.some((r) => r.spread);
   const head = [
     "backend",
     "premap",
@@ -99,13 +113,17 @@ export function summaryTable(records: readonly WorkloadRecord[]): string {
     "qd",
     "path",
     "ios",
-    "IOPS",
+    repeated ? `IOPS (median [min-max] of ${records[0].spread?.runs ?? 1})` : "IOPS",
     "slat mean",
     "slat p99",
     "clat p50",
     "clat p99",
+    "clat p99.9",
     "cpu ns/io",
+    "model slat",
+    "model cpu",
     "ok",
+    ...(repeated ? ["IOPS vs other paths"] : []),
   ];
   const rows = records.map((r) => [
     r.backend,
@@ -116,17 +134,33 @@ export function summaryTable(records: readonly WorkloadRecord[]): string {
     String(r.qd),
     r.path,
     String(r.ios),
-    fmt(r.iops),
-    fmt(r.slat.mean),
+    withSpread(r.iops, r.spread?.iops),
+    withSpread(r.slat.mean, r.spread?.slatMean),
     fmt(r.slat.p99),
-    fmt(r.clat.p50),
-    fmt(r.clat.p99),
-    fmt(r.cpuNsPerIo),
+    withSpread(r.clat.p50, r.spread?.clatP50),
+    withSpread(r.clat.p99, r.spread?.clatP99),
+    r.clat.p999 === null ? `-` : fmt(r.clat.p999),
+    withSpread(r.cpuNsPerIo, r.spread?.cpuNsPerIo),
+    fmt(r.model?.slat_ns ?? null),
+    fmt(r.model?.cpu_ns ?? null),
     r.verified ? "yes" : "NO",
+    ...(repeated ? [iopsVersusOthers(r, records)] : []),
   ]);
   const w = head.map((h, i) => Math.max(h.length, ...rows.map((r) => r[i].length)));
-  const line = (xs: string[]) => xs.map((x, i) => x.padStart(w[i])).join("  ");
-  return [line(head), ...rows.map(line)].join("\n");
+  const line = (xs: string[]) =>
+    xs.map((x, i) => i === xs.length - 1 && repeated ? x : x.padStart(w[i])).join("  ");
+  const notes = [];
+  if (records.some((r) => r.clat.p999 === null)) {
+    notes.push(
+      `clat p99.9: '-' where fewer than ${
+        P999_MIN_SAMPLES.toLocaleString("en-US")
+      } I/Os stand behind it`,
+    );
+  }
+  if (repeated) {
+    notes.push("n.s.: the two paths' IOPS ranges over the repeats overlap (not significant)");
+  }
+  return [line(head), ...rows.map(line), ...notes].join("\n");
 }
 
 /**
@@ -156,64 +190,104 @@ export function iopsRatioLines(
   return out;
 }
 
+/** Short names for the counts behind a modelled difference. */
+const SHORT: Record<string, string> = {
+  enterCalls: "enter",
+  sqesConsumed: "sqe",
+  cqesPosted: "cqe",
+  pagesPinned: "pin",
+  pagesUnpinned: "unpin",
+  bioVecs: "bvec",
+  sgEntries: "sg",
+  dmaMapSgCalls: "map_sg",
+  dmaUnmapSgCalls: "unmap_sg",
+  dmaMapPageCalls: "map_page",
+  dmaUnmapPageCalls: "unmap_page",
+  iovaAllocs: "iova",
+  iovaFrees: "iova_free",
+  iommuPteWrites: "pte",
+  iommuPteClears: "pte_clear",
+  iotlbInvalidations: "inval",
+  iotlbFlushes: "flush",
+  prpEntries: "prp",
+  prpPoolAllocs: "pool",
+  prpPoolFrees: "pool_free",
+  bytesAllocated: "bytes",
+};
+
 /**
- * An SVG bar chart of one metric per (bs, path), grouped by block size.
- * Plain SVG, no dependencies.
+ * The counts behind the modelled submission-side difference between a record
+ * and the `dma` record of the same size: `pin 16 (2670)` is 16 more pages
+ * pinned per I/O, 2670 modelled ns.
  */
-export function barChartSvg(
-  records: readonly WorkloadRecord[],
-  metric: { label: string; get: (r: WorkloadRecord) => number | null },
-): string {
-  const sizes = [...new Set(records.map((r) => r.bs))].sort((a, b) => a - b);
-  const paths: IoPath[] = ["none", "bvec", "dma"];
-  const colors: Record<IoPath, string> = { none: "#9e9e9e", bvec: "#4f81bd", dma: "#c0504d" };
-  const values = records.map((r) => metric.get(r) ?? 0);
-  const max = Math.max(1, ...values);
-  const barW = 28, gap = 10, groupGap = 36, h = 240, top = 40, left = 60;
-  const width = left + sizes.length * (3 * barW + 2 * gap + groupGap) + 120;
-  const parts: string[] = [];
-  parts.push(
-    `<svg xmlns="http://www.w3.org/2000/svg" width="${width}" height="${
-      h + top + 60
-    }" font-family="sans-serif" font-size="12">`,
-  );
-  parts.push(`<text x="${left}" y="20" font-size="14">${escapeXml(metric.label)}</text>`);
-  parts.push(
-    `<line x1="${left}" y1="${top + h}" x2="${width - 100}" y2="${top + h}" stroke="#333"/>`,
-  );
-  sizes.forEach((bs, gi) => {
-    const gx = left + gi * (3 * barW + 2 * gap + groupGap) + 10;
-    paths.forEach((p, pi) => {
-      const r = records.find((x) => x.bs === bs && x.path === p);
-      const v = r ? metric.get(r) ?? 0 : 0;
-      const bh = (v / max) * h;
-      const x = gx + pi * (barW + gap);
-      parts.push(
-        `<rect x="${x}" y="${top + h - bh}" width="${barW}" height="${bh}" fill="${colors[p]}"/>`,
-      );
-      parts.push(
-        `<text x="${x + barW / 2}" y="${top + h - bh - 4}" text-anchor="middle" font-size="10">${
-          fmt(v)
-        }</text>`,
-      );
-    });
-    parts.push(
-      `<text x="${gx + (3 * barW + 2 * gap) / 2}" y="${top + h + 18}" text-anchor="middle">${
-        sizeLabel(bs)
-      }</text>`,
-    );
-  });
-  paths.forEach((p, i) => {
-    const y = top + 10 + i * 18;
-    parts.push(
-      `<rect x="${width - 90}" y="${y - 10}" width="12" height="12" fill="${colors[p]}"/>`,
-    );
-    parts.push(`<text x="${width - 72}" y="${y}">${p}</text>`);
-  });
-  parts.push("</svg>");
-  return parts.join("\n");
+export function differenceFromDma(r: WorkloadRecord, dma: WorkloadRecord | undefined): string {
+  if (!r.perIoBySide || !dma?.perIoBySide || r === dma) return "";
+  return countDifference(r.perIoBySide, dma.perIoBySide)
+    .filter((d) => d.side === "submission" && Math.abs(d.ns) >= 1)
+    .map((d) => `${SHORT[d.event] ?? d.event} ${fmt(d.delta)} (${Math.round(d.ns)})`)
+    .join(", ");
 }
 
-function escapeXml(s: string): string {
-  return s.replace(/&/g, "&amp;").replace(/</g, "&lt;").replace(/>/g, "&gt;");
+/**
+ * Published against modelled, per published cell the run measured: published
+ * slat, modelled slat under the first IOMMU mode of `modes` (lazy by default,
+ * the published runs' most likely mode), their ratio, the same for CPU per
+ * I/O (published: sys% / IOPS), the other modes' modelled slat and CPU beside
+ * it, and the counts behind each path's difference from `dma`.
+ */
+export function publishedComparison(
+  records: readonly WorkloadRecord[],
+  modes: readonly string[] = ["lazy", "strict"],
+): string {
+  const sel = records.filter((r) => r.model && r.rw === "randread" && r.backend !== "fio");
+  const present = modes.filter((m) => sel.some((r) => r.iommu === m));
+  if (present.length === 0) return "";
+  const [main, ...beside] = present;
+  const head = [
+    "qd",
+    "bs",
+    "path",
+    "pub slat",
+    `model slat (${main})`,
+    "ratio",
+    ...beside.map((m) => `model slat (${m})`),
+    "pub cpu",
+    `model cpu (${main})`,
+    "ratio",
+    ...beside.map((m) => `model cpu (${m})`),
+    `submission counts behind the difference from dma (${main}; per I/O, modelled ns)`,
+  ];
+  const rows: string[][] = [];
+  for (const c of PUBLISHED) {
+    const find = (m: string, path = c.path) =>
+      sel.find((r) => r.iommu === m && r.qd === c.qd && r.bs === c.bs && r.path === path);
+    const r = find(main);
+    if (!r) continue;
+    const pubCpu = publishedCpuNs(c);
+    rows.push([
+      String(c.qd),
+      sizeLabel(c.bs),
+      c.path,
+      fmt(c.slatNs),
+      fmt(r.model!.slat_ns),
+      (r.model!.slat_ns / c.slatNs).toFixed(2),
+      ...beside.map((m) => fmt(find(m)?.model?.slat_ns ?? null)),
+      fmt(pubCpu),
+      fmt(r.model!.cpu_ns),
+      (r.model!.cpu_ns / pubCpu).toFixed(2),
+      ...beside.map((m) => fmt(find(m)?.model?.cpu_ns ?? null)),
+      differenceFromDma(r, find(main, "dma")),
+    ]);
+  }
+  if (rows.length === 0) return "";
+  const w = head.map((h, i) => Math.max(h.length, ...rows.map((r) => r[i].length)));
+  const last = head.length - 1;
+  const line = (xs: string[]) =>
+    xs.map((x, i) => i === last ? x : i < 3 ? x.padEnd(w[i]) : x.padStart(w[i])).join("  ");
+  return [
+    `published (Busch, PATCHv3 thread, fio, intel_iommu=on) against the kernel cost model ` +
+    `(bench/kernel_costs.json) applied to each record's counts; randread, premap ${sel[0].premap}`,
+    line(head),
+    ...rows.map(line),
+  ].join("\n");
 }

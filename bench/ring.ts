@@ -23,6 +23,7 @@
  */
 
 import { parseArgs } from "node:util";
+import { checkOutput, resolveOutput } from "./cli.ts";
 import { LiveRing, liveRingUnavailable, storeRelease } from "../ffi/liburing.ts";
 import { simNopOpsPerS } from "./sim_ring.ts";
 
@@ -195,8 +196,10 @@ export function formatTable(rep: RingBenchReport): string {
   return [
     line(head),
     ...rows.map(line),
-    `min ratio ${s.min_ratio.toFixed(3)}, geomean ${s.geomean_ratio.toFixed(3)}, ` +
-    `target ${s.target_ratio} ${s.meets_target ? "met" : "NOT met"} ` +
+    `target: every batch's deno/C ratio >= ${s.target_ratio}; ` +
+    `lowest ${s.min_ratio.toFixed(3)} (batch ${
+      rep.records.find((r) => r.ratio === s.min_ratio)?.batch
+    }): ${s.meets_target ? "met" : "NOT met"}; geomean ${s.geomean_ratio.toFixed(3)} ` +
     `(${s.ops} ops, best of ${s.repeat})`,
   ].join("\n");
 }
@@ -220,9 +223,24 @@ async function main(args: string[]): Promise<number> {
       batch: { type: "string", default: "1,8,32,128" },
       ops: { type: "string", default: "200000" },
       repeat: { type: "string", default: "7" },
+      help: { type: "boolean", short: "h" },
     },
     strict: true,
   });
+  if (values.help) {
+    console.log(`usage: deno task bench:ring -- [flags]
+  --batch=N,...   NOPs per io_uring_enter, each run in turn (default 1,8,32,128)
+  --ops=N         NOPs per run (default 200000)
+  --repeat=N      runs per side and batch, best kept (default 7)
+  --json=FILE     write the report as JSON (relative: from where you ran deno task)
+  -h, --help      this text`);
+    return 0;
+  }
+  const json = values.json === undefined ? undefined : resolveOutput(values.json);
+  if (json !== undefined) {
+    const why = checkOutput("json", json);
+    if (why !== null) throw new RangeError(why);
+  }
   const batches = parseList("batch", values.batch, MAX_BATCH);
   const [ops] = parseList("ops", values.ops, MAX_OPS);
   const [repeat] = parseList("repeat", values.repeat, MAX_REPEAT);
@@ -239,9 +257,9 @@ async function main(args: string[]): Promise<number> {
   }
   const rep = await runRingBench(batches, ops, repeat, simNopOpsPerS);
   console.log(formatTable(rep));
-  if (values.json !== undefined) {
-    Deno.writeTextFileSync(values.json, JSON.stringify(rep, null, 2) + "\n");
-    console.log(`wrote ${values.json}`);
+  if (json !== undefined) {
+    Deno.writeTextFileSync(json, JSON.stringify(rep, null, 2) + "\n");
+    console.log(`wrote ${json}`);
   }
   return 0;
 }

@@ -21,6 +21,9 @@ import { O } from "../sim/uapi/io_uring.ts";
 import { IOSQE, type Ring, type UserBuffer } from "../sim/uapi/ring_api.ts";
 import type { Testbed } from "../sim/uapi/testbed.ts";
 import { describeResult, Errno } from "../sim/uapi/errno.ts";
+import { type CountsBySide, type ModelCost, modelCost } from "./cost_model.ts";
+import { rmdirIfEmpty } from "../ffi/testbed.ts";
+import type { RepeatSpread } from "./repeat.ts";
 
 /** The three buffer paths. */
 export type IoPath = "none" | "bvec" | "dma";
@@ -45,6 +48,18 @@ export interface WorkloadConfig {
   ios: number;
   /** Seed for offsets and data. */
   seed: number;
+  /**
+   * SQEs per submitting io_uring_enter (fio's iodepth_batch_submit; default 1,
+   * as fio's): at QD16 each I/O is submitted by its own call, as in the
+   * published runs.
+   */
+  submitBatch?: number;
+  /**
+   * An existing file or block device to run on, opened O_RDWR | O_DIRECT and
+   * left as it is (at least `regionBytes` long); default: the testbed's NVMe
+   * namespace, else a scratch file.
+   */
+  target?: string;
   /** Bytes of the device the job touches (default 64 MiB). */
   regionBytes?: number;
   /**
@@ -63,7 +78,17 @@ export interface LatencyNs {
   p50: number;
   /** 99th percentile. */
   p99: number;
+  /**
+   * 99.9th percentile: null unless at least {@link P999_MIN_SAMPLES} samples
+   * stand behind it (below that it is one of the few largest samples).
+   */
+  p999: number | null;
+  /** How many samples the figures stand on. */
+  samples: number;
 }
+
+/** The fewest samples a p99.9 is reported from (10 above it). */
+export const P999_MIN_SAMPLES = 10_000;
 
 /** One JSON record per configuration (the design's benchmark record). */
 export interface WorkloadRecord {
@@ -87,20 +112,29 @@ export interface WorkloadRecord {
   target: string;
   /** I/Os per second of wall time (sim: the cost of running the simulation in TypeScript). */
   iops: number;
-  /** Submission latency: wall time inside io_uring_enter's submit part, per I/O. */
+  /** Submission latency: wall time of the io_uring_enter that submitted each I/O (fio's slat). */
   slat: LatencyNs;
   /** Completion latency: submission to reaped CQE, wall time. */
   clat: LatencyNs;
   /** Host-stack CPU ns per I/O (sim: the sum of host stage times, device excluded). */
   cpuNsPerIo: number | null;
-  /** Per-I/O counts of every representation built (sim only). */
+  /** Per-I/O counts of every representation built (both sides; null where none are kept). */
   perIo: Record<string, number> | null;
+  /**
+   * The same counts split by side: submission (up to the doorbell, what slat
+   * holds) and completion (the interrupt and what runs from it, a waiting enter).
+   */
+  perIoBySide: CountsBySide | null;
+  /** The modelled kernel cost of one I/O from these counts (`bench/cost_model.ts`). */
+  model: ModelCost | null;
   /** Per-I/O ns by stage (sim only). */
   stageNsPerIo: Record<string, number> | null;
   /** Whether every completion was full-length and (unless `verify` was off) every byte matched. */
   verified: boolean;
   /** Whether bytes read were checked (`WorkloadConfig.verify`). */
   dataChecked: boolean;
+  /** With `--repeat=N`: min/median/max of each figure over the N runs (this record: the median). */
+  spread?: RepeatSpread;
 }
 
 /** A job that could not run, with the reason (e.g. MAP_BUFFERS refused). */
@@ -118,10 +152,26 @@ function percentile(sorted: number[], p: number): number {
   return sorted[Math.max(0, i)];
 }
 
-function summarize(xs: number[]): LatencyNs {
+/** Mean and percentiles of latency samples, to the ns (what a wall clock can mean). */
+export function summarize(xs: number[]): LatencyNs {
   const s = [...xs].sort((a, b) => a - b);
   const mean = s.reduce((a, b) => a + b, 0) / Math.max(1, s.length);
-  return { mean, p50: percentile(s, 50), p99: percentile(s, 99) };
+  return {
+    mean: Math.round(mean),
+    p50: Math.round(percentile(s, 50)),
+    p99: Math.round(percentile(s, 99)),
+    p999: s.length >= P999_MIN_SAMPLES ? Math.round(percentile(s, 99.9)) : null,
+    samples: s.length,
+  };
+}
+
+/** Round per-I/O figures to what they mean: counts to 1e-4 (1 in 10,000 I/Os), ns to the ns. */
+function roundCounts(c: Record<string, number>): Record<string, number> {
+  return Object.fromEntries(Object.entries(c).map(([k, v]) => [k, Math.round(v * 1e4) / 1e4]));
+}
+
+function roundNs(c: Record<string, number>): Record<string, number> {
+  return Object.fromEntries(Object.entries(c).map(([k, v]) => [k, Math.round(v)]));
 }
 
 function fillPattern(buf: Uint8Array, offset: number, gen: number): void {
@@ -167,7 +217,11 @@ class Job implements Disposable {
         })`,
       );
     }
-    if (tb.nvmeDevice) {
+    if (cfg.target !== undefined) {
+      // An existing file or block device (the live reference's loop device): used as it is.
+      this.target = cfg.target;
+      this.fd = tb.open(this.target, O.RDWR | O.DIRECT);
+    } else if (tb.nvmeDevice) {
       this.target = tb.nvmeDevice;
       this.fd = tb.open(this.target, O.RDWR | O.DIRECT);
     } else {
@@ -175,6 +229,12 @@ class Job implements Disposable {
       this.fd = tb.open(this.target, O.RDWR | O.CREAT | O.TRUNC | O.DIRECT, 0o644);
     }
     if (this.fd < 0) throw new WorkloadError(`open ${this.target}: ${describeResult(this.fd)}`);
+    if (cfg.target === undefined && !tb.nvmeDevice && tb.backend === "real") {
+      // A scratch file on the live kernel: unlinked as soon as it is open (the descriptor keeps
+      // it), so an interrupted run (Ctrl-C kills the process mid-I/O) leaves nothing behind.
+      Deno.removeSync(this.target);
+      rmdirIfEmpty(this.target.slice(0, this.target.lastIndexOf("/")));
+    }
     this.ring = tb.ring({ entries: Math.max(8, cfg.qd * 2) });
     const rf = this.ring.registerFiles([this.fd]);
     if (!rf.ok) throw new WorkloadError(`IORING_REGISTER_FILES: ${describeResult(rf.res)}`);
@@ -195,7 +255,7 @@ class Job implements Disposable {
       );
       if (!rb.ok) throw new WorkloadError(`IORING_REGISTER_BUFFERS: ${describeResult(rb.res)}`);
     }
-    if (!tb.nvmeDevice) this.#extendFile();
+    if (!tb.nvmeDevice && cfg.target === undefined) this.#extendFile();
     if (cfg.path === "dma") {
       const mb = this.ring.mapBuffers(0, 0, cfg.qd);
       if (!mb.ok) {
@@ -298,6 +358,7 @@ function drive(
   pickBlock: () => number,
   pickWrite: () => boolean,
   bs: number,
+  batch: number,
 ): { slat: number[]; clat: number[]; ok: boolean } {
   const slat: number[] = [];
   const clat: number[] = [];
@@ -305,8 +366,20 @@ function drive(
   let done = 0;
   let ok = true;
   const inFlight = new Set<number>(); // block offsets in flight: never two I/Os on one block
+  // One io_uring_enter per `batch` queued I/Os (fio's iodepth_batch_submit, default 1); each
+  // I/O's slat is the whole call that carried it, as fio measures it.
+  const enter = (queued: Slot[]) => {
+    const t0 = performance.now();
+    const r = job.ring.submit(0);
+    const t1 = performance.now();
+    if (!r.ok) throw new WorkloadError(`io_uring_enter: ${describeResult(r.res)}`);
+    for (const s of queued) {
+      slat.push((t1 - t0) * 1e6);
+      s.submittedAt = t0;
+    }
+  };
   while (done < n) {
-    let queued = 0;
+    let queued: Slot[] = [];
     for (const s of job.slots) {
       if (s.busy || issued >= n) continue;
       let off: number;
@@ -314,14 +387,13 @@ function drive(
       inFlight.add(off);
       job.queue(s, off, pickWrite());
       issued++;
-      queued++;
+      queued.push(s);
+      if (queued.length >= batch) {
+        enter(queued);
+        queued = [];
+      }
     }
-    const t0 = performance.now();
-    const r = job.ring.submit(0);
-    const t1 = performance.now();
-    if (!r.ok) throw new WorkloadError(`io_uring_enter: ${describeResult(r.res)}`);
-    for (let i = 0; i < queued; i++) slat.push(((t1 - t0) * 1e6) / queued);
-    for (const s of job.slots) if (s.busy && s.submittedAt === 0) s.submittedAt = t0;
+    if (queued.length) enter(queued);
     let w = job.ring.submit(1);
     // A signal (a profiler's, a debugger's) interrupts the wait: retry, as applications do.
     while (w.res === -Errno.EINTR) w = job.ring.submit(1);
@@ -350,27 +422,38 @@ export function runWorkload(tb: Testbed, cfg: WorkloadConfig, iommu = "n/a"): Wo
   // Reads touch only blocks this job wrote first (an unmeasured sequential pass), so every read
   // checks known data even on a device earlier jobs wrote to.
   let span = job.blocks;
-  if (cfg.rw === "randread") {
+  // Without byte checks on a given target (the live reference, laid out beforehand), reads range
+  // over the whole region, as fio's do; otherwise over blocks this job wrote first.
+  const anyBlock = cfg.verify === false && cfg.target !== undefined;
+  if (cfg.rw === "randread" && !anyBlock) {
     span = Math.min(job.blocks, Math.max(256, 4 * cfg.qd));
     let next = 0;
-    const pre = drive(job, span, () => next++, () => true, cfg.bs);
+    const pre = drive(job, span, () => next++, () => true, cfg.bs, cfg.qd);
     if (!pre.ok) throw new WorkloadError(`prefill failed: ${job.errors.slice(0, 3).join("; ")}`);
   }
   const stats = tb.stats;
   const before: StatsSnapshot | undefined = stats?.snapshot();
   const t0 = performance.now();
-  const r = drive(job, cfg.ios, () => rng.int(span), () => cfg.rw === "randwrite", cfg.bs);
+  const batch = cfg.submitBatch ?? 1;
+  const r = drive(job, cfg.ios, () => rng.int(span), () => cfg.rw === "randwrite", cfg.bs, batch);
   const elapsedMs = performance.now() - t0;
   let perIo: Record<string, number> | null = null;
+  let perIoBySide: CountsBySide | null = null;
   let stageNsPerIo: Record<string, number> | null = null;
   let cpuNsPerIo: number | null = null;
   if (stats && before) {
     const d = Stats.diff(before, stats.snapshot(), cfg.ios);
-    perIo = d.counters;
-    stageNsPerIo = d.stageNs;
-    cpuNsPerIo = Object.entries(d.stageNs)
-      .filter(([k]) => k !== "device")
-      .reduce((a, [, v]) => a + v, 0);
+    perIo = roundCounts(d.counters);
+    const sides = Stats.bySide(d);
+    perIoBySide = {
+      submission: roundCounts(sides.submission),
+      completion: roundCounts(sides.completion),
+    };
+    // Without stage timing (a speed run) no host time was measured: null, not 0.
+    stageNsPerIo = stats.timing ? roundNs(d.stageNs) : null;
+    cpuNsPerIo = !stats.timing ? null : Math.round(
+      Object.entries(d.stageNs).filter(([k]) => k !== "device").reduce((a, [, v]) => a + v, 0),
+    );
   }
   return {
     backend: tb.backend,
@@ -382,11 +465,13 @@ export function runWorkload(tb: Testbed, cfg: WorkloadConfig, iommu = "n/a"): Wo
     premap: cfg.premap ?? "v2",
     ios: cfg.ios,
     target: job.target,
-    iops: cfg.ios / (elapsedMs / 1000),
+    iops: Math.round(cfg.ios / (elapsedMs / 1000)),
     slat: summarize(r.slat),
     clat: summarize(r.clat),
     cpuNsPerIo,
     perIo,
+    perIoBySide,
+    model: perIoBySide ? modelCost(perIoBySide) : null,
     stageNsPerIo,
     verified: r.ok && job.errors.length === 0,
     dataChecked: cfg.verify !== false,

@@ -10,6 +10,7 @@
  * @module
  */
 
+import { runMain } from "../bench/main.ts";
 import { parseArgs } from "node:util";
 import { type CallResult, IOSQE, O, openTestbed, type Ring, type Testbed } from "../mod.ts";
 import { describeResult } from "../sim/uapi/errno.ts";
@@ -89,11 +90,19 @@ function main(args: string[]): number {
       options: {
         backend: { type: "string", default: "sim" },
         "no-cap-sys-admin": { type: "boolean", default: false },
+        help: { type: "boolean", short: "h" },
       },
     }));
   } catch (e) {
-    console.error(`premap_rules: ${(e as Error).message}`);
+    console.error(`premap_rules: ${(e as Error).message} (--help lists the flags)`);
     return 2;
+  }
+  if (values.help) {
+    console.log(`usage: deno run examples/premap_rules.ts [flags]
+  --backend=sim|real    the simulated host (default sim) or the live kernel's ring (deno run -A)
+  --no-cap-sys-admin    run without CAP_SYS_ADMIN: MAP/UNMAP_BUFFERS answer -EPERM (default: with it)
+  -h, --help            this text`);
+    return 0;
   }
   if (values.backend !== "sim" && values.backend !== "real") {
     console.error(`premap_rules: --backend: '${values.backend}' is not one of sim, real`);
@@ -106,4 +115,4 @@ function main(args: string[]): number {
   return 0;
 }
 
-if (import.meta.main) Deno.exit(main(Deno.args));
+if (import.meta.main) await runMain("premap_rules", () => main(Deno.args));

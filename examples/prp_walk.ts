@@ -17,6 +17,7 @@
  * @module
  */
 
+import { runMain } from "../bench/main.ts";
 import { parseArgs } from "node:util";
 import { openSimTestbed } from "../sim/testbed.ts";
 import type { NvmeDmaMapping, NvmeSubmitEvent } from "../sim/nvme/pci.ts";
@@ -32,11 +33,22 @@ function main(args: string[]): number {
     ({ values } = parseArgs({
       args: args[0] === "--" ? args.slice(1) : args,
       strict: true,
-      options: { iommu: { type: "string", default: "strict" }, backend: { type: "string" } },
+      options: {
+        iommu: { type: "string", default: "strict" },
+        backend: { type: "string" },
+        help: { type: "boolean", short: "h" },
+      },
     }));
   } catch (e) {
-    console.error(`prp_walk: ${(e as Error).message}`);
+    console.error(`prp_walk: ${(e as Error).message} (--help lists the flags)`);
     return 2;
+  }
+  if (values.help) {
+    console.log(`usage: deno run examples/prp_walk.ts [flags]
+  --iommu=${IOMMU_MODES.join("|")}  DMA configuration of the simulated host (default strict)
+  --backend=sim      the only backend it runs on: the PRP walk needs the simulated NVMe driver
+  -h, --help         this text`);
+    return 0;
   }
   if (values.backend !== undefined && values.backend !== "sim") {
     console.error(
@@ -127,4 +139,4 @@ function main(args: string[]): number {
   return failed ? 1 : 0;
 }
 
-if (import.meta.main) Deno.exit(main(Deno.args));
+if (import.meta.main) await runMain("prp_walk", () => main(Deno.args));

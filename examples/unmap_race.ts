@@ -26,6 +26,7 @@
  * @module
  */
 
+import { runMain } from "../bench/main.ts";
 import { parseArgs } from "node:util";
 import { IOSQE, O, openTestbed, type PremapVariant, realNvmeUnavailable } from "../mod.ts";
 import type { IommuMode } from "../sim/dma/types.ts";
@@ -276,11 +277,20 @@ function main(args: string[]): number {
       options: {
         backend: { type: "string", default: "sim" },
         seed: { type: "string", default: "1" },
+        help: { type: "boolean", short: "h" },
       },
     }));
   } catch (e) {
-    console.error(`unmap_race: ${(e as Error).message}`);
+    console.error(`unmap_race: ${(e as Error).message} (--help lists the flags)`);
     return 2;
+  }
+  if (values.help) {
+    console.log(`usage: deno run examples/unmap_race.ts [flags]
+  --backend=sim|real    the simulated host (default sim) or the live kernel's ring with the C
+                        controller (deno run -A)
+  --seed=N              seed (default 1)
+  -h, --help            this text`);
+    return 0;
   }
   const backend = values.backend;
   if (backend !== "sim" && backend !== "real") {
@@ -336,4 +346,4 @@ function main(args: string[]): number {
   return 0;
 }
 
-if (import.meta.main) Deno.exit(main(Deno.args));
+if (import.meta.main) await runMain("unmap_race", () => main(Deno.args));

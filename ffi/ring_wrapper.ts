@@ -101,6 +101,12 @@ export interface WrapperHost {
   irqTargetFd(): number;
   /** Every live wrapper of this host (completions are forwarded to whichever ring owns them). */
   readonly wrappers: Set<RingWrapper>;
+  /**
+   * Count an application io_uring_enter that carried no host-stack SQE (it
+   * waits or reaps) where the host stack counts syscalls, on the completion
+   * side, as the sim's ring counts its own.
+   */
+  countWaitEnter?(): void;
 }
 
 /** The real backend's ring with an emulated namespace behind it. */
@@ -342,6 +348,8 @@ export class RingWrapper implements RawRing {
       submitted += Math.max(0, r - tokens);
       this.#shadowPending = 0;
       this.#shadowTokens = 0;
+    } else {
+      this.#host.countWaitEnter?.();
     }
     this.#forwardVia(this);
     const r = this.#enter(0);

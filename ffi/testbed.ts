@@ -120,6 +120,15 @@ class RealHost implements Disposable {
       this.arena[Symbol.dispose]();
       throw e;
     }
+    // The controller is enabled and holds its media files open: unlink the ones made here at
+    // once, so an interrupted run (Ctrl-C kills the process mid-I/O) leaves nothing behind. A
+    // media path the caller named is kept, to be reopened.
+    namespaces.forEach((_, i) => {
+      if (opts.mediaPaths?.[i] === undefined && !opts.mediaInMemory) {
+        unlinkQuietly(`${mediaDir}/ns${i + 1}.img`);
+      }
+    });
+    rmdirIfEmpty(mediaDir);
   }
 
   #attach(
@@ -254,6 +263,8 @@ class RealTestbed implements Testbed {
         this.#libc[Symbol.dispose]();
         throw e;
       }
+    } else {
+      rmdirIfEmpty(this.#dir);
     }
   }
 
@@ -338,7 +349,10 @@ class RealTestbed implements Testbed {
     if (host && host.kernel.devices.has(path)) {
       const simFd = doSysOpen(host.kernel, path, flags);
       if (simFd < 0) return simFd;
+      // The placeholder descriptor keeps its number even once the (empty) directory is gone.
+      Deno.mkdirSync(this.#dir, { recursive: true });
       const fd = this.#libc.open(this.#dir, O.PATH | O.DIRECTORY | O.CLOEXEC, 0);
+      rmdirIfEmpty(this.#dir);
       if (fd < 0) {
         sysClose(host.kernel, simFd);
         return fd;
@@ -368,6 +382,8 @@ class RealTestbed implements Testbed {
 
   tempPath(name: string): string {
     if (name.includes("/")) throw new RangeError(`tempPath: '${name}' must be a plain name`);
+    // The directory is removed whenever it is empty (see unlinkScratch): make it again.
+    Deno.mkdirSync(this.#dir, { recursive: true });
     return `${this.#dir}/${name}`;
   }
 
@@ -405,6 +421,10 @@ class RealTestbed implements Testbed {
       irqTarget: (fd) => host.irqTarget(fd),
       irqTargetFd: () => host.irqTargetFd(),
       wrappers: host.wrappers,
+      countWaitEnter: () => {
+        const st = host.kernel.stats;
+        st.completion(() => st.add("enterCalls"));
+      },
     });
     return this.#rings.adopt(new Ring(wrapper, (len) => this.allocBuffer(len)));
   }
@@ -427,6 +447,28 @@ class RealTestbed implements Testbed {
     this.#host?.arena[Symbol.dispose]();
     this.#closed = true;
     this.#libc[Symbol.dispose]();
-    Deno.removeSync(this.#dir, { recursive: true });
+    try {
+      Deno.removeSync(this.#dir, { recursive: true });
+    } catch (e) {
+      if (!(e instanceof Deno.errors.NotFound)) throw e;
+    }
+  }
+}
+
+/** Remove a file if it is there. */
+function unlinkQuietly(path: string): void {
+  try {
+    Deno.removeSync(path);
+  } catch (e) {
+    if (!(e instanceof Deno.errors.NotFound)) throw e;
+  }
+}
+
+/** Remove a directory when it is empty (nothing is lost: tempPath makes it again). */
+export function rmdirIfEmpty(dir: string): void {
+  try {
+    Deno.removeSync(dir);
+  } catch {
+    // not empty, or already gone
   }
 }

@@ -10,6 +10,7 @@
 /** Names of the counters every layer may bump. */
 export const COUNTER_NAMES = [
   // io_uring / iov_iter / pinning
+  "enterCalls",
   "sqesConsumed",
   "cqesPosted",
   "iovIters",
@@ -84,10 +85,20 @@ export const STAGE_NAMES = [
 /** One stage name. */
 export type StageName = typeof STAGE_NAMES[number];
 
+/**
+ * Which side of an I/O an event falls on. Submission is everything up to the
+ * doorbell (what fio's slat holds); completion is the interrupt handler and
+ * what runs from it (unmap, IOTLB invalidation, unpin, frees, the CQE) and
+ * an io_uring_enter that only waits or reaps.
+ */
+export type Side = "submission" | "completion";
+
 /** A copy of all counters and stage times at one moment. */
 export interface StatsSnapshot {
-  /** Counter values. */
+  /** Counter values (both sides). */
   counters: Record<CounterName, number>;
+  /** The part of `counters` counted on the completion side ({@link Stats.completion}). */
+  completionCounters: Record<CounterName, number>;
   /** Accumulated wall-clock nanoseconds per stage. */
   stageNs: Record<StageName, number>;
 }
@@ -104,6 +115,8 @@ function zeroStages(): Record<StageName, number> {
 export class Stats {
   /** Live counter values. */
   readonly counters: Record<CounterName, number> = zeroCounters();
+  /** The part of {@link Stats.counters} counted while on the completion side. */
+  readonly completionCounters: Record<CounterName, number> = zeroCounters();
   /** Live per-stage nanoseconds. */
   readonly stageNs: Record<StageName, number> = zeroStages();
   /** Whether stage timing is on (it costs a clock read per stage). */
@@ -114,9 +127,31 @@ export class Stats {
     this.timing = opts.timing ?? true;
   }
 
-  /** Add `n` (default 1) to a counter. */
+  #completionDepth = 0;
+
+  /** Add `n` (default 1) to a counter, on the side the caller is on. */
   add(name: CounterName, n = 1): void {
     this.counters[name] += n;
+    if (this.#completionDepth > 0) this.completionCounters[name] += n;
+  }
+
+  /**
+   * Run `fn` on the completion side: every counter it bumps is also counted
+   * in {@link Stats.completionCounters}. Nests (an interrupt taken while
+   * already completing stays on that side).
+   */
+  completion<T>(fn: () => T): T {
+    this.#completionDepth++;
+    try {
+      return fn();
+    } finally {
+      this.#completionDepth--;
+    }
+  }
+
+  /** Whether events are being counted on the completion side now. */
+  get onCompletionSide(): boolean {
+    return this.#completionDepth > 0;
   }
 
   /** Start timing a stage; returns a token for {@link Stats.end}. */
@@ -131,15 +166,30 @@ export class Stats {
 
   /** Copy of the current values. */
   snapshot(): StatsSnapshot {
-    return { counters: { ...this.counters }, stageNs: { ...this.stageNs } };
+    return {
+      counters: { ...this.counters },
+      completionCounters: { ...this.completionCounters },
+      stageNs: { ...this.stageNs },
+    };
   }
 
   /** Difference `after - before`, optionally divided per I/O. */
   static diff(before: StatsSnapshot, after: StatsSnapshot, perIos = 1): StatsSnapshot {
     const counters = zeroCounters();
+    const completionCounters = zeroCounters();
     const stageNs = zeroStages();
-    for (const n of COUNTER_NAMES) counters[n] = (after.counters[n] - before.counters[n]) / perIos;
+    for (const n of COUNTER_NAMES) {
+      counters[n] = (after.counters[n] - before.counters[n]) / perIos;
+      completionCounters[n] = (after.completionCounters[n] - before.completionCounters[n]) / perIos;
+    }
     for (const s of STAGE_NAMES) stageNs[s] = (after.stageNs[s] - before.stageNs[s]) / perIos;
-    return { counters, stageNs };
+    return { counters, completionCounters, stageNs };
+  }
+
+  /** Split a snapshot's (or a diff's) counters by side: submission = all - completion. */
+  static bySide(s: StatsSnapshot): Record<Side, Record<CounterName, number>> {
+    const submission = zeroCounters();
+    for (const n of COUNTER_NAMES) submission[n] = s.counters[n] - s.completionCounters[n];
+    return { submission, completion: { ...s.completionCounters } };
   }
 }

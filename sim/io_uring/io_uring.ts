@@ -369,6 +369,10 @@ export class SimRing implements RingFileCtx, Disposable {
     if (!Number.isInteger(waitNr) || waitNr < 0) return -Errno.EINVAL;
     const tail = this.#u32(IO_RINGS.sqTail);
     const pending = Math.min((tail - this.#cachedSqHead) >>> 0, this.sqEntries);
+    // One syscall: on the submission side when it carries SQEs, else it only waits or reaps.
+    const stats = this.kernel.stats;
+    if (pending) stats.add("enterCalls");
+    else stats.completion(() => stats.add("enterCalls"));
     const submitted = pending ? this.#submitSqes(pending) : 0;
     this.#runTaskWork();
     const getEvents = waitNr > 0 || (this.#u32(IO_RINGS.sqFlags) & IORING_SQ.CQ_OVERFLOW) !== 0;

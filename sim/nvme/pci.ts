@@ -1380,6 +1380,12 @@ export class NvmeDev implements BlkMqOps, Disposable {
 
   /** nvme_irq() -> nvme_poll_cq(): reap every new CQE, then ring the CQ head doorbell. */
   #nvmeIrq(q: NvmeQueue): void {
+    // Everything the interrupt runs (unmap, invalidation, unpin, frees, the CQE) is completion.
+    this.#kernel.stats.completion(() => this.#nvmePollCq(q));
+  }
+
+  /** nvme_poll_cq() */
+  #nvmePollCq(q: NvmeQueue): void {
     const st = this.#kernel.stats;
     const t0 = st.begin();
     let found = 0;

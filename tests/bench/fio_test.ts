@@ -51,7 +51,7 @@ Deno.test("fio: argument builder maps none to fixedbufs=0 and bvec to fixedbufs=
     "--registerfiles=1",
     "--fixedbufs=0",
     "--slat_percentiles=1",
-    "--percentile_list=50:99",
+    "--percentile_list=50:99:99.9",
     "--runtime=30",
     "--output-format=json",
   ]);
@@ -72,7 +72,7 @@ Deno.test("fio: argument builder maps none to fixedbufs=0 and bvec to fixedbufs=
       "--registerfiles=1",
       "--fixedbufs=1",
       "--slat_percentiles=1",
-      "--percentile_list=50:99",
+      "--percentile_list=50:99:99.9",
       "--runtime=60",
       "--output-format=json",
     ],

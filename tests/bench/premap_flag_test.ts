@@ -30,7 +30,7 @@ Deno.test("bench --premap=v2,hardened: one record per variant, each carrying it"
     const bench = new URL("../../bench/bench.ts", import.meta.url).pathname;
     const out = await new Deno.Command(Deno.execPath(), {
       args: ["run", "-A", bench, "--premap=v2,hardened", "--path=dma", "--bs=4k", "--qd=1"]
-        .concat(["--ios=8", `--json=${json}`]),
+        .concat(["--iommu=strict", "--ios=8", `--json=${json}`]),
       stdout: "piped",
       stderr: "piped",
     }).output();

@@ -65,3 +65,28 @@ Deno.test({
     assert.match(formatTable(rep), /batch +deno ops\/s +C ops\/s +ratio +sim ops\/s/);
   },
 });
+
+Deno.test("bench:ring summary names the figure the target applies to and the batch that decides", () => {
+  const rep = {
+    summary: {
+      ops: 1000,
+      repeat: 3,
+      batches: [1, 8],
+      min_ratio: 0.85,
+      geomean_ratio: 0.9,
+      target_ratio: 0.9,
+      meets_target: false,
+    },
+    records: [
+      { batch: 1, ts_ops_per_s: 85, c_ops_per_s: 100, ratio: 0.85 },
+      { batch: 8, ts_ops_per_s: 95, c_ops_per_s: 100, ratio: 0.95 },
+    ],
+  };
+  const last = formatTable(rep).split("\n").at(-1)!;
+  assert.match(
+    last,
+    /^target: every batch's deno\/C ratio >= 0\.9; lowest 0\.850 \(batch 1\): NOT met/,
+  );
+  rep.summary.meets_target = true;
+  assert.match(formatTable(rep), /\(batch 1\): met;/);
+});
