@@ -135,6 +135,7 @@ export function parseFioJson(text: string, job: FioJob): WorkloadRecord {
       ioBytes === job.ios * job.bs,
     // fio runs without its verify options here: lengths and errors only.
     dataChecked: false,
+    exposure: null,
   };
 }
 

@@ -133,6 +133,13 @@ export interface WorkloadRecord {
   verified: boolean;
   /** Whether bytes read were checked (`WorkloadConfig.verify`). */
   dataChecked: boolean;
+  /**
+   * DMA exposure over the measured run (where the testbed has a host stack):
+   * bytes mapped for the device but not in use by an in-flight I/O, averaged
+   * over wall time, and integrated (MiB x s). Premapping trades per-I/O
+   * mapping work for this.
+   */
+  exposure?: { idleMappedBytesMean: number; idleMappedMiBSeconds: number } | null;
   /** With `--repeat=N`: min/median/max of each figure over the N runs (this record: the median). */
   spread?: RepeatSpread;
 }
@@ -204,6 +211,11 @@ class Job implements Disposable {
   #errors: string[] = [];
   readonly #tb: Testbed;
   readonly #cfg: WorkloadConfig;
+
+  /** The host's live streaming DMA mappings in bytes (undefined without a host stack). */
+  get dmaMappedBytes(): number | undefined {
+    return this.#tb.dmaMappedBytes;
+  }
 
   constructor(tb: Testbed, cfg: WorkloadConfig) {
     this.#tb = tb;
@@ -359,12 +371,25 @@ function drive(
   pickWrite: () => boolean,
   bs: number,
   batch: number,
-): { slat: number[]; clat: number[]; ok: boolean } {
+): { slat: number[]; clat: number[]; ok: boolean; idleByteMs: number } {
   const slat: number[] = [];
   const clat: number[] = [];
   let issued = 0;
   let done = 0;
   let ok = true;
+  // Exposure: mapped-but-idle bytes, sampled at every step, held constant between samples.
+  let idleByteMs = 0;
+  let lastT = performance.now();
+  let lastIdle = 0;
+  const sample = () => {
+    const mapped = job.dmaMappedBytes;
+    if (mapped === undefined) return;
+    const now = performance.now();
+    idleByteMs += lastIdle * (now - lastT);
+    lastT = now;
+    lastIdle = Math.max(0, mapped - (issued - done) * bs);
+  };
+  sample();
   const inFlight = new Set<number>(); // block offsets in flight: never two I/Os on one block
   // One io_uring_enter per `batch` queued I/Os (fio's iodepth_batch_submit, default 1); each
   // I/O's slat is the whole call that carried it, as fio measures it.
@@ -394,6 +419,7 @@ function drive(
       }
     }
     if (queued.length) enter(queued);
+    sample();
     let w = job.ring.submit(1);
     // A signal (a profiler's, a debugger's) interrupts the wait: retry, as applications do.
     while (w.res === -Errno.EINTR) w = job.ring.submit(1);
@@ -407,8 +433,9 @@ function drive(
       if (!job.complete(s, c.res)) ok = false;
       done++;
     }
+    sample();
   }
-  return { slat, clat, ok };
+  return { slat, clat, ok, idleByteMs };
 }
 
 /**
@@ -475,6 +502,10 @@ export function runWorkload(tb: Testbed, cfg: WorkloadConfig, iommu = "n/a"): Wo
     stageNsPerIo,
     verified: r.ok && job.errors.length === 0,
     dataChecked: cfg.verify !== false,
+    exposure: tb.dmaMappedBytes === undefined ? null : {
+      idleMappedBytesMean: Math.round(r.idleByteMs / elapsedMs),
+      idleMappedMiBSeconds: Number((r.idleByteMs / 1000 / 2 ** 20).toFixed(3)),
+    },
     ...(job.errors.length ? { firstErrors: job.errors.slice(0, 3) } : {}),
   };
 }

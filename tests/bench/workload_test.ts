@@ -194,3 +194,17 @@ Deno.test("cli: fio-style flags parse, and each mistake names its flag", () => {
     );
   }
 });
+
+Deno.test("workload: DMA exposure is 0 for none/bvec and the premapped buffers' idle bytes for dma", () => {
+  using tb = openTestbed({ seed: 5, iommu: "strict", timing: false });
+  const base = { qd: 4, ios: 200, seed: 3, rw: "randwrite" as const, bs: 65536 };
+  const none = runWorkload(tb, { ...base, path: "none" }, "strict");
+  const bvec = runWorkload(tb, { ...base, path: "bvec" }, "strict");
+  const dma = runWorkload(tb, { ...base, path: "dma" }, "strict");
+  assert.equal(none.exposure?.idleMappedBytesMean, 0);
+  assert.equal(bvec.exposure?.idleMappedBytesMean, 0);
+  // Four 64 KiB premapped slots: between 0 and all of them idle, on average more than 0.
+  const m = dma.exposure!.idleMappedBytesMean;
+  assert.ok(m > 0 && m <= 4 * 65536, String(m));
+  assert.equal(tb.dmaMappedBytes, 0); // the job unmapped its buffers when it ended
+});
