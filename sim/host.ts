@@ -81,6 +81,8 @@ export interface AttachNvmeOptions {
   dmaDebug?: boolean;
   /** bounce mode: swiotlb slots of 2 KiB (default 32768, the kernel's 64 MiB). */
   swiotlbSlots?: number;
+  /** The device's DMA mask in bits (default 64; 32 in bounce mode): bounds the IOVA space. */
+  dmaMaskBits?: number;
   /** The driver's io_timeout in ns (default 30 s). */
   ioTimeoutNs?: number;
   /** How long a request may wait for a resource before it is reported hung (default 120 s). */
@@ -126,6 +128,7 @@ export function attachNvme(kernel: Kernel, opts: AttachNvmeOptions): NvmeHost {
     debug: opts.dmaDebug,
     device: `nvme${opts.instance ?? 0}`,
     swiotlbSlots: opts.swiotlbSlots,
+    dmaMaskBits: opts.dmaMaskBits,
   });
   const ref: { driver?: NvmeDev } = {};
   const outstanding = () => ref.driver?.outstandingCommands ?? 0;

@@ -76,3 +76,22 @@ Deno.test("examples/swiotlb_starvation.ts: ordinary I/O runs until premapped buf
     assert.deepEqual(r.results, want, `${r.premappedMib} MiB premapped`);
   }
 });
+
+Deno.test("IOVA space exhausted (a 1 MiB DMA mask) by a premapped buffer: normal I/O waits, is reported hung, runs after the unmap", () => {
+  // Strict IOMMU, DMA mask 20 bits: 256 pages of IOVA space below 1 MiB.
+  const rig = makeRig(93, { iommu: "strict", dmaMaskBits: 20 });
+  const k = rig.kernel;
+  const s0 = k.stats.snapshot();
+  // The driver's own coherent memory takes a few pages; a 200-page premapped buffer most of
+  // the rest, one IOVA per page.
+  const pre = k.mm.mmap(200 * P);
+  const tag = rig.file.fOp.dmaMap!(rig.file, pinBvecs(rig, pre.start, 200 * P));
+  assert.ok(tag instanceof NvmeDmaMapping, `dma_map: ${tag}`);
+  const buf = k.mm.mmap(64 * P);
+  // 256 KiB as two 128 KiB commands of 32 pages: each needs 32 contiguous IOVA pages.
+  assert.equal(rw(rig, iovIterUbuf("read", buf.start, 64 * P), 0n), -Errno.ETIMEDOUT);
+  // Both commands waited on the dispatch list and were reported hung.
+  assert.equal(k.stats.counters.requestsHung - s0.counters.requestsHung, 2);
+  rig.file.fOp.dmaUnmap!(rig.file, tag);
+  assert.equal(rw(rig, iovIterUbuf("read", buf.start, 64 * P), 0n), 64 * P);
+});
