@@ -83,6 +83,8 @@ export interface AttachNvmeOptions {
   swiotlbSlots?: number;
   /** The device's DMA mask in bits (default 64; 32 in bounce mode): bounds the IOVA space. */
   dmaMaskBits?: number;
+  /** Pages the driver's "prp list page" pool may grow to (default 64 MiB worth). */
+  prpPoolMaxPages?: number;
   /** The driver's io_timeout in ns (default 30 s). */
   ioTimeoutNs?: number;
   /** How long a request may wait for a resource before it is reported hung (default 120 s). */
@@ -158,6 +160,7 @@ export function attachNvme(kernel: Kernel, opts: AttachNvmeOptions): NvmeHost {
     sglThreshold: opts.sglThreshold,
     dmaMapSupported: opts.dmaMapSupported,
     maxRetries: opts.maxRetries,
+    prpPoolMaxPages: opts.prpPoolMaxPages,
     bugs: opts.bugs,
   });
   ref.driver = driver;

@@ -336,7 +336,13 @@ class DmaMappingApi implements DmaApi {
   }
 
   /** dma_pool_create() */
-  createPool(name: string, size: number, align: number, boundary: number): DmaPool {
+  createPool(
+    name: string,
+    size: number,
+    align: number,
+    boundary: number,
+    maxPages?: number,
+  ): DmaPool {
     const pool = new DmaPoolImpl(
       this.#poolBackend,
       this.#kernel.stats,
@@ -344,6 +350,7 @@ class DmaMappingApi implements DmaApi {
       size,
       align,
       boundary,
+      maxPages,
     );
     this.#pools.add(pool);
     return pool;

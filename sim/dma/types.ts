@@ -95,7 +95,13 @@ export interface DmaApi {
   /** dma_free_coherent() */
   freeCoherent(buf: CoherentBuffer): void;
   /** dma_pool_create() */
-  createPool(name: string, size: number, align: number, boundary: number): DmaPool;
+  createPool(
+    name: string,
+    size: number,
+    align: number,
+    boundary: number,
+    maxPages?: number,
+  ): DmaPool;
   /** dma_max_mapping_size(): bound on one mapping (swiotlb limits it when bouncing). */
   maxMappingSize(): number;
   /** Flush deferred IOTLB invalidations now (lazy mode's flush queue); no-op elsewhere. */

@@ -44,6 +44,7 @@ import {
   type SglDescriptor,
 } from "../device/nvme_spec.ts";
 import type { BioVec, DmaTag } from "../block/bvec.ts";
+import { DMA_POOL_MAX_PAGES } from "../dma/dmapool.ts";
 import { BlkStatus, type BlkStatusT, type QueueLimits, SECTOR_SHIFT } from "../block/blk_types.ts";
 import {
   type BlkEhTimerReturn,
@@ -178,6 +179,8 @@ export interface NvmePciOptions {
   dmaMapSupported?: boolean;
   /** nvme_max_retries (default 5). */
   maxRetries?: number;
+  /** Pages the "prp list page" pool may grow to (a testbed limit, to exhaust it; default 64 MiB). */
+  prpPoolMaxPages?: number;
   /** Posted bugs to reproduce. */
   bugs?: NvmePostedBugs;
 }
@@ -416,6 +419,7 @@ export class NvmeDev implements BlkMqOps, Disposable {
       sglThreshold: thr,
       dmaMapSupported: opts.dmaMapSupported ?? true,
       maxRetries: mr,
+      prpPoolMaxPages: opts.prpPoolMaxPages ?? DMA_POOL_MAX_PAGES,
       bugs: opts.bugs ?? {},
     };
     if (!this.#opts.dmaMapSupported) {
@@ -493,6 +497,7 @@ export class NvmeDev implements BlkMqOps, Disposable {
       NVME_CTRL_PAGE_SIZE,
       NVME_CTRL_PAGE_SIZE,
       0,
+      this.#opts.prpPoolMaxPages,
     );
     this.tagSet = new BlkMqTagSet(this.#kernel, this, nrIo, qDepth - 1);
     this.tagSet.hctxs.forEach((h, i) => (h.driverData = this.queues[i]));

@@ -12,6 +12,7 @@ import { BLK_MQ_RESOURCE_DELAY_NS, HUNG_TASK_TIMEOUT_NS } from "../../sim/block/
 import { NvmeDmaMapping } from "../../sim/nvme/pci.ts";
 import { Errno } from "../../sim/uapi/errno.ts";
 import { DmaDirection } from "../../sim/dma/types.ts";
+import { IOCB, type Kiocb } from "../../sim/fs/file.ts";
 
 const P = 4096;
 
@@ -94,4 +95,29 @@ Deno.test("IOVA space exhausted (a 1 MiB DMA mask) by a premapped buffer: normal
   assert.equal(k.stats.counters.requestsHung - s0.counters.requestsHung, 2);
   rig.file.fOp.dmaUnmap!(rig.file, tag);
   assert.equal(rw(rig, iovIterUbuf("read", buf.start, 64 * P), 0n), 64 * P);
+});
+
+Deno.test("PRP page pool exhausted (one page) by an I/O in flight: the second waits on the dispatch list and completes after it", () => {
+  // MDTS 7 (512 KiB): a 256 KiB command has 63 list entries, so its list is a page-pool page.
+  const rig = makeRig(94, { iommu: "strict", mdts: 7, prpPoolMaxPages: 1 });
+  const k = rig.kernel;
+  const a = k.mm.mmap(64 * P), b = k.mm.mmap(64 * P);
+  const results: number[] = [];
+  for (const v of [a, b]) {
+    const iocb: Kiocb = {
+      file: rig.file,
+      pos: 0n,
+      flags: IOCB.DIRECT,
+      complete: (r) => results.push(r),
+    };
+    assert.equal(
+      rig.file.fOp.readIter!(iocb, iovIterUbuf("read", v.start, 64 * P)),
+      -Errno.EIOCBQUEUED,
+    );
+  }
+  // The second could not get a list page while the first held it: it waits, not -ENOMEM.
+  assert.equal(rig.host.driver.tagSet!.hctxs[0].dispatch.length, 1);
+  k.runUntil(() => results.length === 2);
+  assert.deepEqual(results, [64 * P, 64 * P]);
+  assert.equal(k.stats.counters.requestsHung, 0);
 });
