@@ -122,7 +122,12 @@ export interface KernelOptions {
   premap?: PremapVariant;
   /** rlimit(RLIMIT_NOFILE) of the host's process (default {@link NR_OPEN_DEFAULT}, 1024). */
   nofile?: number;
+  /** CLOCK_REALTIME minus CLOCK_MONOTONIC, in ns (default {@link DEFAULT_REALTIME_OFFSET_NS}). */
+  realtimeOffsetNs?: number;
 }
+
+/** The sim's CLOCK_REALTIME at virtual time 0: 2023-11-14T22:13:20Z. */
+export const DEFAULT_REALTIME_OFFSET_NS = 1_700_000_000e9;
 
 /** The simulated kernel context shared by the layers of one testbed. */
 export class Kernel {
@@ -134,8 +139,10 @@ export class Kernel {
   readonly stats: Stats;
   /** The root random source; components fork their own. */
   readonly rng: Rng;
-  /** The clock timeouts are measured on. */
+  /** The clock timeouts are measured on (CLOCK_MONOTONIC; CLOCK_BOOTTIME equals it). */
   readonly clock: KernelClock;
+  /** CLOCK_REALTIME - CLOCK_MONOTONIC in ns (IORING_TIMEOUT_REALTIME). */
+  readonly realtimeOffsetNs: number;
   /** capable(CAP_SYS_ADMIN) for the calling process. */
   capSysAdmin: boolean;
   /** Which variant of the proposal runs; read by io_uring and the nvme driver at each use. */
@@ -170,6 +177,7 @@ export class Kernel {
       );
     }
     this.clock = opts.clock ?? new VirtualClock();
+    this.realtimeOffsetNs = opts.realtimeOffsetNs ?? DEFAULT_REALTIME_OFFSET_NS;
   }
 
   /**

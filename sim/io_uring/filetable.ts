@@ -14,6 +14,7 @@
 import { fput } from "../fs/file.ts";
 import type { File } from "../fs/file.ts";
 import type { FdTable } from "../fs/fdtable.ts";
+import type { RsrcNodeRef } from "./io_uring_types.ts";
 import { Errno } from "../uapi/errno.ts";
 import { IORING_MAX_FIXED_FILES } from "../uapi/io_uring.ts";
 
@@ -24,17 +25,45 @@ export const IORING_REGISTER_FILES_SKIP = -2;
 /** Called before a slot's file is dropped (the proposal's io_file_slot_release hook). */
 export type SlotReleaseHook = (slot: number, file: File) => void;
 
+/** Posts a resource tag's CQE (io_post_aux_cqe(ctx, tag, 0, 0)). */
+export type PostTag = (tag: bigint) => void;
+
+/**
+ * struct io_rsrc_node of a file slot: the file, its tag, and references
+ * (the table's and each request's that uses the slot). The last reference
+ * posts the tag CQE (a nonzero tag only) and drops the file.
+ */
+export interface FileNode {
+  /** The file (the node holds one reference). */
+  readonly file: File;
+  /** node->tag: user_data of the CQE posted when the node is freed (0: none). */
+  tag: bigint;
+  /** References: the table's and in-flight requests'. */
+  refs: number;
+  /** Take a request's reference (io_file_get_fixed()); put it when the request is freed. */
+  ref(): RsrcNodeRef;
+}
+
 /** The ring's fixed file table (ctx->file_table). */
 export class FileTable {
-  #slots: (File | null)[] = [];
+  #slots: (FileNode | null)[] = [];
   readonly #onRelease: SlotReleaseHook;
   /** Predicate for io_is_uring_fops(): ring files cannot be registered. */
   readonly #isRingFile: (f: File) => boolean;
+  readonly #postTag: PostTag;
 
-  /** A table with no slots; `onRelease` runs before any slot's file is put. */
-  constructor(onRelease: SlotReleaseHook, isRingFile: (f: File) => boolean) {
+  /**
+   * A table with no slots; `onRelease` runs before any slot's file is put,
+   * `postTag` posts a tagged node's CQE when its last reference goes.
+   */
+  constructor(
+    onRelease: SlotReleaseHook,
+    isRingFile: (f: File) => boolean,
+    postTag: PostTag = () => {},
+  ) {
     this.#onRelease = onRelease;
     this.#isRingFile = isRingFile;
+    this.#postTag = postTag;
   }
 
   /** ctx->file_table.data.nr: number of slots (0 when nothing is registered). */
@@ -44,44 +73,109 @@ export class FileTable {
 
   /** io_file_from_index(): the file in `slot`, or null (empty or out of range). */
   get(slot: number): File | null {
+    return this.getNode(slot)?.file ?? null;
+  }
+
+  /** io_rsrc_node_lookup(): the node in `slot`, or null. */
+  getNode(slot: number): FileNode | null {
     if (!Number.isInteger(slot) || slot < 0 || slot >= this.#slots.length) return null;
     return this.#slots[slot];
   }
 
-  /** io_sqe_files_register(): `fds` (-1 = sparse) from the process table; 0 or -errno. */
-  register(fdt: FdTable, fds: readonly number[] | null, nr: number): number {
+  /** io_rsrc_node_alloc() + io_fixed_file_set(): a node taking over `file`'s reference. */
+  #node(file: File, tag: bigint): FileNode {
+    const put = () => this.#put(node);
+    const node: FileNode = {
+      file,
+      tag,
+      refs: 1,
+      ref: () => {
+        if (node.refs <= 0) throw new Error("io_rsrc_node: get after free");
+        node.refs++;
+        let once = false;
+        return {
+          put: () => {
+            if (once) throw new Error("io_rsrc_node: request reference put twice");
+            once = true;
+            put();
+          },
+        };
+      },
+    };
+    return node;
+  }
+
+  /** io_put_rsrc_node() / io_free_rsrc_node(): the tag CQE, then the file. */
+  #put(node: FileNode): void {
+    if (node.refs <= 0) throw new Error("io_rsrc_node: refcount underflow");
+    if (--node.refs > 0) return;
+    if (node.tag) this.#postTag(node.tag);
+    fput(node.file);
+  }
+
+  /**
+   * io_sqe_files_register(): `fds` (-1 = sparse; null: all sparse) from the
+   * process table, each slot with its tag (`tags`, null: none); 0 or -errno.
+   * A tag on a sparse slot is -EINVAL; on failure no tag is posted.
+   */
+  register(
+    fdt: FdTable,
+    fds: readonly number[] | null,
+    nr: number,
+    tags: readonly bigint[] | null = null,
+  ): number {
     if (this.#slots.length) return -Errno.EBUSY;
     if (!nr) return -Errno.EINVAL;
     if (nr > IORING_MAX_FIXED_FILES) return -Errno.EMFILE;
     if (nr > fdt.maxFds) return -Errno.EMFILE;
     this.#slots = new Array(nr).fill(null);
     for (let i = 0; i < nr; i++) {
+      const tag = tags ? tags[i] : 0n;
       const fd = fds ? fds[i] : -1;
-      if (fd === -1) continue;
+      if (fd === -1) {
+        if (tag) return this.#failRegister(-Errno.EINVAL);
+        continue;
+      }
       const f = fdt.fget(fd);
       if (!f) return this.#failRegister(-Errno.EBADF);
       if (this.#isRingFile(f)) {
         fput(f);
         return this.#failRegister(-Errno.EBADF);
       }
-      this.#slots[i] = f;
+      this.#slots[i] = this.#node(f, tag);
     }
     return 0;
   }
 
+  /** The fail path of io_sqe_files_register(): io_clear_table_tags(), then unregister. */
   #failRegister(err: number): number {
+    for (const n of this.#slots) if (n) n.tag = 0n;
     this.unregister();
     return err;
   }
 
-  /** __io_sqe_files_update(): replace slots from `offset`; count done, or -errno if none. */
-  update(fdt: FdTable, offset: number, fds: readonly number[]): number {
+  /**
+   * __io_sqe_files_update(): replace slots from `offset`, each new file with
+   * its tag; count done, or -errno if none. Removing (-1) or skipping with a
+   * tag is -EINVAL. The replaced node posts its tag when its last user goes.
+   */
+  update(
+    fdt: FdTable,
+    offset: number,
+    fds: readonly number[],
+    tags: readonly bigint[] | null = null,
+  ): number {
     if (!this.#slots.length) return -Errno.ENXIO;
     if (offset + fds.length > this.#slots.length) return -Errno.EINVAL;
     let done = 0;
     let err = 0;
     for (; done < fds.length; done++) {
       const fd = fds[done];
+      const tag = tags ? tags[done] : 0n;
+      if ((fd === IORING_REGISTER_FILES_SKIP || fd === -1) && tag) {
+        err = -Errno.EINVAL;
+        break;
+      }
       if (fd === IORING_REGISTER_FILES_SKIP) continue;
       const i = offset + done;
       this.releaseSlot(i);
@@ -96,7 +190,7 @@ export class FileTable {
           err = -Errno.EBADF;
           break;
         }
-        this.#slots[i] = f;
+        this.#slots[i] = this.#node(f, tag);
       }
     }
     return done ? done : err;
@@ -120,24 +214,38 @@ export class FileTable {
     if (!this.#slots.length) return -Errno.ENXIO;
     if (slot >= this.#slots.length) return -Errno.EINVAL;
     this.releaseSlot(slot);
-    this.#slots[slot] = file;
+    this.#slots[slot] = this.#node(file, 0n);
     return alloc ? slot : 0;
   }
 
-  /** io_reset_rsrc_node() for a file slot: run the release hook, then drop the file. */
-  releaseSlot(slot: number): void {
-    const f = this.#slots[slot];
-    if (!f) return;
-    this.#onRelease(slot, f);
+  /** io_reset_rsrc_node() for a file slot: run the release hook, then drop the table's reference. */
+  releaseSlot(slot: number): boolean {
+    const n = this.#slots[slot];
+    if (!n) return false;
+    this.#onRelease(slot, n.file);
     this.#slots[slot] = null;
-    fput(f);
+    this.#put(n);
+    return true;
   }
 
-  /** io_sqe_files_unregister(): 0, or -ENXIO when nothing is registered. */
+  /**
+   * io_sqe_files_unregister(): 0, or -ENXIO when nothing is registered. The
+   * release hook runs for each slot in order; the nodes are put as
+   * io_rsrc_data_free() puts them, last slot first (so tag CQEs come in
+   * reverse slot order).
+   */
   unregister(): number {
     if (!this.#slots.length) return -Errno.ENXIO;
-    for (let i = 0; i < this.#slots.length; i++) this.releaseSlot(i);
+    const slots = this.#slots;
+    for (let i = 0; i < slots.length; i++) {
+      const n = slots[i];
+      if (n) this.#onRelease(i, n.file);
+    }
     this.#slots = [];
+    for (let i = slots.length - 1; i >= 0; i--) {
+      const n = slots[i];
+      if (n) this.#put(n);
+    }
     return 0;
   }
 }
