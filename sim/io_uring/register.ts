@@ -22,7 +22,6 @@
  * @module
  */
 
-import type { UserRange } from "../block/iov_iter.ts";
 import { Errno } from "../uapi/errno.ts";
 import {
   IO_URING_OP_SUPPORTED,
