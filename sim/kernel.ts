@@ -61,9 +61,14 @@ export class VirtualClock implements KernelClock {
 export class MonotonicClock implements KernelClock {
   /** Always false. */
   readonly virtual = false;
+  readonly #offsetNs: number;
+  /** `offsetNs` aligns `performance.now()` with the kernel's CLOCK_MONOTONIC (0: process start). */
+  constructor(offsetNs = 0) {
+    this.#offsetNs = offsetNs;
+  }
   /** Monotonic time in ns. */
   nowNs(): number {
-    return Math.round(performance.now() * 1e6);
+    return Math.round(performance.now() * 1e6) + this.#offsetNs;
   }
   /** Real time cannot be moved. */
   advanceTo(_ns: number): void {}

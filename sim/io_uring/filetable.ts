@@ -51,6 +51,8 @@ export class FileTable {
   /** Predicate for io_is_uring_fops(): ring files cannot be registered. */
   readonly #isRingFile: (f: File) => boolean;
   readonly #postTag: PostTag;
+  /** table->alloc_hint: where the next IORING_FILE_INDEX_ALLOC search starts. */
+  #allocHint = 0;
 
   /**
    * A table with no slots; `onRelease` runs before any slot's file is put,
@@ -129,6 +131,8 @@ export class FileTable {
     if (nr > IORING_MAX_FIXED_FILES) return -Errno.EMFILE;
     if (nr > fdt.maxFds) return -Errno.EMFILE;
     this.#slots = new Array(nr).fill(null);
+    // io_file_table_set_alloc_range(ctx, 0, nr) at the end of a registration.
+    this.#allocHint = 0;
     for (let i = 0; i < nr; i++) {
       const tag = tags ? tags[i] : 0n;
       const fd = fds ? fds[i] : -1;
@@ -191,6 +195,7 @@ export class FileTable {
           break;
         }
         this.#slots[i] = this.#node(f, tag);
+        this.#allocHint = i + 1; // io_file_bitmap_set()
       }
     }
     return done ? done : err;
@@ -205,7 +210,7 @@ export class FileTable {
     const alloc = fileSlot === 0xffffffff;
     let slot: number;
     if (alloc) {
-      slot = this.#slots.indexOf(null);
+      slot = this.#bitmapGet();
       if (slot < 0) return -Errno.ENFILE;
     } else {
       slot = (fileSlot - 1) >>> 0;
@@ -215,7 +220,20 @@ export class FileTable {
     if (slot >= this.#slots.length) return -Errno.EINVAL;
     this.releaseSlot(slot);
     this.#slots[slot] = this.#node(file, 0n);
+    this.#allocHint = slot + 1;
     return alloc ? slot : 0;
+  }
+
+  /**
+   * io_file_bitmap_get(): the first free slot from the hint to the end, then
+   * from the start to the hint; -ENFILE when the table is full.
+   */
+  #bitmapGet(): number {
+    const n = this.#slots.length;
+    if (!n) return -Errno.ENFILE;
+    for (let i = Math.min(this.#allocHint, n); i < n; i++) if (!this.#slots[i]) return i;
+    for (let i = 0; i < Math.min(this.#allocHint, n); i++) if (!this.#slots[i]) return i;
+    return -Errno.ENFILE;
   }
 
   /** io_reset_rsrc_node() for a file slot: run the release hook, then drop the table's reference. */
@@ -224,6 +242,7 @@ export class FileTable {
     if (!n) return false;
     this.#onRelease(slot, n.file);
     this.#slots[slot] = null;
+    this.#allocHint = slot; // io_file_bitmap_clear()
     this.#put(n);
     return true;
   }
