@@ -686,9 +686,16 @@ export class SimRing implements RingFileCtx, TimeoutCtx, Disposable {
     this.#complete(req, req.res, false);
   }
 
-  /** io_req_post_cqe(): a CQE for a request that stays alive (multishot). */
-  postReqCqe(req: IoKiocb, res: number, cflags: number): void {
+  /**
+   * io_req_post_cqe(): a CQE for a request that stays alive (multishot),
+   * through io_fill_cqe_aux(), which never overflows: false when the CQ ring
+   * is full or a backlog waits.
+   */
+  postReqCqe(req: IoKiocb, res: number, cflags: number): boolean {
+    if (this.#dead) return false;
+    if (this.overflowPending || this.cqReady >= this.cqEntries) return false;
     this.#postCqe(req.sqe.userData, res, cflags);
+    return true;
   }
 
   /** io_req_task_work_add(): run `fn` as task work (after the current submission or batch). */

@@ -99,8 +99,11 @@ export interface TimeoutCtx extends IoRingCtx {
   reqSetFail(req: IoKiocb): void;
   /** io_req_task_complete() in task work: post `req`'s CQE and free it (`res` already set). */
   taskComplete(req: IoKiocb): void;
-  /** io_req_post_cqe(): post a CQE for `req` now, the request staying alive. */
-  postReqCqe(req: IoKiocb, res: number, cflags: number): void;
+  /**
+   * io_req_post_cqe(): post a CQE for `req` now, the request staying alive;
+   * false when the CQ ring is full or has a backlog (nothing is posted then).
+   */
+  postReqCqe(req: IoKiocb, res: number, cflags: number): boolean;
 }
 
 function tctx(req: IoKiocb): TimeoutCtx {
@@ -271,12 +274,15 @@ function timeoutFinish(t: IoTimeoutData): boolean {
   return true;
 }
 
-/** io_timeout_complete(): post the CQE; a multishot timeout not yet finished re-arms. */
+/**
+ * io_timeout_complete(): a multishot timeout not yet finished posts -ETIME
+ * with IORING_CQE_F_MORE and re-arms; when that CQE cannot be posted (a full
+ * CQ ring, or a backlog) or the timeout is finished, it completes.
+ */
 function timeoutComplete(t: IoTimeoutData): void {
   const req = t.req;
   const ctx = tctx(req);
-  if (!timeoutFinish(t)) {
-    ctx.postReqCqe(req, -Errno.ETIME, IORING_CQE_F.MORE);
+  if (!timeoutFinish(t) && ctx.postReqCqe(req, -Errno.ETIME, IORING_CQE_F.MORE)) {
     ctx.timeouts.timeoutList.push(t);
     t.list = "timeout";
     hrtimerStart(req, t, () => timeoutFn(t));
