@@ -647,3 +647,14 @@ peer("(timeouts)", "timeout SQE fields: len, buf_index, flags, clocks, bad times
   { t: "sqe", op: "timeoutRemove", target: 0, tflags: IORING_TIMEOUT.UPDATE },
   drain(4),
 ], 32);
+
+peer("(timeouts)", "an unlimited multishot TIMEOUT ends when its CQE finds the CQ ring full", [
+  timeout(ms(1), 0, { tflags: IORING_TIMEOUT.MULTISHOT }),
+  { t: "enter" },
+  { t: "sleep", ms: 40 },
+  { t: "ringState" },
+  { t: "reapOrdered", max: 64 },
+  { t: "enter" },
+  { t: "reapOrdered", max: 64 },
+  { t: "ringState" },
+], 2);
