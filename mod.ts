@@ -48,6 +48,7 @@ export type {
   RingOptions,
   Testbed,
   TestbedOptions,
+  TimeoutClock,
 } from "./sim/uapi/testbed.ts";
 export {
   type Allocator,
@@ -75,6 +76,7 @@ export {
   IORING_MSG,
   IORING_MSG_RING,
   IORING_OP,
+  IORING_TIMEOUT,
   IORING_REGISTER,
   IORING_REGISTER_BPF_FILTER,
   IORING_REGISTER_LAST,
