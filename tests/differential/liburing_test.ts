@@ -532,18 +532,22 @@ peer("rsrc_tags.c", "default registration: updates and unregister post no tag CQ
   { t: "reapAll" },
 ]);
 
-peer("rsrc_tags.c", "a tagged file slot used by a queued request posts its tag after that CQE", [
-  ...openScratch,
-  { t: "regFiles", files: [0, 1], tags: [1000, 1001] },
-  timeout(ms(20), L | HL),
-  { t: "sqe", op: "write", file: { slot: 1 }, range: { buf: 0, off: 0, len: 512 }, pos: 0 },
-  { t: "enter" },
-  { t: "updFiles", offset: 1, files: [0], tags: [1002] },
-  { t: "reapAll" },
-  drain(3),
-  { t: "unregFiles" },
-  { t: "reapAll" },
-]);
+peer(
+  "rsrc_tags.c",
+  "a write queued behind a TIMEOUT takes its slot at issue; the old tag posts now",
+  [
+    ...openScratch,
+    { t: "regFiles", files: [0, 1], tags: [1000, 1001] },
+    timeout(ms(20), L | HL),
+    { t: "sqe", op: "write", file: { slot: 1 }, range: { buf: 0, off: 0, len: 512 }, pos: 0 },
+    { t: "enter" },
+    { t: "updFiles", offset: 1, files: [0], tags: [1002] },
+    { t: "reapAll" },
+    drain(2),
+    { t: "unregFiles" },
+    { t: "reapAll" },
+  ],
+);
 
 // ----------------------------------------------- timeout.c behaviours the above rely on
 
