@@ -1,7 +1,9 @@
 /**
  * Fixed files (io_uring/filetable.c, io_uring/rsrc.c io_sqe_files_register,
  * __io_sqe_files_update, io_sqe_files_unregister): a table of file slots,
- * possibly sparse, each holding one file reference.
+ * possibly sparse, each an rsrc node holding one file reference and a tag.
+ * A request on a fixed file holds the node until it is freed; the last
+ * reference posts the tag's CQE (a nonzero tag only) and drops the file.
  *
  * The proposal ties a DMA mapping to a file slot, so every way a slot loses
  * its file (update, unregister, ring teardown) goes through
