@@ -50,6 +50,7 @@ export type {
   RingOptions,
   Testbed,
   TestbedOptions,
+  TimeoutClock,
 } from "./sim/uapi/testbed.ts";
 export { NVME_FAULT_KINDS, type NvmeFaultKind, type NvmeFaultRule } from "./sim/device/faults.ts";
 export type { PowerCutReport } from "./sim/device/write_cache.ts";
@@ -88,6 +89,7 @@ export {
   IORING_RSRC_REGISTER_SPARSE,
   IORING_SETUP,
   IORING_SQ,
+  IORING_TIMEOUT,
   IOSQE,
   MAP_BUFFERS,
   O,

@@ -50,6 +50,7 @@ const SYMBOLS = {
   munmap: { parameters: ["pointer", "usize"], result: "i32", nonblocking: false },
   mprotect: { parameters: ["pointer", "usize", "i32"], result: "i32", nonblocking: false },
   getrlimit: { parameters: ["i32", "buffer"], result: "i32", nonblocking: false },
+  clock_gettime: { parameters: ["i32", "buffer"], result: "i32", nonblocking: false },
 } as const;
 
 type LibcSymbols = Deno.DynamicLibrary<typeof SYMBOLS>["symbols"];
@@ -317,6 +318,26 @@ function lastErrno(sym: LibcSymbols): number {
 }
 
 /** RLIMIT_NOFILE (asm-generic/resource.h). */
+/** clockid_t values (include/uapi/linux/time.h). */
+const CLOCK_ID = { monotonic: 1, realtime: 0, boottime: 7 } as const;
+
+/**
+ * clock_gettime(2) in ns on CLOCK_MONOTONIC, CLOCK_BOOTTIME or
+ * CLOCK_REALTIME: the clocks io_uring's timeouts run on.
+ *
+ * @example
+ * ```ts
+ * import { clockGettimeNs } from "./libc.ts";
+ * console.log(clockGettimeNs("monotonic") > 0n); // true
+ * ```
+ */
+export function clockGettimeNs(clock: keyof typeof CLOCK_ID): bigint {
+  const ts = new BigInt64Array(2);
+  const r = libcSymbols().clock_gettime(CLOCK_ID[clock], new Uint8Array(ts.buffer));
+  if (r !== 0) throw new Error(`clock_gettime(${clock}) failed: errno ${lastErrno(libcSymbols())}`);
+  return ts[0] * 1_000_000_000n + ts[1];
+}
+
 const RLIMIT_NOFILE = 7;
 
 /**

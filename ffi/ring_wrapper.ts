@@ -38,6 +38,10 @@
  *   says whether the chain goes on: on success the next segment is submitted,
  *   on -ECANCELED every later member completes with -ECANCELED, as the rest of
  *   a broken chain does. So a chain gives the same results on both backends.
+ *   An IORING_OP_LINK_TIMEOUT goes to the side of the request it guards.
+ * - Resource tags: a file slot's tag is posted by the side that holds the
+ *   file (the namespace's by the shadow, forwarded like any completion);
+ *   buffer tags by the kernel alone (the shadow's buffers are untagged).
  *
  * @module
  */
@@ -186,7 +190,10 @@ export class RingWrapper implements RawRing {
     const fd = v.getInt32(SQE.fd, true);
     let side: "live" | "shadow" = "live";
     let out = sqe;
-    if (flags & IOSQE.FIXED_FILE) {
+    if (v.getUint8(SQE.opcode) === IORING_OP.LINK_TIMEOUT) {
+      // A linked timeout guards the request before it: it goes to that request's side.
+      if (this.#open.length > 0) side = this.#open[this.#open.length - 1].side;
+    } else if (flags & IOSQE.FIXED_FILE) {
       if (this.#emuSlots.has(fd)) side = "shadow";
     } else if (this.#host.emulatedFds.has(fd) && opUsesFd(v.getUint8(SQE.opcode))) {
       side = "shadow";
@@ -403,7 +410,9 @@ export class RingWrapper implements RawRing {
       case R.UNREGISTER_BUFFERS: {
         const r = this.#live.register(opcode, arg, nrArgs);
         if (r < 0) return r;
-        const s = this.#shadow.register(opcode, arg, nrArgs);
+        // Buffer tags are the kernel's to post (the application's CQEs come from its ring):
+        // the shadow registers the same buffers untagged.
+        const s = this.#shadow.register(opcode, withoutTags(opcode, arg), nrArgs);
         if (s < 0) {
           throw new Error(
             `real backend: the host stack refused a buffer registration the ` +
@@ -563,20 +572,24 @@ export class RingWrapper implements RawRing {
       return r;
     }
     const { live, shadow, emu } = this.#split(fds);
-    return this.#withArrays(live, shadow, (ld, sd) => {
-      const a = (d: bigint) => {
+    const tags = this.#splitTags(v.getBigUint64(RSRC_REGISTER.tags, true), nr, emu);
+    if (tags === null) return this.#live.register(opcode, arg, nrArgs); // the kernel's -EFAULT
+    return this.#withArrays(live, shadow, (ld, sd, lt, st) => {
+      const a = (d: bigint, t: bigint) => {
         const b = arg.slice();
-        new DataView(b.buffer).setBigUint64(RSRC_REGISTER.data, d, true);
+        const bv = new DataView(b.buffer);
+        bv.setBigUint64(RSRC_REGISTER.data, d, true);
+        bv.setBigUint64(RSRC_REGISTER.tags, t, true);
         return b;
       };
-      const r = this.#live.register(opcode, a(ld), nrArgs);
+      const r = this.#live.register(opcode, a(ld, lt), nrArgs);
       if (r < 0) return r;
-      const s = this.#shadow.register(opcode, a(sd), nrArgs);
+      const s = this.#shadow.register(opcode, a(sd, st), nrArgs);
       if (s < 0) throw new Error(`real backend: host stack file table refused: ${s}`);
       this.#emuSlots.clear();
       for (const i of emu) this.#emuSlots.add(i);
       return r;
-    });
+    }, tags);
   }
 
   /** REGISTER_FILES_UPDATE2: { offset, resv, data, tags, nr, resv2 }, `nr` fds at `data`. */
@@ -588,6 +601,7 @@ export class RingWrapper implements RawRing {
     return this.#updateSlots(opcode, arg, nrArgs, v.getUint32(RSRC_UPDATE2.nr, true), {
       offset: RSRC_UPDATE2.offset,
       data: RSRC_UPDATE2.data,
+      tags: RSRC_UPDATE2.tags,
     });
   }
 
@@ -608,26 +622,31 @@ export class RingWrapper implements RawRing {
     arg: Uint8Array,
     nrArgs: number,
     nr: number,
-    at: { offset: number; data: number },
+    at: { offset: number; data: number; tags?: number },
   ): number {
     const v = new DataView(arg.buffer, arg.byteOffset, arg.byteLength);
     const offset = v.getUint32(at.offset, true);
     const fds = this.#readUserInts(v.getBigUint64(at.data, true), nr);
     if (fds === null) return this.#live.register(opcode, arg, nrArgs); // the kernel's -EFAULT
     const { live, shadow, emu } = this.#split(fds);
-    return this.#withArrays(live, shadow, (ld, sd) => {
-      const withData = (d: bigint) => {
+    const tagAddr = at.tags === undefined ? 0n : v.getBigUint64(at.tags, true);
+    const tags = this.#splitTags(tagAddr, nr, emu);
+    if (tags === null) return this.#live.register(opcode, arg, nrArgs); // the kernel's -EFAULT
+    return this.#withArrays(live, shadow, (ld, sd, lt, st) => {
+      const withData = (d: bigint, t: bigint) => {
         const b = arg.slice();
-        new DataView(b.buffer).setBigUint64(at.data, d, true);
+        const bv = new DataView(b.buffer);
+        bv.setBigUint64(at.data, d, true);
+        if (at.tags !== undefined) bv.setBigUint64(at.tags, t, true);
         return b;
       };
-      const r = this.#live.register(opcode, withData(ld), nrArgs);
+      const r = this.#live.register(opcode, withData(ld, lt), nrArgs);
       if (r < 0) return r;
-      this.#shadow.register(opcode, withData(sd), nrArgs);
+      this.#shadow.register(opcode, withData(sd, st), nrArgs);
       for (let i = 0; i < r; i++) this.#emuSlots.delete(offset + i);
       for (const i of emu) if (i < r) this.#emuSlots.add(offset + i);
       return r;
-    });
+    }, tags);
   }
 
   /** Kernel side: the namespace's slots empty (-1); shadow side: only the namespace. */
@@ -649,19 +668,51 @@ export class RingWrapper implements RawRing {
     return { live, shadow, emu };
   }
 
-  /** Run `f` with the two fd arrays placed in memory both sides can read. */
+  /**
+   * Tags split by side: the kernel's array has 0 for the namespace's slots
+   * (which it leaves empty, where a tag is -EINVAL), the shadow's holds only
+   * theirs, so each side posts the tags of the files it holds. null when the
+   * tag array cannot be read (the kernel answers that itself); [] for no tags.
+   */
+  #splitTags(addr: bigint, nr: number, emu: number[]): { live: bigint[]; shadow: bigint[] } | null {
+    if (addr === 0n) return { live: [], shadow: [] };
+    if (nr > 1 << 20 || !this.#host.mm.rangeMapped(addr, 8 * nr)) return null;
+    const live: bigint[] = [];
+    const shadow: bigint[] = [];
+    const isEmu = new Set(emu);
+    for (let i = 0; i < nr; i++) {
+      const t = this.#host.mm.translate(addr + BigInt(8 * i))!;
+      const tag = new DataView(t.page.data.buffer, t.page.data.byteOffset).getBigUint64(
+        t.offset,
+        true,
+      );
+      live.push(isEmu.has(i) ? 0n : tag);
+      shadow.push(isEmu.has(i) ? tag : 0n);
+    }
+    return { live, shadow };
+  }
+
+  /** Run `f` with the two fd arrays (and tag arrays, if any) placed in memory both sides can read. */
   #withArrays(
     live: number[],
     shadow: number[],
-    f: (liveAddr: bigint, shadowAddr: bigint) => number,
+    f: (liveAddr: bigint, shadowAddr: bigint, liveTags: bigint, shadowTags: bigint) => number,
+    tags: { live: bigint[]; shadow: bigint[] } = { live: [], shadow: [] },
   ): number {
     using lb = this.#host.alloc(Math.max(4, 4 * live.length));
     using sb = this.#host.alloc(Math.max(4, 4 * shadow.length));
+    using ltb = this.#host.alloc(Math.max(8, 8 * tags.live.length));
+    using stb = this.#host.alloc(Math.max(8, 8 * tags.shadow.length));
     const lv = new DataView(lb.bytes.buffer, lb.bytes.byteOffset, lb.bytes.byteLength);
     const sv = new DataView(sb.bytes.buffer, sb.bytes.byteOffset, sb.bytes.byteLength);
     live.forEach((fd, i) => lv.setInt32(4 * i, fd, true));
     shadow.forEach((fd, i) => sv.setInt32(4 * i, fd, true));
-    return f(lb.addr, sb.addr);
+    const ltv = new DataView(ltb.bytes.buffer, ltb.bytes.byteOffset, ltb.bytes.byteLength);
+    const stv = new DataView(stb.bytes.buffer, stb.bytes.byteOffset, stb.bytes.byteLength);
+    tags.live.forEach((t, i) => ltv.setBigUint64(8 * i, t, true));
+    tags.shadow.forEach((t, i) => stv.setBigUint64(8 * i, t, true));
+    const noTags = tags.live.length === 0;
+    return f(lb.addr, sb.addr, noTags ? 0n : ltb.addr, noTags ? 0n : stb.addr);
   }
 
   /** `n` int32s at a user address, or null when any byte is outside the testbed's memory. */
@@ -677,9 +728,11 @@ export class RingWrapper implements RawRing {
   }
 }
 
-/** Whether an opcode's `fd` field names a file (NOP's and MSG_RING's do not name the namespace). */
+/** Whether an opcode's `fd` field names a file (these opcodes' never names the namespace). */
 function opUsesFd(op: number): boolean {
-  return op !== IORING_OP.NOP && op !== IORING_OP.MSG_RING;
+  return op !== IORING_OP.NOP && op !== IORING_OP.MSG_RING && op !== IORING_OP.TIMEOUT &&
+    op !== IORING_OP.TIMEOUT_REMOVE && op !== IORING_OP.LINK_TIMEOUT &&
+    op !== IORING_OP.FILES_UPDATE;
 }
 
 function readInts(b: Uint8Array, off: number, n: number): number[] {
@@ -693,5 +746,18 @@ function ints(a: number[]): Uint8Array {
   const b = new Uint8Array(4 * a.length);
   const v = new DataView(b.buffer);
   a.forEach((x, i) => v.setInt32(4 * i, x, true));
+  return b;
+}
+
+/** A copy of a BUFFERS2 / BUFFERS_UPDATE argument with its tags pointer cleared. */
+function withoutTags(opcode: number, arg: Uint8Array | null): Uint8Array | null {
+  const at = opcode === IORING_REGISTER.REGISTER_BUFFERS2
+    ? RSRC_REGISTER.tags
+    : opcode === IORING_REGISTER.REGISTER_BUFFERS_UPDATE
+    ? RSRC_UPDATE2.tags
+    : -1;
+  if (at < 0 || arg === null || arg.length < at + 8) return arg;
+  const b = arg.slice();
+  new DataView(b.buffer).setBigUint64(at, 0n, true);
   return b;
 }

@@ -33,6 +33,7 @@ import {
   ringParams,
   type Testbed,
   type TestbedOptions,
+  type TimeoutClock,
 } from "../sim/uapi/testbed.ts";
 import { O } from "../sim/uapi/io_uring.ts";
 import { Kernel, MonotonicClock } from "../sim/kernel.ts";
@@ -41,7 +42,7 @@ import { SimRing } from "../sim/io_uring/io_uring.ts";
 import { doSysOpen, sysClose } from "../sim/fs/namei.ts";
 import type { IommuMode } from "../sim/dma/types.ts";
 import type { Stats } from "../sim/stats.ts";
-import { allocBuffer, Libc, NativeMemory, processNofileLimit } from "./libc.ts";
+import { allocBuffer, clockGettimeNs, Libc, NativeMemory, processNofileLimit } from "./libc.ts";
 import { LiveRing, liveRingUnavailable } from "./liburing.ts";
 import { CoherentArena, NativeFrames } from "./frames.ts";
 import { NvmeEmu, type NvmeEmuIommuMode, nvmeEmuUnavailable } from "./nvme_emu.ts";
@@ -107,7 +108,10 @@ class RealHost implements Disposable {
       capSysAdmin: opts.capSysAdmin ?? true,
       timing: opts.timing ?? true,
       premap: opts.premap,
-      clock: new MonotonicClock(),
+      // The host kernel's clock is the live kernel's CLOCK_MONOTONIC (and its REALTIME
+      // offset), so an absolute io_uring timeout means the same instant on both.
+      clock: new MonotonicClock(Number(clockGettimeNs("monotonic")) - performance.now() * 1e6),
+      realtimeOffsetNs: Number(clockGettimeNs("realtime") - clockGettimeNs("monotonic")),
       frameBacking: this.frames,
       nofile: processNofileLimit(),
     });
@@ -391,6 +395,11 @@ class RealTestbed implements Testbed {
     return Deno.readFileSync(path);
   }
 
+  /** clock_gettime(2) on the live kernel's clock. */
+  clockNs(clock: TimeoutClock): bigint {
+    return clockGettimeNs(clock);
+  }
+
   ring(opts: RingOptions): Ring {
     this.#live();
     const r = LiveRing.create(opts.entries, {
@@ -404,8 +413,16 @@ class RealTestbed implements Testbed {
       return this.#rings.adopt(new Ring(r.ring, (len) => this.allocBuffer(len)));
     }
     const live = r.ring;
-    const params = ringParams(opts);
-    const shadow = SimRing.setup(host.kernel, Math.max(opts.entries, 8) * 4, params);
+    // The shadow only queues the namespace's SQEs; its completions are forwarded into the
+    // live ring, so its CQ need not be as small as the application asked for the live one.
+    const shadowEntries = Math.max(opts.entries, 8) * 4;
+    const params = ringParams({
+      ...opts,
+      cqEntries: opts.cqEntries === undefined
+        ? undefined
+        : Math.max(opts.cqEntries, 2 * shadowEntries),
+    });
+    const shadow = SimRing.setup(host.kernel, shadowEntries, params);
     if (typeof shadow === "number") {
       live[Symbol.dispose]();
       throw new ErrnoError(shadow, "io_uring_setup (host stack)");

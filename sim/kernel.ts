@@ -61,9 +61,14 @@ export class VirtualClock implements KernelClock {
 export class MonotonicClock implements KernelClock {
   /** Always false. */
   readonly virtual = false;
+  readonly #offsetNs: number;
+  /** `offsetNs` aligns `performance.now()` with the kernel's CLOCK_MONOTONIC (0: process start). */
+  constructor(offsetNs = 0) {
+    this.#offsetNs = offsetNs;
+  }
   /** Monotonic time in ns. */
   nowNs(): number {
-    return Math.round(performance.now() * 1e6);
+    return Math.round(performance.now() * 1e6) + this.#offsetNs;
   }
   /** Real time cannot be moved. */
   advanceTo(_ns: number): void {}
@@ -122,7 +127,12 @@ export interface KernelOptions {
   premap?: PremapVariant;
   /** rlimit(RLIMIT_NOFILE) of the host's process (default {@link NR_OPEN_DEFAULT}, 1024). */
   nofile?: number;
+  /** CLOCK_REALTIME minus CLOCK_MONOTONIC, in ns (default {@link DEFAULT_REALTIME_OFFSET_NS}). */
+  realtimeOffsetNs?: number;
 }
+
+/** The sim's CLOCK_REALTIME at virtual time 0: 2023-11-14T22:13:20Z. */
+export const DEFAULT_REALTIME_OFFSET_NS = 1_700_000_000e9;
 
 /** The simulated kernel context shared by the layers of one testbed. */
 export class Kernel {
@@ -134,8 +144,10 @@ export class Kernel {
   readonly stats: Stats;
   /** The root random source; components fork their own. */
   readonly rng: Rng;
-  /** The clock timeouts are measured on. */
+  /** The clock timeouts are measured on (CLOCK_MONOTONIC; CLOCK_BOOTTIME equals it). */
   readonly clock: KernelClock;
+  /** CLOCK_REALTIME - CLOCK_MONOTONIC in ns (IORING_TIMEOUT_REALTIME). */
+  readonly realtimeOffsetNs: number;
   /** capable(CAP_SYS_ADMIN) for the calling process. */
   capSysAdmin: boolean;
   /** Which variant of the proposal runs; read by io_uring and the nvme driver at each use. */
@@ -170,6 +182,7 @@ export class Kernel {
       );
     }
     this.clock = opts.clock ?? new VirtualClock();
+    this.realtimeOffsetNs = opts.realtimeOffsetNs ?? DEFAULT_REALTIME_OFFSET_NS;
   }
 
   /**

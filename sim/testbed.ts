@@ -20,6 +20,7 @@ import {
   ringParams,
   type Testbed,
   type TestbedOptions,
+  type TimeoutClock,
 } from "./uapi/testbed.ts";
 import type { Stats } from "./stats.ts";
 
@@ -152,6 +153,12 @@ export class SimTestbed implements Testbed {
     const inode = lookupInode(this.kernel, path);
     if (!inode) throw new ErrnoError(-2, `readFile ${path}`);
     return inode.contents().slice();
+  }
+
+  /** The virtual clock (CLOCK_BOOTTIME equals CLOCK_MONOTONIC; REALTIME is offset). */
+  clockNs(clock: TimeoutClock): bigint {
+    const mono = BigInt(Math.round(this.kernel.clock.nowNs()));
+    return clock === "realtime" ? mono + BigInt(this.kernel.realtimeOffsetNs) : mono;
   }
 
   /** A new io_uring mirror ring; throws ErrnoError if setup fails. */

@@ -47,8 +47,8 @@ export class DirectOps implements DmaMapOps {
   }
 
   /** dma_direct_unmap_page() */
-  unmapPage(addr: bigint, size: number, dir: DmaDir): void {
-    if (this.#swiotlb?.contains(addr)) this.#swiotlb.unmapSingle(addr, size, dir);
+  unmapPage(addr: bigint, size: number, dir: DmaDir, attrs = 0): void {
+    if (this.#swiotlb?.contains(addr)) this.#swiotlb.unmapSingle(addr, size, dir, attrs);
   }
 
   /** dma_direct_map_sg(): one DMA segment per entry; -EIO after undoing on failure. */

@@ -13,8 +13,8 @@ import type { CoherentBuffer, DmaDir, Scatterlist } from "./types.ts";
 export interface DmaMapOps {
   /** .map_page: DMA address of `size` bytes at physical `phys`, or DMA_MAPPING_ERROR. */
   mapPage(phys: bigint, size: number, dir: DmaDir): bigint;
-  /** .unmap_page */
-  unmapPage(addr: bigint, size: number, dir: DmaDir): void;
+  /** .unmap_page (`attrs`: DMA_ATTR_*) */
+  unmapPage(addr: bigint, size: number, dir: DmaDir, attrs?: number): void;
   /** .map_sg: number of DMA segments, or a negative errno (nothing left mapped). */
   mapSg(sgl: Scatterlist[], nents: number, dir: DmaDir): number;
   /** .unmap_sg */

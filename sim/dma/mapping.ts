@@ -293,13 +293,13 @@ class DmaMappingApi implements DmaApi {
   }
 
   /** dma_unmap_page_attrs() */
-  unmapPage(addr: bigint, size: number, dir: DmaDir): void {
+  unmapPage(addr: bigint, size: number, dir: DmaDir, attrs = 0): void {
     checkDir(dir);
     this.#debug?.unmapPage(addr, size, dir);
     if (addr === DMA_MAPPING_ERROR) throw new Error("dma_unmap_page: DMA_MAPPING_ERROR");
     this.#kernel.stats.add("dmaUnmapPageCalls");
     this.#untrack(addr);
-    this.#ops.unmapPage(addr, size, dir);
+    this.#ops.unmapPage(addr, size, dir, attrs);
   }
 
   /** dma_need_sync() */

@@ -20,7 +20,7 @@
 
 import { PAGE_SHIFT, PAGE_SIZE, pfnToPhys, type PhysMem } from "../memory/phys.ts";
 import type { Stats } from "../stats.ts";
-import { DMA_MAPPING_ERROR, type DmaDir, DmaDirection } from "./types.ts";
+import { DMA_ATTR_SKIP_CPU_SYNC, DMA_MAPPING_ERROR, type DmaDir, DmaDirection } from "./types.ts";
 
 /** IO_TLB_SHIFT */
 export const IO_TLB_SHIFT = 11;
@@ -147,11 +147,11 @@ export class Swiotlb implements Disposable {
    * swiotlb_tbl_unmap_single(): copy back for FROM_DEVICE/BIDIRECTIONAL, then
    * swiotlb_release_slots() from the slot at `tlbAddr` less its alignment offset.
    */
-  unmapSingle(tlbAddr: bigint, size: number, dir: DmaDir): void {
+  unmapSingle(tlbAddr: bigint, size: number, dir: DmaDir, attrs = 0): void {
     this.#assertLive();
     const index = this.#slotOf(tlbAddr);
     if (
-      this.#orig[index] !== -1n &&
+      this.#orig[index] !== -1n && !(attrs & DMA_ATTR_SKIP_CPU_SYNC) &&
       (dir === DmaDirection.FROM_DEVICE || dir === DmaDirection.BIDIRECTIONAL)
     ) {
       this.#bounce(tlbAddr, size, DmaDirection.FROM_DEVICE);

@@ -21,6 +21,13 @@ export const DmaDirection = { BIDIRECTIONAL: 0, TO_DEVICE: 1, FROM_DEVICE: 2 } a
 /** A DMA direction value. */
 export type DmaDir = typeof DmaDirection[keyof typeof DmaDirection];
 
+/**
+ * DMA_ATTR_SKIP_CPU_SYNC (include/linux/dma-mapping.h): the unmap leaves the
+ * CPU's copy alone (a bounce buffer is not copied back): the driver already
+ * synced what the device wrote.
+ */
+export const DMA_ATTR_SKIP_CPU_SYNC = 1 << 5;
+
 /** DMA_MAPPING_ERROR: (dma_addr_t)~0 */
 export const DMA_MAPPING_ERROR = 0xffff_ffff_ffff_ffffn;
 
@@ -82,8 +89,8 @@ export interface DmaApi {
   unmapSg(sgl: Scatterlist[], nents: number, dir: DmaDir): void;
   /** dma_map_page_attrs(): DMA address or {@link DMA_MAPPING_ERROR}. */
   mapPage(page: Page, offset: number, size: number, dir: DmaDir): bigint;
-  /** dma_unmap_page_attrs() */
-  unmapPage(addr: bigint, size: number, dir: DmaDir): void;
+  /** dma_unmap_page_attrs() (`attrs`: DMA_ATTR_*, default none) */
+  unmapPage(addr: bigint, size: number, dir: DmaDir, attrs?: number): void;
   /** dma_need_sync(): whether syncs are needed for this address (bounce buffering). */
   needSync(addr: bigint): boolean;
   /** dma_sync_single_for_cpu() */

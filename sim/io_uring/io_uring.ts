@@ -8,9 +8,15 @@
  * io_uring_enter(2) would, reap 16-byte CQEs from the CQ ring, and register
  * resources as io_uring_register(2) would.
  *
+ * Completions of requests issued inline (in a submission or a task-work
+ * batch) are deferred to the end of the batch and posted in order, then the
+ * requests are freed (their links queued, their resource nodes put), as
+ * io_submit_flush_completions() does; device completions, timer expiries and
+ * linked requests run as task work.
+ *
  * What is not modelled: SQPOLL, IOPOLL, SQE128/CQE32/CQE_MIXED, NO_MMAP,
  * REGISTERED_FD_ONLY, R_DISABLED, ATTACH_WQ (setup returns -EINVAL for
- * them), personalities, provided buffers, resource tags. There is no io-wq:
+ * them), personalities, provided buffers. There is no io-wq:
  * an IOSQE_ASYNC request, like the next request of a link chain, is issued
  * after the batch's inline issues, which reproduces the completion order
  * Linux 6.18 shows for synchronous opcodes (observed: `A(link) B, C` posts
@@ -21,7 +27,7 @@
 
 import { type File, fput, getFile } from "../fs/file.ts";
 import { type FdTable, filesOf } from "../fs/fdtable.ts";
-import type { Kernel } from "../kernel.ts";
+import type { Kernel, Poller } from "../kernel.ts";
 import { Errno } from "../uapi/errno.ts";
 import {
   CQ_OFF,
@@ -46,6 +52,16 @@ import { ioUringRegister } from "./register.ts";
 import { registerGuard } from "../uapi/register_rules.ts";
 import { ioIsUringFops, ioUringGetFile, type RingFileCtx } from "./ring_file.ts";
 import { BufTable, ioFileSlotRelease, unmapWhen } from "./rsrc.ts";
+import {
+  ioDisarmLinkedTimeout,
+  ioFlushTimeouts,
+  ioKillTimeouts,
+  ioPrepLinkedTimeout,
+  ioQueueLinkedTimeout,
+  ioTimeoutsShutdown,
+  type TimeoutCtx,
+  TimeoutState,
+} from "./timeout.ts";
 
 /** offsetof(struct io_rings, ...): the ring header fields (Linux 6.18, observed). */
 export const IO_RINGS = {
@@ -81,8 +97,8 @@ export const SIM_SETUP_FLAGS = IORING_SETUP.CQSIZE | IORING_SETUP.CLAMP |
  * 6.18 reports 0x3ffff; the sim leaves out what it does not model.)
  */
 export const SIM_FEATURES = IORING_FEAT.SINGLE_MMAP | IORING_FEAT.NODROP |
-  IORING_FEAT.SUBMIT_STABLE | IORING_FEAT.RW_CUR_POS | IORING_FEAT.CQE_SKIP |
-  IORING_FEAT.LINKED_FILE;
+  IORING_FEAT.SUBMIT_STABLE | IORING_FEAT.RW_CUR_POS | IORING_FEAT.RSRC_TAGS |
+  IORING_FEAT.CQE_SKIP | IORING_FEAT.LINKED_FILE;
 
 /** SQE flags the kernel accepts (SQE_VALID_FLAGS). */
 const SQE_VALID_FLAGS = 0x7f;
@@ -177,7 +193,7 @@ interface OverflowCqe {
  * ring[Symbol.dispose]();
  * ```
  */
-export class SimRing implements RingFileCtx, Disposable {
+export class SimRing implements RingFileCtx, TimeoutCtx, Disposable {
   /** Which backend this is. */
   readonly backend = "sim" as const;
   /** The host. */
@@ -214,7 +230,20 @@ export class SimRing implements RingFileCtx, Disposable {
   readonly #maxOverflow: number;
   readonly #inflight = new Set<IoKiocb>();
   readonly #deferList: IoKiocb[] = [];
-  readonly #taskWork: IoKiocb[] = [];
+  #taskWork: (() => void)[] = [];
+  /** ctx->submit_state.compl_reqs: completions deferred to the end of the batch. */
+  #compl: IoKiocb[] = [];
+  /** The timeout state (io_uring/timeout.c). */
+  readonly timeouts: TimeoutState = new TimeoutState();
+  /** Runs task work queued outside a submission (timer expiries) from Kernel.poll(). */
+  readonly #poller: Poller = {
+    poll: () => {
+      const n = this.#taskWork.length;
+      if (n) this.#runTaskWork();
+      return n;
+    },
+    inFlight: 0,
+  };
   #drainDisabled = false;
   #linkHead: IoKiocb | null = null;
   #linkLast: IoKiocb | null = null;
@@ -238,13 +267,17 @@ export class SimRing implements RingFileCtx, Disposable {
     this.#rv.setUint32(IO_RINGS.cqRingMask, cq - 1, true);
     this.#rv.setUint32(IO_RINGS.sqRingEntries, sq, true);
     this.#rv.setUint32(IO_RINGS.cqRingEntries, cq, true);
+    // io_free_rsrc_node(): a tagged resource posts io_post_aux_cqe(ctx, tag, 0, 0).
+    const postTag = (tag: bigint) => this.postAuxCqe(tag, 0, 0);
     this.bufTable = new BufTable(kernel.mm, {
       capIpcLock: o.capIpcLock,
       memlockLimitBytes: o.memlockLimitBytes,
+      postTag,
     });
     this.fileTable = new FileTable(
       (slot) => ioFileSlotRelease(this.bufTable, slot, unmapWhen(kernel.premap)),
       (f) => ioIsUringFops(f),
+      postTag,
     );
   }
 
@@ -272,6 +305,7 @@ export class SimRing implements RingFileCtx, Disposable {
     if (flags & ~SIM_SETUP_FLAGS) return -Errno.EINVAL;
     const [sq, cq] = sizes;
     const ring = new SimRing(kernel, sq, cq, flags, opts);
+    kernel.addPoller(ring.#poller);
     const file = ioUringGetFile(ring, () => ring.#free());
     const fd = ring.fdt.install(file);
     if (fd < 0) {
@@ -332,6 +366,16 @@ export class SimRing implements RingFileCtx, Disposable {
     return this.#inflight.size;
   }
 
+  /** ctx->cached_cq_tail: CQEs written into the CQ ring so far (u32). */
+  get cachedCqTail(): number {
+    return this.#u32(IO_RINGS.cqTail);
+  }
+
+  /** ctx->submit_state.link: the chain being assembled. */
+  get submitLink(): { head: IoKiocb | null; last: IoKiocb | null } {
+    return { head: this.#linkHead, last: this.#linkLast };
+  }
+
   #u32(off: number): number {
     return this.#rv.getUint32(off, true);
   }
@@ -379,6 +423,7 @@ export class SimRing implements RingFileCtx, Disposable {
     if (getEvents) this.#flushOverflow();
     if (waitNr > 0) {
       const ok = this.kernel.runUntil(() => {
+        this.#runTaskWork();
         this.#flushOverflow();
         return this.cqReady >= waitNr;
       });
@@ -443,12 +488,14 @@ export class SimRing implements RingFileCtx, Disposable {
         left--;
         if (failed && !(this.setupFlags & IORING_SETUP.SUBMIT_ALL)) break;
       }
-      // io_submit_state_end(): a link left open at the end of the batch is queued as is.
+      // io_submit_state_end(): a link left open at the end of the batch is queued as is,
+      // then the batch's inline completions are posted.
       if (this.#linkHead) {
         const head = this.#linkHead;
         this.#linkHead = this.#linkLast = null;
         this.#queueFallback(head);
       }
+      this.#flushCompletions();
     } finally {
       this.#inSubmit = false;
       this.#setU32(IO_RINGS.sqHead, this.#cachedSqHead);
@@ -484,6 +531,11 @@ export class SimRing implements RingFileCtx, Disposable {
       res: 0,
       cflags: 0,
       failed: false,
+      cqeSkip: (sqe.flags & IOSQE.CQE_SKIP_SUCCESS) !== 0,
+      skipLinkCqes: false,
+      armLtimeout: false,
+      linkTimeout: false,
+      fileNode: null,
       link: null,
       cleanup: null,
       done: false,
@@ -528,13 +580,22 @@ export class SimRing implements RingFileCtx, Disposable {
     return def.prep(req);
   }
 
+  /** req_set_fail(): mark a failure; a CQE_SKIP_SUCCESS request then posts, and skips its links'. */
+  reqSetFail(req: IoKiocb): void {
+    req.failed = true;
+    if (req.cqeSkip) {
+      req.cqeSkip = false;
+      req.skipLinkCqes = true;
+    }
+  }
+
   /** io_submit_fail_init(): fail the request and its link; nonzero stops submission. */
   #submitFailInit(req: IoKiocb, ret: number): number {
-    req.failed = true;
+    this.reqSetFail(req);
     req.res = ret;
     const head = this.#linkHead;
     if (head && !head.failed) {
-      head.failed = true;
+      this.reqSetFail(head);
       head.res = -Errno.ECANCELED;
     }
     if (!(req.flags & IO_REQ_LINK_FLAGS)) {
@@ -558,7 +619,7 @@ export class SimRing implements RingFileCtx, Disposable {
     if (req.failed) {
       // Nothing of a failed link is submitted: a hard link fails the rest like a soft one.
       req.flags = (req.flags & ~IOSQE.IO_HARDLINK) | IOSQE.IO_LINK;
-      this.#complete(req, req.res);
+      this.#complete(req, req.res, true);
       return;
     }
     if ((req.flags & IOSQE.IO_DRAIN) || this.#deferList.length) {
@@ -567,7 +628,7 @@ export class SimRing implements RingFileCtx, Disposable {
       return;
     }
     // IOSQE_ASYNC punts to io-wq: it runs after the inline issues of this batch (observed order).
-    if (req.flags & IOSQE.ASYNC) this.#taskWork.push(req);
+    if (req.flags & IOSQE.ASYNC) this.taskWorkAdd(() => this.#issue(req));
     else this.#issue(req);
   }
 
@@ -590,82 +651,109 @@ export class SimRing implements RingFileCtx, Disposable {
     }
   }
 
-  /** io_issue_sqe(): assign the file, then run the opcode. */
+  /** io_issue_sqe(): assign the file, arm a linked timeout, then run the opcode. */
   #issue(req: IoKiocb): void {
     const def = IO_ISSUE_DEFS[req.sqe.opcode];
     if (def.needsFile && !req.file) {
       const fd = req.sqe.fd;
-      const f = req.flags & IOSQE.FIXED_FILE ? this.fileTable.get(fd) : this.fdt.lookup(fd) ?? null;
+      let f: File | null;
+      if (req.flags & IOSQE.FIXED_FILE) {
+        // io_file_get_fixed(): the request holds the slot's node until it is freed.
+        const node = this.fileTable.getNode(fd);
+        f = node?.file ?? null;
+        if (node) req.fileNode = node.ref();
+      } else {
+        f = this.fdt.lookup(fd) ?? null;
+      }
       if (!f) {
         this.#complete(req, -Errno.EBADF);
         return;
       }
       req.file = getFile(f);
     }
-    if (req.flags & IOSQE.BUFFER_SELECT) {
-      this.#complete(req, -Errno.ENOBUFS);
-      return;
-    }
-    const ret = def.issue(req);
+    // __io_issue_sqe(): a LINK_TIMEOUT next in the chain is armed around the issue.
+    const lt = req.armLtimeout ? ioPrepLinkedTimeout(req) : null;
+    const ret = req.flags & IOSQE.BUFFER_SELECT ? -Errno.ENOBUFS : def.issue(req);
+    if (lt) ioQueueLinkedTimeout(lt);
     if (ret === IOU_ISSUE_QUEUED) return;
     this.#complete(req, ret);
   }
 
-  /** ki_complete path for queued requests. */
+  /** ki_complete path for queued requests: completed from task work, as the kernel does. */
   completeReq(req: IoKiocb, res: number): void {
-    this.#complete(req, res);
+    this.taskWorkAdd(() => this.#complete(req, res));
     this.#runTaskWork();
   }
 
-  /** Post a request's CQE, release what it holds, and move its link chain on. */
-  #complete(req: IoKiocb, res: number): void {
+  /** io_req_task_complete() from task work: `req.res` and its failure are already set. */
+  taskComplete(req: IoKiocb): void {
+    this.#complete(req, req.res, false);
+  }
+
+  /**
+   * io_req_post_cqe(): a CQE for a request that stays alive (multishot),
+   * through io_fill_cqe_aux(), which never overflows: false when the CQ ring
+   * is full or a backlog waits.
+   */
+  postReqCqe(req: IoKiocb, res: number, cflags: number): boolean {
+    if (this.#dead) return false;
+    if (this.overflowPending || this.cqReady >= this.cqEntries) return false;
+    this.#postCqe(req.sqe.userData, res, cflags);
+    return true;
+  }
+
+  /** io_req_task_work_add(): run `fn` as task work (after the current submission or batch). */
+  taskWorkAdd(fn: () => void): void {
+    if (this.#dead) return;
+    // Outside a submission or batch (a timer expiring) it runs when the kernel next
+    // polls (the ring's poller), after every timer due at that instant has fired.
+    this.#taskWork.push(fn);
+  }
+
+  /**
+   * Complete a request with `res`. A failure (`fail`, by default a negative
+   * result, or for read/write any result but the full count) is req_set_fail().
+   * In a submission or task-work batch the completion is deferred to the end
+   * of the batch (IO_URING_F_COMPLETE_DEFER), as the kernel posts it.
+   */
+  #complete(req: IoKiocb, res: number, fail?: boolean): void {
     if (req.done) throw new Error(`io_uring: request ${req.sqe.userData} completed twice`);
     req.done = true;
     const op = req.sqe.opcode;
     const isRw = op === IORING_OP.READ || op === IORING_OP.WRITE || op === IORING_OP.READV ||
       op === IORING_OP.WRITEV || op === IORING_OP.READ_FIXED || op === IORING_OP.WRITE_FIXED;
-    if (isRw ? res !== req.res : res < 0) req.failed = true;
+    if (fail ?? (isRw ? res !== req.res : res < 0)) this.reqSetFail(req);
     req.res = res;
-    this.#release(req);
-    if (!(req.flags & IOSQE.CQE_SKIP_SUCCESS) || req.failed) {
-      this.#postCqe(req.sqe.userData, res, req.cflags);
+    if (this.#inSubmit || this.#inTaskWork) {
+      this.#compl.push(req);
+      return;
     }
-    const next = req.link;
-    req.link = null;
-    if (next) {
-      if (req.failed && !(req.flags & IOSQE.IO_HARDLINK)) {
-        this.#failLinks(next, (req.flags & IOSQE.CQE_SKIP_SUCCESS) !== 0);
-      } else {
-        this.#taskWork.push(next);
-      }
+    this.#postReq(req);
+    this.#freeReq(req);
+  }
+
+  /** io_fill_cqe_req(): the request's CQE, unless REQ_F_CQE_SKIP. */
+  #postReq(req: IoKiocb): void {
+    if (!req.cqeSkip) this.#postCqe(req.sqe.userData, req.res, req.cflags);
+  }
+
+  /** __io_submit_flush_completions(): post the batch's CQEs, then free its requests. */
+  #flushCompletions(): void {
+    while (this.#compl.length) {
+      const batch = this.#compl;
+      this.#compl = [];
+      for (const r of batch) this.#postReq(r);
+      for (const r of batch) this.#freeReq(r);
     }
-    this.#processDefer();
   }
 
   /**
-   * io_fail_links(): cancel the rest of a chain (-ECANCELED, or a member's own
-   * error). When the failed request carried IOSQE_CQE_SKIP_SUCCESS
-   * (REQ_F_SKIP_LINK_CQES) no member posts a CQE; otherwise every member does,
-   * its own CQE_SKIP_SUCCESS notwithstanding.
+   * io_free_batch_list() for one request: drop what it holds (its resource
+   * nodes last, so a tag CQE follows the request's), disarm a linked timeout
+   * (io_disarm_next), and move its chain on: the next link runs, or a failed
+   * request fails the rest (a hard link runs on).
    */
-  #failLinks(first: IoKiocb | null, ignoreCqes: boolean): void {
-    for (let l = first; l; l = l.link) {
-      if (l.done) throw new Error(`io_uring: request ${l.sqe.userData} completed twice`);
-      const res = l.failed ? l.res : -Errno.ECANCELED;
-      l.done = true;
-      l.failed = true;
-      l.res = res;
-      this.#release(l);
-      if (!ignoreCqes) this.#postCqe(l.sqe.userData, res, 0);
-    }
-    for (let l = first; l;) {
-      const n: IoKiocb | null = l.link;
-      l.link = null;
-      l = n;
-    }
-  }
-
-  #release(req: IoKiocb): void {
+  #freeReq(req: IoKiocb): void {
     if (req.cleanup) {
       const c = req.cleanup;
       req.cleanup = null;
@@ -676,14 +764,71 @@ export class SimRing implements RingFileCtx, Disposable {
       req.file = null;
     }
     this.#inflight.delete(req);
+    if (req.armLtimeout) {
+      // The guarded request never issued: its timeout completes with -ECANCELED.
+      req.armLtimeout = false;
+      const lt = req.link;
+      if (lt && lt.sqe.opcode === IORING_OP.LINK_TIMEOUT) {
+        req.link = lt.link;
+        lt.link = null;
+        this.#queueTwComplete(lt, -Errno.ECANCELED);
+      }
+    } else if (req.linkTimeout) {
+      const lt = ioDisarmLinkedTimeout(req);
+      if (lt) this.#queueTwComplete(lt, -Errno.ECANCELED);
+    }
+    const next = req.link;
+    req.link = null;
+    if (next) {
+      if (req.failed && !(req.flags & IOSQE.IO_HARDLINK)) this.#failLinks(next, req.skipLinkCqes);
+      else this.taskWorkAdd(() => this.#issue(next));
+    }
+    if (req.fileNode) {
+      const n = req.fileNode;
+      req.fileNode = null;
+      n.put();
+    }
+    this.#processDefer();
   }
 
-  /** Run linked requests queued by completions (task_work), outside the submit loop. */
+  /** io_req_queue_tw_complete(): complete from task work with `res`, not a failure. */
+  #queueTwComplete(req: IoKiocb, res: number): void {
+    req.res = res;
+    this.taskWorkAdd(() => this.taskComplete(req));
+  }
+
+  /**
+   * io_fail_links(): cancel the rest of a chain (-ECANCELED, or a member's own
+   * error), from task work. When the failed request carried IOSQE_CQE_SKIP_SUCCESS
+   * (REQ_F_SKIP_LINK_CQES) no member posts a CQE; otherwise every member does,
+   * its own CQE_SKIP_SUCCESS notwithstanding.
+   */
+  #failLinks(first: IoKiocb, ignoreCqes: boolean): void {
+    for (let l: IoKiocb | null = first; l; l = l.link) l.cqeSkip = ignoreCqes;
+    this.taskWorkAdd(() => {
+      // io_req_tw_fail_links()
+      for (let l: IoKiocb | null = first; l;) {
+        const n: IoKiocb | null = l.link;
+        l.link = null;
+        const res = l.failed ? l.res : -Errno.ECANCELED;
+        l.failed = true;
+        this.#complete(l, res, false);
+        l = n;
+      }
+    });
+  }
+
+  /** Run task work (linked requests, device completions, timers), batch by batch. */
   #runTaskWork(): void {
     if (this.#inSubmit || this.#inTaskWork) return;
     this.#inTaskWork = true;
     try {
-      while (this.#taskWork.length) this.#issue(this.#taskWork.shift()!);
+      while (this.#taskWork.length) {
+        const batch = this.#taskWork;
+        this.#taskWork = [];
+        for (const fn of batch) fn();
+        this.#flushCompletions();
+      }
     } finally {
       this.#inTaskWork = false;
     }
@@ -694,7 +839,10 @@ export class SimRing implements RingFileCtx, Disposable {
     this.#postCqe(userData, res, cflags);
   }
 
-  /** io_fill_cqe_req() / io_cqring_event_overflow(): CQ ring if room and no backlog, else overflow. */
+  /**
+   * io_fill_cqe_req() / io_cqring_event_overflow(): CQ ring if room and no
+   * backlog, else overflow; then io_commit_cqring_flush() (counted timeouts).
+   */
   #postCqe(userData: bigint, res: number, flags: number): void {
     if (this.#dead) return;
     const t0 = this.kernel.stats.begin();
@@ -709,6 +857,7 @@ export class SimRing implements RingFileCtx, Disposable {
       }
     } else {
       this.#writeCqe(userData, res, flags);
+      if (this.timeouts.offTimeoutUsed) ioFlushTimeouts(this);
     }
     this.kernel.stats.end("io_uring", t0);
   }
@@ -726,9 +875,11 @@ export class SimRing implements RingFileCtx, Disposable {
 
   /** __io_cqring_overflow_flush(): move overflowed CQEs into the ring while there is room. */
   #flushOverflow(): void {
+    let moved = 0;
     while (this.overflowPending && this.cqReady < this.cqEntries) {
       const o = this.#overflow[this.#ovHead++];
       this.#writeCqe(o.userData, o.res, o.flags);
+      moved++;
     }
     if (this.#ovHead > 1024 && this.#ovHead * 2 > this.#overflow.length) {
       this.#overflow = this.#overflow.slice(this.#ovHead);
@@ -739,17 +890,38 @@ export class SimRing implements RingFileCtx, Disposable {
       this.#ovHead = 0;
       this.#setU32(IO_RINGS.sqFlags, this.#u32(IO_RINGS.sqFlags) & ~IORING_SQ.CQ_OVERFLOW);
     }
+    if (moved && this.timeouts.offTimeoutUsed) {
+      ioFlushTimeouts(this);
+      this.#runTaskWork();
+    }
   }
 
-  /** io_ring_ctx_free(): wait for in-flight I/O, then drop buffers and files. */
+  /**
+   * io_ring_ctx_free(): cancel the timeouts (io_kill_timeouts), wait for
+   * in-flight I/O, then drop buffers and files.
+   */
   #free(): void {
     if (this.#dead) return;
-    this.kernel.runUntil(() => this.#inflight.size === 0);
-    for (const r of [...this.#inflight]) {
-      if (!r.done) this.#complete(r, -Errno.ECANCELED);
+    ioKillTimeouts(this);
+    this.#runTaskWork();
+    this.kernel.runUntil(() => {
+      this.#runTaskWork();
+      return this.#inflight.size === 0;
+    });
+    this.#inTaskWork = true;
+    try {
+      for (const r of [...this.#inflight]) {
+        if (!r.done) this.#complete(r, -Errno.ECANCELED, true);
+      }
+      this.#flushCompletions();
+    } finally {
+      this.#inTaskWork = false;
     }
     this.#runTaskWork();
     this.#dead = true;
+    this.kernel.removePoller(this.#poller);
+    ioTimeoutsShutdown(this.timeouts);
+    this.#taskWork = [];
     this.bufTable.unregister();
     this.fileTable.unregister();
     this.#overflow = [];

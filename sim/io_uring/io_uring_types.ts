@@ -35,6 +35,16 @@ export interface IoKiocb {
   cflags: number;
   /** REQ_F_FAIL: a failure that breaks a (soft) link chain. */
   failed: boolean;
+  /** REQ_F_CQE_SKIP: post no CQE (IOSQE_CQE_SKIP_SUCCESS until req_set_fail clears it). */
+  cqeSkip: boolean;
+  /** REQ_F_SKIP_LINK_CQES: a failed CQE_SKIP_SUCCESS request; the links it fails post nothing. */
+  skipLinkCqes: boolean;
+  /** REQ_F_ARM_LTIMEOUT: the next link is a LINK_TIMEOUT, armed when this request is issued. */
+  armLtimeout: boolean;
+  /** REQ_F_LINK_TIMEOUT: a LINK_TIMEOUT guards this request (disarmed when it completes). */
+  linkTimeout: boolean;
+  /** req->file_node: the fixed-file table node this request holds a reference on. */
+  fileNode: RsrcNodeRef | null;
   /** The next request of its link chain. */
   link: IoKiocb | null;
   /** Undo what issue acquired (buffer and tag references), run once at completion. */
@@ -43,6 +53,12 @@ export interface IoKiocb {
   done: boolean;
   /** Per-opcode state from prep. */
   op: unknown;
+}
+
+/** A resource node a request can hold (struct io_rsrc_node: its reference is put at free). */
+export interface RsrcNodeRef {
+  /** io_put_rsrc_node(): drop the reference; the last one posts the tag CQE and frees. */
+  put(): void;
 }
 
 /** struct io_issue_def + io_cold_def: one opcode. */

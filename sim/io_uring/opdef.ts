@@ -1,7 +1,7 @@
 /**
  * The opcode table (io_uring/opdef.c io_issue_defs). The mirror implements
- * NOP, READV, WRITEV, FSYNC, READ_FIXED, WRITE_FIXED, READ, WRITE and
- * MSG_RING; every other opcode below IORING_OP_LAST fails its prep with
+ * NOP, READV, WRITEV, FSYNC, READ_FIXED, WRITE_FIXED, TIMEOUT, TIMEOUT_REMOVE,
+ * LINK_TIMEOUT, FILES_UPDATE, READ, WRITE and MSG_RING; every other opcode below IORING_OP_LAST fails its prep with
  * -EOPNOTSUPP, as the kernel does for an opcode it was built without
  * (io_eopnotsupp_prep), and is reported unsupported by IORING_REGISTER_PROBE.
  *
@@ -15,6 +15,15 @@ import { ioMsgRing, ioMsgRingPrep } from "./msg_ring.ts";
 import { ioNop, ioNopPrep } from "./nop.ts";
 import { ioPrepRw, ioRw } from "./rw.ts";
 import { ioFsync, ioFsyncPrep } from "./sync.ts";
+import { ioFilesUpdate, ioFilesUpdatePrep } from "./rsrc.ts";
+import {
+  ioLinkTimeoutPrep,
+  ioNoIssue,
+  ioTimeout,
+  ioTimeoutPrep,
+  ioTimeoutRemove,
+  ioTimeoutRemovePrep,
+} from "./timeout.ts";
 
 /** IORING_OP_LAST on Linux 6.18 (IORING_REGISTER_PROBE reports last_op 62, observed). */
 export const IORING_OP_LAST = 63;
@@ -27,6 +36,12 @@ const rwDef = (name: string, bufferSelect: boolean): IoOpDef => ({
   prep: ioPrepRw,
   issue: ioRw,
 });
+
+const noFile = (
+  name: string,
+  prep: IoOpDef["prep"],
+  issue: IoOpDef["issue"],
+): IoOpDef => ({ name, needsFile: false, ioprio: false, bufferSelect: false, prep, issue });
 
 const implemented: Record<number, IoOpDef> = {
   [IORING_OP.NOP]: {
@@ -49,6 +64,10 @@ const implemented: Record<number, IoOpDef> = {
   },
   [IORING_OP.READ_FIXED]: rwDef("READ_FIXED", false),
   [IORING_OP.WRITE_FIXED]: rwDef("WRITE_FIXED", false),
+  [IORING_OP.TIMEOUT]: noFile("TIMEOUT", ioTimeoutPrep, ioTimeout),
+  [IORING_OP.TIMEOUT_REMOVE]: noFile("TIMEOUT_REMOVE", ioTimeoutRemovePrep, ioTimeoutRemove),
+  [IORING_OP.LINK_TIMEOUT]: noFile("LINK_TIMEOUT", ioLinkTimeoutPrep, ioNoIssue),
+  [IORING_OP.FILES_UPDATE]: noFile("FILES_UPDATE", ioFilesUpdatePrep, ioFilesUpdate),
   [IORING_OP.READ]: rwDef("READ", true),
   [IORING_OP.WRITE]: rwDef("WRITE", false),
   [IORING_OP.MSG_RING]: {

@@ -14,12 +14,14 @@
  * REGISTER_FILES2, REGISTER_FILES_UPDATE2, REGISTER_BUFFERS2,
  * REGISTER_BUFFERS_UPDATE, MAP/UNMAP_BUFFERS. Every other opcode returns
  * -EINVAL (unknown ones as the kernel does; known ones are not modelled).
- * Resource tags are not modelled: a nonzero tags pointer gives -EINVAL.
+ * Resource tags (the `tags` arrays of REGISTER_FILES2/BUFFERS2 and the
+ * UPDATE2 calls) are kept on each file slot and buffer; a tagged resource
+ * posts a CQE with its tag as user_data (res 0) once it leaves the table and
+ * its last in-flight user is done.
  *
  * @module
  */
 
-import type { UserRange } from "../block/iov_iter.ts";
 import { Errno } from "../uapi/errno.ts";
 import {
   IO_URING_OP_SUPPORTED,
@@ -38,61 +40,17 @@ import {
 import type { IoRingCtx } from "./io_uring_types.ts";
 import { IORING_OP_LAST, ioUringOpSupported } from "./opdef.ts";
 import {
+  copyFds,
+  copyIovecs,
+  copyTags,
   decodeIovecs,
   ioMapBuffers,
   ioMapBuffersCheck,
+  ioRegisterRsrcUpdate as rsrcUpdate,
   ioUnmapBuffers,
   unmapWhen,
+  view,
 } from "./rsrc.ts";
-
-function view(b: Uint8Array): DataView {
-  return new DataView(b.buffer, b.byteOffset, b.byteLength);
-}
-
-/** Read `nr` s32 from user memory at `addr`; -EFAULT on a fault. */
-function copyFds(ctx: IoRingCtx, addr: bigint, nr: number): number[] | number {
-  const raw = ctx.kernel.mm.copyFromUser(addr, 4 * nr);
-  if (typeof raw === "number") return raw;
-  const v = view(raw);
-  return Array.from({ length: nr }, (_, i) => v.getInt32(4 * i, true));
-}
-
-/** Read `nr` struct iovec from user memory at `addr`; -EFAULT on a fault. */
-function copyIovecs(ctx: IoRingCtx, addr: bigint, nr: number): UserRange[] | number {
-  const raw = ctx.kernel.mm.copyFromUser(addr, IOVEC.SIZE * nr);
-  if (typeof raw === "number") return raw;
-  return decodeIovecs(raw, nr);
-}
-
-/** io_sqe_files_register() with an fd array given as bytes (or read from user memory). */
-function filesRegister(ctx: IoRingCtx, fds: number[] | null, nr: number): number {
-  return ctx.fileTable.register(ctx.fdt, fds, nr);
-}
-
-/** __io_register_rsrc_update() */
-function rsrcUpdate(
-  ctx: IoRingCtx,
-  type: "file" | "buffer",
-  offset: number,
-  data: bigint,
-  tags: bigint,
-  nr: number,
-): number {
-  if (offset + nr > 0xffffffff) return -Errno.EOVERFLOW;
-  if (tags) return -Errno.EINVAL;
-  if (type === "file") {
-    if (!ctx.fileTable.nr) return -Errno.ENXIO;
-    if (offset + nr > ctx.fileTable.nr) return -Errno.EINVAL;
-    const fds = copyFds(ctx, data, nr);
-    if (typeof fds === "number") return fds;
-    return ctx.fileTable.update(ctx.fdt, offset, fds);
-  }
-  if (!ctx.bufTable.nr) return -Errno.ENXIO;
-  if (offset + nr > ctx.bufTable.nr) return -Errno.EINVAL;
-  const iovs = copyIovecs(ctx, data, nr);
-  if (typeof iovs === "number") return iovs;
-  return ctx.bufTable.update(offset, iovs);
-}
 
 /** io_register_rsrc(): REGISTER_FILES2 / REGISTER_BUFFERS2. */
 function registerRsrc(
@@ -113,26 +71,29 @@ function registerRsrc(
   if (flags & ~IORING_RSRC_REGISTER_SPARSE) return -Errno.EINVAL;
   const sparse = (flags & IORING_RSRC_REGISTER_SPARSE) !== 0;
   if (sparse && data) return -Errno.EINVAL;
-  if (tags) return -Errno.EINVAL;
   // A NULL data pointer is all-sparse with or without the flag: the kernel
   // passes it on as a NULL array and reads nothing from it.
   // io_sqe_files_register() / io_sqe_buffers_register() check the table and
   // the count before they read a single entry: a huge nr is -EMFILE/-EINVAL,
-  // never a fault.
+  // never a fault. A tag on a sparse slot is -EINVAL.
   if (type === "file") {
-    if (sparse || !data) return filesRegister(ctx, null, nr);
     if (ctx.fileTable.nr) return -Errno.EBUSY;
     if (nr > IORING_MAX_FIXED_FILES || nr > ctx.fdt.maxFds) return -Errno.EMFILE;
+    const tagArr = copyTags(ctx, tags, nr);
+    if (typeof tagArr === "number") return tagArr;
+    if (sparse || !data) return ctx.fileTable.register(ctx.fdt, null, nr, tagArr);
     const fds = copyFds(ctx, data, nr);
     if (typeof fds === "number") return fds;
-    return filesRegister(ctx, fds, nr);
+    return ctx.fileTable.register(ctx.fdt, fds, nr, tagArr);
   }
-  if (sparse || !data) return ctx.bufTable.register(null, nr);
   if (ctx.bufTable.nr) return -Errno.EBUSY;
   if (nr > IORING_MAX_REG_BUFFERS) return -Errno.EINVAL;
+  const tagArr = copyTags(ctx, tags, nr);
+  if (typeof tagArr === "number") return tagArr;
+  if (sparse || !data) return ctx.bufTable.register(null, nr, tagArr);
   const iovs = copyIovecs(ctx, data, nr);
   if (typeof iovs === "number") return iovs;
-  return ctx.bufTable.register(iovs, nr);
+  return ctx.bufTable.register(iovs, nr, tagArr);
 }
 
 /** io_register_rsrc_update(): REGISTER_FILES_UPDATE2 / REGISTER_BUFFERS_UPDATE. */
@@ -225,7 +186,7 @@ export function ioUringRegister(
         { length: Math.min(nrArgs, ctx.fdt.maxFds + 1) },
         (_, i) => v.getInt32(4 * i, true),
       );
-      return filesRegister(ctx, fds, nrArgs);
+      return ctx.fileTable.register(ctx.fdt, fds, nrArgs);
     }
     case R.UNREGISTER_FILES:
       if (arg || nrArgs) return -Errno.EINVAL;

@@ -24,9 +24,10 @@ import { fput, getFile } from "../fs/file.ts";
 import type { UserMm } from "../memory/mm.ts";
 import { type Page, PAGE_SIZE } from "../memory/phys.ts";
 import { Errno } from "../uapi/errno.ts";
-import { IORING_MAX_BUF_SIZE, IORING_MAX_REG_BUFFERS, O } from "../uapi/io_uring.ts";
+import { IORING_MAX_BUF_SIZE, IORING_MAX_REG_BUFFERS, IOSQE, IOVEC, O } from "../uapi/io_uring.ts";
 import type { UserRange } from "../block/iov_iter.ts";
 import type { PremapVariant } from "../kernel.ts";
+import type { IoKiocb, IoRingCtx } from "./io_uring_types.ts";
 
 const U64_MAX = (1n << 64n) - 1n;
 
@@ -58,8 +59,10 @@ export interface IoMappedUbuf {
   readonly pages: readonly Page[];
   /** Pages charged to memlock. */
   readonly acctPages: number;
-  /** References: the table's and in-flight requests'. */
+  /** References: the table's and in-flight requests' (the rsrc node's refs). */
   refs: number;
+  /** node->tag: user_data of the CQE posted when the last reference goes (0: none). */
+  tag: bigint;
   /** The proposal's DMA mapping, if mapped. */
   dma: IoBufDma | null;
 }
@@ -70,6 +73,8 @@ export interface BufTableOptions {
   capIpcLock?: boolean;
   /** RLIMIT_MEMLOCK in bytes when accounting applies. Default 8 MiB. */
   memlockLimitBytes?: number;
+  /** Posts a tagged buffer's CQE when its node is freed (io_post_aux_cqe(ctx, tag, 0, 0)). */
+  postTag?: (tag: bigint) => void;
 }
 
 /** io_buffer_validate(): 0, -EFAULT or -EOVERFLOW. A null base with length 0 is a sparse slot. */
@@ -111,9 +116,11 @@ export class BufTable {
     pages: [],
     acctPages: 0,
     refs: 1,
+    tag: 0n,
     dma: null,
   };
   readonly #mm: UserMm;
+  readonly #postTag: (tag: bigint) => void;
   readonly #capIpcLock: boolean;
   readonly #limitPages: number;
   #acctPages = 0;
@@ -123,6 +130,7 @@ export class BufTable {
     this.#mm = mm;
     this.#capIpcLock = opts.capIpcLock ?? true;
     this.#limitPages = Math.floor((opts.memlockLimitBytes ?? 8 << 20) / PAGE_SIZE);
+    this.#postTag = opts.postTag ?? (() => {});
   }
 
   /** buf_table.nr */
@@ -180,25 +188,44 @@ export class BufTable {
       pages: pinned.pages,
       acctPages: this.#capIpcLock ? 0 : nrPages,
       refs: 1,
+      tag: 0n,
       dma: null,
     };
   }
 
-  /** io_sqe_buffers_register(): 0 or -errno (nothing stays registered on failure). */
-  register(iovs: readonly UserRange[] | null, nr: number): number {
+  /**
+   * io_sqe_buffers_register(): 0 or -errno (nothing stays registered on
+   * failure, and no tag is posted). `tags` (null: none) gives each buffer's
+   * tag; a tag on a sparse slot is -EINVAL.
+   */
+  register(
+    iovs: readonly UserRange[] | null,
+    nr: number,
+    tags: readonly bigint[] | null = null,
+  ): number {
     if (this.#nodes.length) return -Errno.EBUSY;
     if (!nr || nr > IORING_MAX_REG_BUFFERS) return -Errno.EINVAL;
     if (iovs && iovs.length < nr) return -Errno.EFAULT;
     this.#nodes = new Array(nr).fill(null);
     for (let i = 0; i < nr; i++) {
-      if (!iovs) continue;
-      let ret = ioBufferValidate(iovs[i]);
-      if (ret === 0) {
-        const node = this.#bufferRegister(iovs[i]);
-        if (typeof node === "number") ret = node;
-        else this.#nodes[i] = node;
+      const tag = tags ? tags[i] : 0n;
+      let ret = 0;
+      if (iovs) {
+        ret = ioBufferValidate(iovs[i]);
+        if (ret === 0) {
+          const node = this.#bufferRegister(iovs[i]);
+          if (typeof node === "number") ret = node;
+          else this.#nodes[i] = node;
+        }
+      }
+      if (!ret && tag) {
+        const n = this.#nodes[i];
+        if (!n) ret = -Errno.EINVAL;
+        else n.tag = tag;
       }
       if (ret) {
+        // io_clear_table_tags(), then unregister.
+        for (const n of this.#nodes) if (n) n.tag = 0n;
         this.unregister();
         return ret;
       }
@@ -206,13 +233,23 @@ export class BufTable {
     return 0;
   }
 
-  /** __io_sqe_buffers_update(): replace buffers from `offset`; count done, or -errno if none. */
-  update(offset: number, iovs: readonly UserRange[]): number {
+  /**
+   * __io_sqe_buffers_update(): replace buffers from `offset`, each with its
+   * tag (`tags`, null: none); count done, or -errno if none. A tag on a
+   * sparse (NULL, 0) entry is -EINVAL. The replaced buffer posts its tag when
+   * its last in-flight user is done.
+   */
+  update(
+    offset: number,
+    iovs: readonly UserRange[],
+    tags: readonly bigint[] | null = null,
+  ): number {
     if (!this.#nodes.length) return -Errno.ENXIO;
     if (offset + iovs.length > this.#nodes.length) return -Errno.EINVAL;
     let done = 0;
     let err = 0;
     for (; done < iovs.length; done++) {
+      const tag = tags ? tags[done] : 0n;
       err = ioBufferValidate(iovs[done]);
       if (err) break;
       const node = this.#bufferRegister(iovs[done]);
@@ -220,17 +257,33 @@ export class BufTable {
         err = node;
         break;
       }
+      if (tag) {
+        if (!node) {
+          err = -Errno.EINVAL;
+          break;
+        }
+        node.tag = tag;
+      }
       this.#reset(offset + done);
       this.#nodes[offset + done] = node;
     }
     return done ? done : err;
   }
 
-  /** io_sqe_buffers_unregister(): 0, or -ENXIO when nothing is registered. */
+  /**
+   * io_sqe_buffers_unregister(): 0, or -ENXIO when nothing is registered.
+   * DMA mappings are undone in slot order; the nodes are put as
+   * io_rsrc_data_free() puts them, last slot first.
+   */
   unregister(): number {
     if (!this.#nodes.length) return -Errno.ENXIO;
-    for (let i = 0; i < this.#nodes.length; i++) this.#reset(i);
+    const nodes = this.#nodes;
     this.#nodes = [];
+    for (const imu of nodes) if (imu?.dma) unmapBuf(imu, "deferred");
+    for (let i = nodes.length - 1; i >= 0; i--) {
+      const imu = nodes[i];
+      if (imu) this.put(imu);
+    }
     return 0;
   }
 
@@ -250,11 +303,12 @@ export class BufTable {
     imu.refs++;
   }
 
-  /** io_buffer_unmap() at the last reference: unpin and unaccount. */
+  /** io_put_rsrc_node(): at the last reference, the tag CQE, then io_buffer_unmap(). */
   put(imu: IoMappedUbuf): void {
     if (imu.refs <= 0) throw new Error("io_mapped_ubuf: refcount underflow");
     if (--imu.refs > 0) return;
     if (imu.dma) throw new Error("io_mapped_ubuf: freed while DMA-mapped");
+    if (imu.tag) this.#postTag(imu.tag);
     this.#mm.unpinUserPages(imu.pages);
     this.#acctPages -= imu.acctPages;
     if (this.#acctPages < 0) throw new Error("memlock account underflow");
@@ -439,4 +493,125 @@ export function ioImportFixed(
   }
   // iov_iter_bvec(imu->bvec, offset + len) then iov_iter_advance(offset), as the kernel.
   return { iter: iovIterBvec(dir, imu.bvec, len, offset), imu, dma: null };
+}
+
+export function view(b: Uint8Array): DataView {
+  return new DataView(b.buffer, b.byteOffset, b.byteLength);
+}
+
+/** Read `nr` s32 from user memory at `addr`; -EFAULT on a fault. */
+export function copyFds(ctx: IoRingCtx, addr: bigint, nr: number): number[] | number {
+  const raw = ctx.kernel.mm.copyFromUser(addr, 4 * nr);
+  if (typeof raw === "number") return raw;
+  const v = view(raw);
+  return Array.from({ length: nr }, (_, i) => v.getInt32(4 * i, true));
+}
+
+/** Read `nr` struct iovec from user memory at `addr`; -EFAULT on a fault. */
+export function copyIovecs(ctx: IoRingCtx, addr: bigint, nr: number): UserRange[] | number {
+  const raw = ctx.kernel.mm.copyFromUser(addr, IOVEC.SIZE * nr);
+  if (typeof raw === "number") return raw;
+  return decodeIovecs(raw, nr);
+}
+
+/** Read `nr` u64 tags from user memory at `addr` (null for a NULL pointer); -EFAULT on a fault. */
+export function copyTags(ctx: IoRingCtx, addr: bigint, nr: number): bigint[] | null | number {
+  if (!addr) return null;
+  const raw = ctx.kernel.mm.copyFromUser(addr, 8 * nr);
+  if (typeof raw === "number") return raw;
+  const v = view(raw);
+  return Array.from({ length: nr }, (_, i) => v.getBigUint64(8 * i, true));
+}
+
+/** __io_register_rsrc_update(): replace `nr` file slots or buffers from `offset`. */
+export function ioRegisterRsrcUpdate(
+  ctx: IoRingCtx,
+  type: "file" | "buffer",
+  offset: number,
+  data: bigint,
+  tags: bigint,
+  nr: number,
+): number {
+  if (offset + nr > 0xffffffff) return -Errno.EOVERFLOW;
+  if (type === "file") {
+    if (!ctx.fileTable.nr) return -Errno.ENXIO;
+    if (offset + nr > ctx.fileTable.nr) return -Errno.EINVAL;
+    const tagArr = copyTags(ctx, tags, nr);
+    if (typeof tagArr === "number") return tagArr;
+    const fds = copyFds(ctx, data, nr);
+    if (typeof fds === "number") return fds;
+    return ctx.fileTable.update(ctx.fdt, offset, fds, tagArr);
+  }
+  if (!ctx.bufTable.nr) return -Errno.ENXIO;
+  if (offset + nr > ctx.bufTable.nr) return -Errno.EINVAL;
+  const iovs = copyIovecs(ctx, data, nr);
+  if (typeof iovs === "number") return iovs;
+  const tagArr = copyTags(ctx, tags, nr);
+  if (typeof tagArr === "number") return tagArr;
+  return ctx.bufTable.update(offset, iovs, tagArr);
+}
+
+interface IoRsrcUpdate {
+  offset: number;
+  nrArgs: number;
+  arg: bigint;
+}
+
+/** IORING_FILE_INDEX_ALLOC as an update offset: install each file in a free slot. */
+const IORING_FILE_INDEX_ALLOC = 0xffffffff;
+
+/** io_files_update_prep(): IORING_OP_FILES_UPDATE. */
+export function ioFilesUpdatePrep(req: IoKiocb): number {
+  if (req.flags & (IOSQE.FIXED_FILE | IOSQE.BUFFER_SELECT)) return -Errno.EINVAL;
+  if (req.sqe.rwFlags || req.sqe.fileIndex) return -Errno.EINVAL;
+  const up: IoRsrcUpdate = {
+    offset: Number(req.sqe.off & 0xffffffffn),
+    nrArgs: req.sqe.len,
+    arg: req.sqe.addr,
+  };
+  if (!up.nrArgs) return -Errno.EINVAL;
+  req.op = up;
+  return 0;
+}
+
+/** io_files_update_with_index_alloc(): each fd to a free slot, the slot written back. */
+function filesUpdateWithIndexAlloc(req: IoKiocb, up: IoRsrcUpdate): number {
+  const ctx = req.ctx;
+  if (!ctx.fileTable.nr) return -Errno.ENXIO;
+  const mm = ctx.kernel.mm;
+  let done = 0;
+  let ret = 0;
+  for (; done < up.nrArgs; done++) {
+    const at = up.arg + BigInt(4 * done);
+    const raw = mm.copyFromUser(at, 4);
+    if (typeof raw === "number") {
+      ret = -Errno.EFAULT;
+      break;
+    }
+    const f = ctx.fdt.fget(view(raw).getInt32(0, true));
+    if (!f) {
+      ret = -Errno.EBADF;
+      break;
+    }
+    ret = ctx.fileTable.installFixed(f, IORING_FILE_INDEX_ALLOC);
+    if (ret < 0) {
+      fput(f);
+      break;
+    }
+    const out = new Uint8Array(4);
+    view(out).setInt32(0, ret, true);
+    if (mm.copyToUser(at, out) < 0) {
+      ctx.fileTable.releaseSlot(ret); // __io_close_fixed()
+      ret = -Errno.EFAULT;
+      break;
+    }
+  }
+  return done ? done : ret;
+}
+
+/** io_files_update(): IORING_OP_FILES_UPDATE, the register call's update as an SQE. */
+export function ioFilesUpdate(req: IoKiocb): number {
+  const up = req.op as IoRsrcUpdate;
+  if (up.offset === IORING_FILE_INDEX_ALLOC) return filesUpdateWithIndexAlloc(req, up);
+  return ioRegisterRsrcUpdate(req.ctx, "file", up.offset, up.arg, 0n, up.nrArgs);
 }

@@ -16,6 +16,7 @@ import { PAGE_SHIFT, PAGE_SIZE } from "../memory/phys.ts";
 import { Errno } from "../uapi/errno.ts";
 import {
   type CoherentBuffer,
+  DMA_ATTR_SKIP_CPU_SYNC,
   DMA_MAPPING_ERROR,
   type DmaApi,
   type DmaDir,
@@ -1182,7 +1183,12 @@ export class NvmeDev implements BlkMqOps, Disposable {
   #freeMapping(m: NvmeDmaMapping): void {
     const t0 = performance.now();
     if (this.#kernel.premap === "hardened") {
-      for (const p of m.maps) this.#dma.unmapPage(p.dma, p.len, DmaDirection.BIDIRECTIONAL);
+      // Every I/O synced exactly the bytes it moved, so nothing is copied back at unmap: a
+      // bounce buffer holds the buffer as it was at MAP time (and after premapped I/O), and
+      // copying it back would overwrite what the CPU or non-premapped I/O wrote since.
+      for (const p of m.maps) {
+        this.#dma.unmapPage(p.dma, p.len, DmaDirection.BIDIRECTIONAL, DMA_ATTR_SKIP_CPU_SYNC);
+      }
     } else {
       // nvme_pci_dma_unmap() as posted: one unmap per array entry (one controller page per
       // host page here), at the entry's address, PAGE_SIZE - offset_in_page(entry) bytes.

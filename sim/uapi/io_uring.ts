@@ -131,6 +131,24 @@ export const IORING_CQE_F = {
   NOTIF: 1 << 3,
 } as const;
 
+/** sqe->timeout_flags (IORING_TIMEOUT_*, at the rw_flags offset) for TIMEOUT, LINK_TIMEOUT, TIMEOUT_REMOVE. */
+export const IORING_TIMEOUT = {
+  ABS: 1 << 0,
+  UPDATE: 1 << 1,
+  BOOTTIME: 1 << 2,
+  REALTIME: 1 << 3,
+  LINK_TIMEOUT_UPDATE: 1 << 4,
+  ETIME_SUCCESS: 1 << 5,
+  MULTISHOT: 1 << 6,
+} as const;
+/** IORING_TIMEOUT_CLOCK_MASK */
+export const IORING_TIMEOUT_CLOCK_MASK = IORING_TIMEOUT.BOOTTIME | IORING_TIMEOUT.REALTIME;
+/** IORING_TIMEOUT_UPDATE_MASK */
+export const IORING_TIMEOUT_UPDATE_MASK = IORING_TIMEOUT.UPDATE |
+  IORING_TIMEOUT.LINK_TIMEOUT_UPDATE;
+/** struct __kernel_timespec (16 bytes): tv_sec s64, tv_nsec s64. */
+export const KERNEL_TIMESPEC = { SIZE: 16, tvSec: 0, tvNsec: 8 } as const;
+
 /** fsync_flags. */
 export const IORING_FSYNC_DATASYNC = 1 << 0;
 

@@ -144,6 +144,9 @@ export interface RingOptions {
   cqEntries?: number;
 }
 
+/** The clocks an io_uring timeout can run on (IORING_TIMEOUT_BOOTTIME / _REALTIME, else monotonic). */
+export type TimeoutClock = "monotonic" | "boottime" | "realtime";
+
 /** A testbed: one application's view of one host. */
 export interface Testbed extends Disposable {
   /** The backend in use. */
@@ -169,6 +172,12 @@ export interface Testbed extends Disposable {
   tempPath(name: string): string;
   /** Read a whole regular file by path (for checking contents after I/O). */
   readFile(path: string): Uint8Array;
+  /**
+   * clock_gettime(2) on the clock the host's io_uring timeouts use, in ns
+   * (an absolute IORING_TIMEOUT_ABS expiry is this plus a delay): the
+   * virtual clock on `sim`, the live kernel's clocks on `real`.
+   */
+  clockNs(clock: TimeoutClock): bigint;
   /** A new ring. Throws an ErrnoError if setup fails (use `ringRaw` to see the errno). */
   ring(opts: RingOptions): Ring;
   /** Fault injection on the NVMe controller (undefined when there is no emulated namespace). */

@@ -38,9 +38,11 @@ import type { File } from "../../sim/fs/file.ts";
 import type { Vma } from "../../sim/memory/mm.ts";
 import type { IommuMode } from "../../sim/dma/types.ts";
 import {
+  IORING_CQE_F,
   IORING_OP,
   IORING_SETUP,
   IORING_SQ,
+  IORING_TIMEOUT,
   IOSQE,
   O,
   PARAMS,
@@ -48,8 +50,20 @@ import {
   writeSqe,
 } from "../../sim/uapi/io_uring.ts";
 
-/** A user address: inside (or just past, into the guard gap of) a buffer, or a raw number. */
-export type AddrRef = { buf: number; off: number } | { raw: string };
+/**
+ * A user address: inside (or just past, into the guard gap of) a buffer, a
+ * raw number, one of the fuzzer's timespecs (`ts`: an index into
+ * {@link TIMESPECS_NS}), its tag array at entry `tag`, its fd array (the
+ * fuzzer's descriptors, written just before use), or the user_data of the
+ * SQE queued `prevUd` SQEs earlier (TIMEOUT_REMOVE's target).
+ */
+export type AddrRef =
+  | { buf: number; off: number }
+  | { raw: string }
+  | { ts: number }
+  | { tag: number }
+  | { fds: true }
+  | { prevUd: number };
 /** A descriptor: a file of the fuzzer's, a ring, a fixed slot, or a raw number. */
 export type FdRef = { file: number } | { ring: number } | { raw: number };
 
@@ -101,6 +115,11 @@ export const NR_RINGS = 2;
 export const BUF_BYTES = 64 * 1024;
 /** MSG_RING's target user_data (sqe->off) lives here, so those CQEs are told apart. */
 const MSG_UD_BASE = 0x4d53_0000_0000_0000n;
+/** Layout of the fuzzer's auxiliary page: timespecs, tags, an fd array. */
+const AUX = { ts: 0, fds: 2048, tags: 4096 } as const;
+/** Tags in the array: a tag array read past its end runs off the mapping (-EFAULT). */
+const NR_TAGS = 512;
+const AUX_BYTES = AUX.tags + 8 * NR_TAGS;
 
 /** What a run reports. */
 export interface FuzzResult {
@@ -139,6 +158,30 @@ const INTERESTING_OFF = [
   1n << 32n,
 ];
 const INTERESTING_LEN = [0, 1, 511, 512, 4096, 8192, 65536, 65537, 1 << 20, 0x7fffffff, 0xffffffff];
+/** The timespecs the fuzzer's timeouts use (ns): zero, short, long, and the ktime limit. */
+export const TIMESPECS_NS = [0n, 1000n, 1_000_000n, 10_000_000n, 1_000_000_000n, 1n << 62n];
+/** user_data of tag CQEs: every tag the fuzzer registers is TAG_BASE + its array index. */
+export const TAG_BASE = 0x7461_6700_0000_0000n;
+const TIMEOUT_OPS = [
+  IORING_OP.TIMEOUT,
+  IORING_OP.TIMEOUT,
+  IORING_OP.LINK_TIMEOUT,
+  IORING_OP.TIMEOUT_REMOVE,
+  IORING_OP.FILES_UPDATE,
+];
+/** The opcodes of the well-formed I/O mix. */
+const SANE = [
+  IORING_OP.NOP,
+  IORING_OP.READV,
+  IORING_OP.WRITEV,
+  IORING_OP.FSYNC,
+  IORING_OP.READ_FIXED,
+  IORING_OP.WRITE_FIXED,
+  IORING_OP.READ,
+  IORING_OP.WRITE,
+  IORING_OP.MSG_RING,
+];
+/** Every opcode the mirror implements. */
 const IMPLEMENTED = [
   IORING_OP.NOP,
   IORING_OP.READV,
@@ -149,6 +192,10 @@ const IMPLEMENTED = [
   IORING_OP.READ,
   IORING_OP.WRITE,
   IORING_OP.MSG_RING,
+  IORING_OP.TIMEOUT,
+  IORING_OP.TIMEOUT_REMOVE,
+  IORING_OP.LINK_TIMEOUT,
+  IORING_OP.FILES_UPDATE,
 ];
 
 function u64(x: bigint): string {
@@ -183,7 +230,7 @@ function genFd(rng: Rng): FdRef {
 
 /** A well-formed SQE: it reaches real I/O (on a fixed slot when the tables are registered). */
 function genSaneSqe(rng: Rng): SqeSpec {
-  const opcode = rng.pick(IMPLEMENTED);
+  const opcode = rng.pick(SANE);
   let flags = rng.chance(0.3) ? IOSQE.FIXED_FILE : 0;
   if (rng.chance(0.15)) flags |= IOSQE.IO_LINK;
   if (rng.chance(0.03)) flags |= IOSQE.IO_HARDLINK;
@@ -210,8 +257,52 @@ function genSaneSqe(rng: Rng): SqeSpec {
   };
 }
 
+/** A well-formed timeout-family or FILES_UPDATE SQE (their fields drawn from what makes sense). */
+function genTimeoutSqe(rng: Rng): SqeSpec {
+  const opcode = rng.pick(TIMEOUT_OPS);
+  let flags = 0;
+  if (rng.chance(0.3)) flags |= IOSQE.IO_LINK;
+  if (rng.chance(0.05)) flags |= IOSQE.IO_HARDLINK;
+  if (rng.chance(0.05)) flags |= IOSQE.ASYNC;
+  if (rng.chance(0.1)) flags |= IOSQE.CQE_SKIP_SUCCESS;
+  const tflags = rng.pick([0, 0, 0, 1, 4, 8, 0x20, 0x40, 0x40, 0x60]); // ABS, clocks, ETIME_SUCCESS, MULTISHOT
+  const spec: SqeSpec = {
+    opcode,
+    flags,
+    ioprio: 0,
+    fd: { raw: 0 },
+    off: "0",
+    addr: { ts: rng.int(TIMESPECS_NS.length - 1) },
+    len: 1,
+    rwFlags: tflags,
+    bufIndex: 0,
+    personality: 0,
+    fileIndex: 0,
+    addr3: { raw: "0" },
+    pad2: "0",
+  };
+  if (opcode === IORING_OP.TIMEOUT) {
+    spec.off = String(rng.chance(0.5) ? 0 : rng.pick([1, 2, 3, 8, 0xffffffff]));
+    if (rng.chance(0.03)) spec.addr = { ts: TIMESPECS_NS.length - 1 };
+  } else if (opcode === IORING_OP.LINK_TIMEOUT) {
+    spec.rwFlags &= ~0x40;
+  } else if (opcode === IORING_OP.TIMEOUT_REMOVE) {
+    spec.addr = { prevUd: rng.range(1, 8) };
+    spec.len = 0;
+    spec.rwFlags = rng.pick([0, 0, 2, 0x12]); // remove, UPDATE, UPDATE|LINK_TIMEOUT_UPDATE
+    if (spec.rwFlags) spec.off = `ts:${rng.int(TIMESPECS_NS.length - 1)}`;
+  } else {
+    spec.addr = { fds: true };
+    spec.len = rng.range(1, NR_FILES + 1);
+    spec.off = String(rng.chance(0.8) ? rng.int(NR_FILES) : 0xffffffff);
+    spec.rwFlags = 0;
+  }
+  return spec;
+}
+
 function genSqe(rng: Rng): SqeSpec {
-  if (rng.chance(0.75)) return genSaneSqe(rng);
+  if (rng.chance(0.1)) return genTimeoutSqe(rng);
+  if (rng.chance(0.75 / 0.9)) return genSaneSqe(rng);
   const opcode = rng.chance(0.9) ? rng.pick(IMPLEMENTED) : rng.int(256);
   // IOSQE flags: mostly the common ones, sometimes every bit (0x80 is invalid).
   let flags = 0;
@@ -281,7 +372,8 @@ function genReg(rng: Rng, ring: number): FuzzOp {
     u32.push([4, rng.chance(0.7) ? rng.int(3) : rng.nextU32()]);
     const data = rng.chance(0.2) ? { raw: "0" } : genAddr(rng);
     ptrs.push([16, data]);
-    if (rng.chance(0.1)) ptrs.push([24, genAddr(rng)]);
+    // Tags: the fuzzer's tag array (TAG_BASE + i), or garbage (the guard's -EFAULT).
+    if (rng.chance(0.15)) ptrs.push([24, rng.chance(0.8) ? { tag: 0 } : genAddr(rng)]);
     if ("buf" in data) fill = { at: data, kind: rng.chance(0.5) ? "fds" : "iovecs", n: NR_BUFS };
   } else if (shape === 1 && len >= 32) {
     // io_uring_map_buffers { s32 fd, buf_start, buf_end; u32 flags; ... }
@@ -371,6 +463,8 @@ interface Pending {
   chain: number;
   dropped: boolean;
   cqes: number;
+  /** A multishot TIMEOUT: it re-arms for ever (or 2^32 - 1 times) while its CQEs are reaped. */
+  endless: boolean;
 }
 
 class FuzzRing {
@@ -401,6 +495,10 @@ class World implements Disposable {
   readonly host: NvmeHost;
   readonly cfg: FuzzConfig;
   readonly bufs: (Vma | null)[] = [];
+  /** Timespecs, the tag array and the fd array (never unmapped, never filled by I/O). */
+  readonly aux: Vma;
+  /** user_data of the SQEs queued so far, newest last (TIMEOUT_REMOVE targets). */
+  readonly #uds: bigint[] = [];
   readonly fds: number[] = new Array(NR_FILES).fill(-1);
   readonly files = new Set<File>();
   readonly rings: (FuzzRing | null)[] = [];
@@ -408,6 +506,7 @@ class World implements Disposable {
   #ud = 1n;
   sqes = 0;
   cqes = 0;
+  tagCqes = 0;
 
   constructor(seed: number, cfg: FuzzConfig) {
     this.cfg = cfg;
@@ -417,6 +516,13 @@ class World implements Disposable {
       namespaces: [{ lbaSize: 512, sizeBytes: 64n << 20n }],
     });
     for (let i = 0; i < NR_BUFS; i++) this.bufs.push(this.k.mm.mmap(BUF_BYTES));
+    this.aux = this.k.mm.mmap(AUX_BYTES);
+    const av = new DataView(this.aux.bytes.buffer, this.aux.bytes.byteOffset);
+    TIMESPECS_NS.forEach((ns, i) => {
+      av.setBigInt64(AUX.ts + 16 * i, ns / 1_000_000_000n, true);
+      av.setBigInt64(AUX.ts + 16 * i + 8, ns % 1_000_000_000n, true);
+    });
+    for (let i = 0; i < NR_TAGS; i++) av.setBigUint64(AUX.tags + 8 * i, TAG_BASE + BigInt(i), true);
     for (let i = 0; i < NR_RINGS; i++) this.rings.push(this.#newRing(8, 0));
   }
 
@@ -435,6 +541,14 @@ class World implements Disposable {
 
   addr(a: AddrRef): bigint {
     if ("raw" in a) return BigInt(a.raw);
+    if ("ts" in a) return this.aux.start + BigInt(AUX.ts + 16 * a.ts);
+    if ("tag" in a) return this.aux.start + BigInt(AUX.tags + 8 * a.tag);
+    if ("fds" in a) {
+      const av = new DataView(this.aux.bytes.buffer, this.aux.bytes.byteOffset);
+      for (let i = 0; i < NR_FILES; i++) av.setInt32(AUX.fds + 4 * i, this.fds[i], true);
+      return this.aux.start + BigInt(AUX.fds);
+    }
+    if ("prevUd" in a) return this.#uds[this.#uds.length - a.prevUd] ?? 0n;
     const v = this.bufs[a.buf];
     // An unmapped buffer's address stays what it was: a use after munmap.
     return (v?.start ?? BigInt(0x7f00_0000_0000 + a.buf * (BUF_BYTES + 4096))) + BigInt(a.off);
@@ -515,7 +629,7 @@ class World implements Disposable {
     const fr = this.rings[ringIx];
     if (!fr) return;
     const ud = this.#ud++;
-    let off = BigInt(s.off);
+    let off = s.off.startsWith("ts:") ? this.addr({ ts: Number(s.off.slice(3)) }) : BigInt(s.off);
     if (s.opcode === IORING_OP.MSG_RING) off = MSG_UD_BASE + ud;
     const fixed = (s.flags & IOSQE.FIXED_FILE) !== 0;
     const fd = fixed && "file" in s.fd ? s.fd.file : this.fd(s.fd);
@@ -537,6 +651,8 @@ class World implements Disposable {
       pad2: BigInt(s.pad2),
     });
     if (!fr.ring.pushSqe(bytes)) return; // SQ full: not queued, not counted
+    this.#uds.push(ud);
+    if (this.#uds.length > 64) this.#uds.shift();
     if (s.badIndex && fr.ring.sqArrayOff) {
       const v = new DataView(fr.ring.ringBytes.buffer);
       const tail = v.getUint32(IO_RINGS.sqTail, true) - 1;
@@ -552,6 +668,7 @@ class World implements Disposable {
       chain: fr.chain,
       dropped: !!s.badIndex && fr.ring.sqArrayOff !== 0,
       cqes: 0,
+      endless: s.opcode === IORING_OP.TIMEOUT && (s.rwFlags & IORING_TIMEOUT.MULTISHOT) !== 0,
     });
     this.sqes++;
   }
@@ -623,9 +740,27 @@ class World implements Disposable {
       const key = c.res >= 0 ? "ok" : `${-c.res}`;
       this.outcomes.set(key, (this.outcomes.get(key) ?? 0) + 1);
       if (c.userData >= MSG_UD_BASE && c.userData < MSG_UD_BASE + (1n << 48n)) continue;
+      if (c.userData >= TAG_BASE && c.userData < TAG_BASE + BigInt(NR_TAGS)) {
+        // A tagged file or buffer left its table and its last user is done: (tag, 0, 0).
+        if (c.res !== 0 || c.flags !== 0) {
+          throw new Violation(
+            "tag CQE",
+            `tag ${c.userData - TAG_BASE} res ${c.res} flags ${c.flags}`,
+          );
+        }
+        this.tagCqes++;
+        continue;
+      }
       let p: Pending | undefined;
       for (const r of this.rings) if (r && (p = r.sqes.get(c.userData))) break;
       if (!p) throw new Violation("unknown CQE", `user_data ${c.userData} res ${c.res}`);
+      // IORING_CQE_F_MORE: a multishot timeout's expiry; the request goes on.
+      if (c.flags & IORING_CQE_F.MORE) {
+        if (p.opcode !== IORING_OP.TIMEOUT) {
+          throw new Violation("F_MORE", `user_data ${c.userData} opcode ${p.opcode}`);
+        }
+        continue;
+      }
       if (++p.cqes > 1) {
         throw new Violation("completed twice", `user_data ${c.userData} (op ${p.op}) res ${c.res}`);
       }
@@ -665,10 +800,19 @@ class World implements Disposable {
     for (let i = 0; i < 64 && r.sqSpace < r.sqEntries; i++) r.submit(0);
     fr.linkOpen = false;
     for (let i = 0; i < 1024 && (r.inflight > 0 || r.cqReady > 0 || r.overflowPending > 0); i++) {
+      // A multishot TIMEOUT whose CQEs are reaped may not end for ages: remove it by
+      // user_data (it completes with -ECANCELED), as a user would.
+      if (i === 64) this.#removeEndless(fr);
       r.submit(r.inflight > 0 ? 1 : 0);
       this.#reap(fr, Infinity);
     }
-    if (r.inflight !== 0) throw new Violation("drain", `${r.inflight} still in flight`);
+    // A multishot TIMEOUT ahead of an IOSQE_IO_DRAIN holds the drain, and everything queued
+    // after the drain (the TIMEOUT_REMOVE too), for as long as it runs: the kernel does the
+    // same. That is pending on something the fuzzer can name; teardown cancels it.
+    const heldByMultishot = [...fr.sqes.values()].some((p) => p.endless && !p.cqes);
+    if (r.inflight !== 0 && !heldByMultishot) {
+      throw new Violation("drain", `${r.inflight} still in flight`);
+    }
     const v = new DataView(r.ringBytes.buffer);
     const head = v.getUint32(IO_RINGS.sqHead, true);
     const tail = v.getUint32(IO_RINGS.sqTail, true);
@@ -678,7 +822,7 @@ class World implements Disposable {
     for (let i = all.length - unconsumed; i < all.length; i++) if (i >= 0) left++;
     for (let i = 0; i < all.length - left; i++) {
       const [ud, p] = all[i];
-      if (p.cqes === 1 || p.dropped) continue;
+      if (p.cqes === 1 || p.dropped || (heldByMultishot && r.inflight)) continue;
       if ((p.flags & IOSQE.CQE_SKIP_SUCCESS) || fr.skipChains.has(p.chain)) continue;
       throw new Violation(
         "lost CQE",
@@ -690,6 +834,30 @@ class World implements Disposable {
     if (dropped > expectDropped) throw new Violation("sq_dropped", `${dropped} > ${expectDropped}`);
     fr.sqes.clear();
     fr.skipChains.clear();
+  }
+
+  /** Queue a TIMEOUT_REMOVE for every endless multishot TIMEOUT still pending on `fr`. */
+  #removeEndless(fr: FuzzRing): void {
+    for (const [ud, p] of fr.sqes) {
+      if (p.opcode !== IORING_OP.TIMEOUT || p.cqes || !p.endless) continue;
+      const rud = this.#ud++;
+      const bytes = new Uint8Array(SQE.SIZE);
+      writeSqe(new DataView(bytes.buffer), 0, {
+        opcode: IORING_OP.TIMEOUT_REMOVE,
+        addr: ud,
+        userData: rud,
+      });
+      if (!fr.ring.pushSqe(bytes)) return;
+      fr.sqes.set(rud, {
+        op: -1,
+        opcode: IORING_OP.TIMEOUT_REMOVE,
+        flags: 0,
+        chain: ++fr.chain,
+        dropped: false,
+        cqes: 0,
+        endless: false,
+      });
+    }
   }
 
   /** Tear everything down and check nothing is left behind. */

@@ -6,11 +6,18 @@
  * on a failure, the seed, the broken invariant, the shrunk case (also written
  * to `fuzz-failure-SEED.json`) and the command that replays it, then exits 1.
  *
+ * `--lifecycle` runs the lifecycle fuzzer instead (`tests/fuzz/lifecycle.ts`:
+ * premapped and ordinary I/O with unmap, unregister, update, slot
+ * replacement, close and teardown in flight, data checked against a shadow,
+ * on v2, v3 and hardened in turn), with the same flags (runs of 2,000
+ * operations unless --per-run says otherwise).
+ *
  * @module
  */
 
 import { parseArgs } from "node:util";
 import { configFor, describeOps, execute, type FuzzOp, generate, minimize } from "./fuzz.ts";
+import { lcConfigFor, lcExecute, lcGenerate, lcMinimize } from "./lifecycle.ts";
 
 const { values } = parseArgs({
   args: Deno.args.filter((a) => a !== "--"),
@@ -19,6 +26,7 @@ const { values } = parseArgs({
     seed: { type: "string", default: "1" },
     "per-run": { type: "string", default: "5000" },
     replay: { type: "string" },
+    lifecycle: { type: "boolean", default: false },
   },
 });
 
@@ -29,6 +37,51 @@ function int(name: string, v: string | undefined): number {
     Deno.exit(2);
   }
   return n;
+}
+
+if (values.lifecycle) {
+  const total = int("ops", values.ops);
+  const first = int("seed", values.seed);
+  const perRun = Math.max(
+    10,
+    int("per-run", Deno.args.some((a) => a.startsWith("--per-run")) ? values["per-run"] : "2000"),
+  );
+  const t0 = performance.now();
+  const by = new Map<string, { runs: number; ios: number; raced: number; flawed: number }>();
+  let ops = 0;
+  for (let seed = first; ops < total; seed++) {
+    const n = Math.min(perRun, total - ops);
+    const list = lcGenerate(seed, n);
+    const cfg = lcConfigFor(seed);
+    const r = lcExecute(seed, list, cfg);
+    ops += n;
+    const b = by.get(cfg.premap) ?? { runs: 0, ios: 0, raced: 0, flawed: 0 };
+    b.runs++;
+    b.ios += r.ios;
+    b.raced += r.raced;
+    b.flawed += r.flawed;
+    by.set(cfg.premap, b);
+    if (r.failure) {
+      console.log(
+        `FAIL seed ${seed} (${cfg.premap}, iommu ${cfg.iommu}): ${r.failure.invariant} at op ${r.failure.op}`,
+      );
+      console.log(r.failure.detail);
+      const small = lcMinimize(seed, list.slice(0, r.failure.op + 1), cfg, r.failure.invariant);
+      console.log(`minimized to ${small.length} operations:`);
+      console.log(small.map((o, i) => `  ${i}: ${JSON.stringify(o)}`).join("\n"));
+      console.log(`replay: deno task fuzz -- --lifecycle --seed=${seed} --ops=${n} --per-run=${n}`);
+      Deno.exit(1);
+    }
+  }
+  const secs = (performance.now() - t0) / 1000;
+  console.log(`clean: ${ops} lifecycle operations from seed ${first}, ${secs.toFixed(1)} s`);
+  for (const [v, b] of by) {
+    console.log(
+      `  ${v}: ${b.runs} runs, ${b.ios} I/Os, ${b.raced} raced a lifecycle event, ${b.flawed} ` +
+        `failed or moved wrong bytes, each shown by a checking layer`,
+    );
+  }
+  Deno.exit(0);
 }
 
 if (values.replay) {

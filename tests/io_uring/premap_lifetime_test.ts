@@ -98,6 +98,38 @@ Deno.test("lifetime hardened: UNMAP with a READ_FIXED in flight waits; the I/O c
   assert.equal(f.ring.mapBuffers(0, 0, 1).res, 0);
 });
 
+/**
+ * Bounce mode: a premapped buffer lives in swiotlb slots filled at MAP time. A plain READ
+ * into the same buffer (not premapped) writes the user pages; an unmap that copies the
+ * bounce slots back (dma_unmap_page without DMA_ATTR_SKIP_CPU_SYNC, as modelled for the
+ * posted code) overwrites that data with the MAP-time bytes. `hardened` syncs per I/O and
+ * unmaps with DMA_ATTR_SKIP_CPU_SYNC. Found by the lifecycle fuzzer (seed 14).
+ */
+for (const premap of ["v2", "hardened"] as const) {
+  Deno.test(`lifetime ${premap}, bounce: UNMAP after a plain READ into a premapped buffer`, () => {
+    using tb = openTestbed({ backend: "sim", seed: 5, iommu: "bounce", premap }) as SimTestbed;
+    const ring = tb.ring({ entries: 8 });
+    const buf = tb.allocBuffer(BUF);
+    const fd = tb.open(tb.nvmeDevice, O.RDWR | O.DIRECT);
+    assert.equal(ring.registerFiles([fd]).res, 0);
+    assert.equal(ring.registerBuffers([{ addr: buf.addr, len: BUF }]).res, 0);
+    buf.bytes.set(pattern(BUF, 9));
+    ring.write(fd, buf.addr, BUF, 0n, { userData: 1n });
+    assert.deepEqual(ring.submitAndReap(1).map((c) => c.res), [BUF]);
+    buf.bytes.fill(0x5a); // what the buffer holds when it is mapped
+    assert.equal(ring.mapBuffers(0, 0, 1).res, 0);
+    ring.read(fd, buf.addr, BUF, 0n, { userData: 2n }); // the plain path: the user pages
+    assert.deepEqual(ring.submitAndReap(1).map((c) => c.res), [BUF]);
+    assert.deepEqual(buf.bytes, pattern(BUF, 9));
+    assert.equal(ring.unmapBuffers(0, 0, 1).res, 0);
+    if (premap === "hardened") {
+      assert.deepEqual(buf.bytes, pattern(BUF, 9), "the read's bytes stay");
+    } else {
+      assert.deepEqual(buf.bytes, new Uint8Array(BUF).fill(0x5a), "the MAP-time bytes came back");
+    }
+  });
+}
+
 Deno.test("lifetime v2: emptying the file slot with I/O in flight unmaps at once (io_dma_unmap_file)", () => {
   using f = premapped("v2");
   f.startRead();

@@ -112,7 +112,8 @@ Deno.test("setup: params output offsets match Linux 6.18 (entries 3 -> sq 4, cq 
   assert.equal(
     v.getUint32(PARAMS.features, true),
     IORING_FEAT.SINGLE_MMAP | IORING_FEAT.NODROP | IORING_FEAT.SUBMIT_STABLE |
-      IORING_FEAT.RW_CUR_POS | IORING_FEAT.CQE_SKIP | IORING_FEAT.LINKED_FILE,
+      IORING_FEAT.RW_CUR_POS | IORING_FEAT.RSRC_TAGS | IORING_FEAT.CQE_SKIP |
+      IORING_FEAT.LINKED_FILE,
   );
   assert.equal(v.getUint32(PARAMS.features, true), SIM_FEATURES);
   // The ring memory holds mask/entries where the offsets say, and the SQ array after the CQEs.
