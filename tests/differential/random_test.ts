@@ -21,6 +21,7 @@ import {
   runDifferential,
   type Step,
 } from "./engine.ts";
+import { shrinkByChunks } from "../fuzz/shrink.ts";
 
 /** File span the generator reads and writes inside (files are preallocated to it). */
 const FILE_SPAN = 192 * 1024;
@@ -332,23 +333,11 @@ function countOps(steps: Step[]): number {
  * persists (delta debugging, bounded in rounds).
  */
 export function minimize(steps: Step[], maxRuns = 200): Step[] {
-  let cur = steps;
-  let runs = 0;
-  let chunk = Math.max(1, Math.floor(cur.length / 2));
-  while (chunk >= 1 && runs < maxRuns) {
-    let progressed = false;
-    for (let i = 0; i < cur.length && runs < maxRuns; i += chunk) {
-      const cand = [...cur.slice(0, i), ...cur.slice(i + chunk)];
-      runs++;
-      if (cand.length > 0 && runDifferential(cand) !== null) {
-        cur = cand;
-        progressed = true;
-        i -= chunk;
-      }
-    }
-    if (!progressed) chunk = Math.floor(chunk / 2);
-  }
-  return cur;
+  return shrinkByChunks(
+    steps,
+    (cand) => cand.length > 0 && runDifferential(cand) !== null,
+    maxRuns,
+  );
 }
 
 /** JSON.stringify replacer: bigints (hostile offsets, pad2) as `123n`. */

@@ -49,6 +49,7 @@ import {
   SQE,
   writeSqe,
 } from "../../sim/uapi/io_uring.ts";
+import { shrinkByChunks } from "./shrink.ts";
 
 /**
  * A user address: inside (or just past, into the guard gap of) a buffer, a
@@ -956,24 +957,11 @@ export function minimize(
   invariant: string,
   maxRuns = 300,
 ): FuzzOp[] {
-  let cur = ops;
-  let runs = 0;
-  let chunk = Math.max(1, Math.floor(cur.length / 2));
-  while (chunk >= 1 && runs < maxRuns) {
-    let progressed = false;
-    for (let i = 0; i < cur.length && runs < maxRuns; i += chunk) {
-      const cand = [...cur.slice(0, i), ...cur.slice(i + chunk)];
-      runs++;
-      const r = execute(seed, cand, cfg);
-      if (r.failure?.invariant === invariant) {
-        cur = cand;
-        progressed = true;
-        i -= chunk;
-      }
-    }
-    if (!progressed) chunk = Math.floor(chunk / 2);
-  }
-  return cur;
+  return shrinkByChunks(
+    ops,
+    (cand) => execute(seed, cand, cfg).failure?.invariant === invariant,
+    maxRuns,
+  );
 }
 
 /** JSON for a case: bigints are already strings in the specs. */

@@ -52,6 +52,7 @@ import {
   O,
   PARAMS,
 } from "../../sim/uapi/io_uring.ts";
+import { shrinkByChunks } from "./shrink.ts";
 
 /** Registered buffers (64 KiB each, page aligned). */
 const NR_BUFS = 4;
@@ -609,21 +610,9 @@ export function lcMinimize(
   invariant: string,
   maxRuns = 200,
 ): LcOp[] {
-  let cur = ops;
-  let runs = 0;
-  let chunk = Math.max(1, Math.floor(cur.length / 2));
-  while (chunk >= 1 && runs < maxRuns) {
-    let progressed = false;
-    for (let i = 0; i < cur.length && runs < maxRuns; i += chunk) {
-      const cand = [...cur.slice(0, i), ...cur.slice(i + chunk)];
-      runs++;
-      if (lcExecute(seed, cand, cfg).failure?.invariant === invariant) {
-        cur = cand;
-        progressed = true;
-        i -= chunk;
-      }
-    }
-    if (!progressed) chunk = Math.floor(chunk / 2);
-  }
-  return cur;
+  return shrinkByChunks(
+    ops,
+    (cand) => lcExecute(seed, cand, cfg).failure?.invariant === invariant,
+    maxRuns,
+  );
 }
