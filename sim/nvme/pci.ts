@@ -470,13 +470,7 @@ export class NvmeDev implements BlkMqOps, Disposable {
     if (this.mdts) maxHw = Math.min(maxHw, 1 << (this.mdts + NVME_CTRL_PAGE_SHIFT - SECTOR_SHIFT));
     this.maxHwSectors = maxHw;
     // nvme_setup_io_queues(): Set Features, Number of Queues.
-    const want = this.#opts.nrIoQueues - 1;
-    c = this.#adminSync({
-      opcode: NVME_ADMIN.SET_FEATURES,
-      commandId: 0,
-      cdw10: NVME_FEAT.NUM_QUEUES,
-      cdw11: (want | (want << 16)) >>> 0,
-    });
+    c = this.#setQueueCount(this.#opts.nrIoQueues);
     if (typeof c === "number") return c;
     if (c.status) return -Errno.EIO;
     const nrIo = Math.min(this.#opts.nrIoQueues, (c.result & 0xffff) + 1, (c.result >>> 16) + 1);
@@ -588,15 +582,56 @@ export class NvmeDev implements BlkMqOps, Disposable {
     const cq = this.#allocCoherent(NVME_AQ_DEPTH * NVME_CQE_SIZE);
     if (!sq || !cq) return -Errno.ENOMEM;
     this.#adminq = new NvmeQueue(0, NVME_AQ_DEPTH, sq, cq, 0);
-    const aqa = ((NVME_AQ_DEPTH - 1) << 16) | (NVME_AQ_DEPTH - 1);
-    ctrl.writeReg32(NVME_REG.AQA, aqa);
-    ctrl.writeReg64(NVME_REG.ASQ, sq.dma);
-    ctrl.writeReg64(NVME_REG.ACQ, cq.dma);
-    // nvme_enable_ctrl(): NVM command set, 4 KiB pages, round robin, 64/16-byte entries.
+    if (!this.#enableCtrl(this.#adminq)) return -Errno.ENODEV;
+    ctrl.setIrqHandler(0, () => this.#nvmeIrq(this.#adminq!));
+    return 0;
+  }
+
+  /**
+   * The admin queue's registers, then nvme_enable_ctrl() (NVM command set,
+   * 4 KiB pages, round robin, 64/16-byte entries) and the wait for CSTS.RDY.
+   */
+  #enableCtrl(aq: NvmeQueue): boolean {
+    const ctrl = this.#ctrl;
+    ctrl.writeReg32(NVME_REG.AQA, ((aq.depth - 1) << 16) | (aq.depth - 1));
+    ctrl.writeReg64(NVME_REG.ASQ, aq.sq.dma);
+    ctrl.writeReg64(NVME_REG.ACQ, aq.cq.dma);
     const ccv = (0 << 4) | ((NVME_CTRL_PAGE_SHIFT - 12) << 7) | (6 << 16) | (4 << 20) | 1;
     ctrl.writeReg32(NVME_REG.CC, ccv);
-    if (!this.#waitReady(true)) return -Errno.ENODEV;
-    ctrl.setIrqHandler(0, () => this.#nvmeIrq(this.#adminq!));
+    return this.#waitReady(true);
+  }
+
+  /** nvme_set_queue_count(): Set Features, Number of Queues, asking for `nr` I/O queue pairs. */
+  #setQueueCount(nr: number): { status: number; result: number } | number {
+    const want = nr - 1;
+    return this.#adminSync({
+      opcode: NVME_ADMIN.SET_FEATURES,
+      commandId: 0,
+      cdw10: NVME_FEAT.NUM_QUEUES,
+      cdw11: (want | (want << 16)) >>> 0,
+    });
+  }
+
+  /** adapter_alloc_cq() then adapter_alloc_sq() for `q`'s memory: 0 or -errno. */
+  #adapterAllocQueue(q: NvmeQueue): number {
+    let c = this.#adminSync({
+      opcode: NVME_ADMIN.CREATE_CQ,
+      commandId: 0,
+      prp1: q.cq.dma,
+      cdw10: (q.qid | ((q.depth - 1) << 16)) >>> 0,
+      cdw11: (NVME_QUEUE_PHYS_CONTIG | NVME_CQ_IRQ_ENABLED | (q.vector << 16)) >>> 0,
+    });
+    if (typeof c === "number") return c;
+    if (c.status) return -Errno.EIO;
+    c = this.#adminSync({
+      opcode: NVME_ADMIN.CREATE_SQ,
+      commandId: 0,
+      prp1: q.sq.dma,
+      cdw10: (q.qid | ((q.depth - 1) << 16)) >>> 0,
+      cdw11: (NVME_QUEUE_PHYS_CONTIG | (q.qid << 16)) >>> 0,
+    });
+    if (typeof c === "number") return c;
+    if (c.status) return -Errno.EIO;
     return 0;
   }
 
@@ -619,24 +654,8 @@ export class NvmeDev implements BlkMqOps, Disposable {
     if (!sq || !cq) return -Errno.ENOMEM;
     const q = new NvmeQueue(qid, depth, sq, cq, qid);
     this.#ctrl.setIrqHandler(qid, () => this.#nvmeIrq(q));
-    let c = this.#adminSync({
-      opcode: NVME_ADMIN.CREATE_CQ,
-      commandId: 0,
-      prp1: cq.dma,
-      cdw10: (qid | ((depth - 1) << 16)) >>> 0,
-      cdw11: (NVME_QUEUE_PHYS_CONTIG | NVME_CQ_IRQ_ENABLED | (q.vector << 16)) >>> 0,
-    });
-    if (typeof c === "number") return c;
-    if (c.status) return -Errno.EIO;
-    c = this.#adminSync({
-      opcode: NVME_ADMIN.CREATE_SQ,
-      commandId: 0,
-      prp1: sq.dma,
-      cdw10: (qid | ((depth - 1) << 16)) >>> 0,
-      cdw11: (NVME_QUEUE_PHYS_CONTIG | (qid << 16)) >>> 0,
-    });
-    if (typeof c === "number") return c;
-    if (c.status) return -Errno.EIO;
+    const r = this.#adapterAllocQueue(q);
+    if (r) return r;
     this.queues.push(q);
     return 0;
   }
@@ -1580,56 +1599,27 @@ export class NvmeDev implements BlkMqOps, Disposable {
 
   /** The bring-up half of nvme_reset_work() on the existing queues: true when it came back. */
   #reinit(): boolean {
-    const ctrl = this.#ctrl;
     const aq = this.#adminq;
     if (!aq) return false;
+    // nvme_init_queue(): the driver's ring state from zero, the CQ's phase tags cleared.
     const resetQueue = (q: NvmeQueue) => {
       q.sqTail =
         q.lastSqTail =
         q.sqHead =
         q.cqHead =
+        q.inflight =
           0;
       q.cqPhase = 1;
-      q.inflight = 0;
       q.cq.cpu.fill(0);
     };
     resetQueue(aq);
-    ctrl.writeReg32(NVME_REG.AQA, ((NVME_AQ_DEPTH - 1) << 16) | (NVME_AQ_DEPTH - 1));
-    ctrl.writeReg64(NVME_REG.ASQ, aq.sq.dma);
-    ctrl.writeReg64(NVME_REG.ACQ, aq.cq.dma);
-    const ccv = (0 << 4) | ((NVME_CTRL_PAGE_SHIFT - 12) << 7) | (6 << 16) | (4 << 20) | 1;
-    ctrl.writeReg32(NVME_REG.CC, ccv);
-    if (!this.#waitReady(true)) return false;
+    if (!this.#enableCtrl(aq)) return false;
     aq.enabled = true;
-    const want = this.queues.length - 1;
-    const c = this.#adminSync({
-      opcode: NVME_ADMIN.SET_FEATURES,
-      commandId: 0,
-      cdw10: NVME_FEAT.NUM_QUEUES,
-      cdw11: (want | (want << 16)) >>> 0,
-    });
+    const c = this.#setQueueCount(this.queues.length);
     if (typeof c === "number" || c.status) return false;
     for (const q of this.queues) {
       resetQueue(q);
-      for (
-        const [op, buf, cdw11] of [
-          [
-            NVME_ADMIN.CREATE_CQ,
-            q.cq,
-            NVME_QUEUE_PHYS_CONTIG | NVME_CQ_IRQ_ENABLED | (q.vector << 16),
-          ],
-          [NVME_ADMIN.CREATE_SQ, q.sq, NVME_QUEUE_PHYS_CONTIG | (q.qid << 16)],
-        ] as const
-      ) {
-        const r = this.#adminSync({
-          opcode: op,
-          commandId: 0,
-          prp1: buf.dma,
-          cdw10: (q.qid | ((q.depth - 1) << 16)) >>> 0,
-          cdw11: cdw11 >>> 0,
-        });
-        if (typeof r === "number" || r.status) return false;
-      }
+      if (this.#adapterAllocQueue(q)) return false;
       q.enabled = true;
     }
     return true;
