@@ -15,10 +15,19 @@ export interface ExampleRun {
   err: string;
 }
 
-/** `deno run examples/<script> ...args` with no permissions. */
-export function runExample(script: string, args: string[] = []): ExampleRun {
+/** `deno run [flags] examples/<script> ...args`: no permissions unless `denoFlags` grant some. */
+export function runExample(
+  script: string,
+  args: string[] = [],
+  denoFlags: string[] = [],
+): ExampleRun {
   const r = new Deno.Command(Deno.execPath(), {
-    args: ["run", new URL(`../../examples/${script}`, import.meta.url).pathname, ...args],
+    args: [
+      "run",
+      ...denoFlags,
+      new URL(`../../examples/${script}`, import.meta.url).pathname,
+      ...args,
+    ],
     stdout: "piped",
     stderr: "piped",
   }).outputSync();

@@ -86,18 +86,9 @@ Deno.test({
   ignore: realWhy !== null,
   fn: () => {
     const sim = runExample("unmap_race.ts");
-    const real = new Deno.Command(Deno.execPath(), {
-      args: [
-        "run",
-        "--allow-all",
-        new URL("../../examples/unmap_race.ts", import.meta.url).pathname,
-        "--backend=real",
-      ],
-      stdout: "piped",
-      stderr: "piped",
-    }).outputSync();
-    const out = new TextDecoder().decode(real.stdout);
-    assert.equal(real.code, 0, new TextDecoder().decode(real.stderr));
+    const real = runExample("unmap_race.ts", ["--backend=real"], ["--allow-all"]);
+    const out = real.out;
+    assert.equal(real.code, 0, real.err);
     const cases: [string, string, string][] = [];
     for (const v of ["v2", "v3", "hardened"]) {
       for (const iommu of ["strict", "off"]) {
