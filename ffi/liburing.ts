@@ -111,19 +111,38 @@ export const IO_URING = {
 /** Limit: ring sizes accepted by {@link LiveRing.create} (the kernel's IORING_MAX_ENTRIES). */
 export const LIVE_MAX_ENTRIES = 32768;
 /**
- * True where plain stores already have release semantics (x86-64 is TSO), so
- * {@link storeRelease} needs no fence: TurboFan keeps typed-array loads and
- * stores in program order, and the CPU does not move a store before a load.
+ * True where plain typed-array stores and loads of the mapped ring indices
+ * already have release and acquire order (x86-64 is TSO: the CPU moves
+ * neither a store before an earlier access nor a load before an earlier
+ * load), so {@link storeRelease} and {@link loadAcquire} need no fence.
+ * What this relies on from V8: TurboFan keeps typed-array loads and stores
+ * on its effect chain, in program order, and does not drop or merge them
+ * across an opaque call (an FFI call, a system call).
+ *
+ * Hot loops copy it into a local and branch on that: optimized code reads a
+ * module-level constant through the module context (and its TDZ check) at
+ * every use, a chain of dependent heap loads.
  */
-const STORE_IS_RELEASE = Deno.build.arch === "x86_64";
+export const PLAIN_RING_ACCESS_ORDERED: boolean = Deno.build.arch === "x86_64";
 
 /**
  * io_uring_smp_store_release() on a mapped ring index: a plain store on
  * x86-64 (what liburing compiles to there), `Atomics.store` elsewhere.
  */
 export function storeRelease(index: Uint32Array, value: number): void {
-  if (STORE_IS_RELEASE) index[0] = value;
+  if (PLAIN_RING_ACCESS_ORDERED) index[0] = value;
   else Atomics.store(index, 0, value);
+}
+
+/**
+ * io_uring_smp_load_acquire() on a mapped ring index: a plain load on x86-64
+ * (what liburing compiles to there), `Atomics.load` elsewhere, so the CQEs
+ * read after it see what the kernel wrote before it moved the tail. Not
+ * `Atomics.load` everywhere: TurboFan does not inline it (a builtin call per
+ * load).
+ */
+export function loadAcquire(index: Uint32Array): number {
+  return PLAIN_RING_ACCESS_ORDERED ? index[0] : Atomics.load(index, 0);
 }
 
 /** Below this many SQEs, {@link LiveRing.prepNops} writes words instead of copying an image. */
@@ -141,6 +160,17 @@ export const LIBURING_SYMBOLS = {
   io_uring_queue_exit: { parameters: ["pointer"], result: "void", nonblocking: false },
   io_uring_submit: { parameters: ["pointer"], result: "i32", nonblocking: false },
   io_uring_submit_and_wait: { parameters: ["pointer", "u32"], result: "i32", nonblocking: false },
+  /**
+   * io_uring_enter(2), liburing's wrapper (LIBURING_2.3): the same
+   * instructions its io_uring_submit*() end in. Optional, so an older
+   * liburing still opens (LiveRing.enter then answers -ENOSYS).
+   */
+  io_uring_enter: {
+    parameters: ["u32", "u32", "u32", "u32", "pointer"],
+    result: "i32",
+    nonblocking: false,
+    optional: true,
+  },
   io_uring_wait_cqes: {
     parameters: ["pointer", "pointer", "u32", "pointer", "pointer"],
     result: "i32",
@@ -325,6 +355,7 @@ export class LiveRing implements RawRing {
   readonly #sym: LiburingSymbols;
   readonly #submit: (ring: Deno.PointerValue) => number;
   readonly #submitAndWait: (ring: Deno.PointerValue, n: number) => number;
+  readonly #enter: LiburingSymbols["io_uring_enter"];
   readonly #cqePtr = new BigUint64Array(1);
   readonly #ts = new BigInt64Array(2);
   #mapHandler: ((opcode: number, arg: Uint8Array | null, nrArgs: number) => number) | null = null;
@@ -336,6 +367,8 @@ export class LiveRing implements RawRing {
 
   /** Word index of `sq.sqe_tail` in {@link structWords}. */
   static readonly SQE_TAIL_WORD = IO_URING.sq.sqeTail / 4;
+  /** Word index of `sq.sqe_head` in {@link structWords}. */
+  static readonly SQE_HEAD_WORD = IO_URING.sq.sqeHead / 4;
 
   private constructor(
     sym: LiburingSymbols,
@@ -346,6 +379,7 @@ export class LiveRing implements RawRing {
     this.#memory = memory;
     this.#submit = sym.io_uring_submit;
     this.#submitAndWait = sym.io_uring_submit_and_wait;
+    this.#enter = sym.io_uring_enter;
     this.struct = struct;
     const p = Deno.UnsafePointer.of(struct);
     if (p === null) throw new Error("struct io_uring has no address");
@@ -559,11 +593,41 @@ export class LiveRing implements RawRing {
     return this.#submitAndWait(this.ringPtr, waitNr);
   }
 
+  /**
+   * liburing 2.3's `__io_uring_flush_sq()`: hand the locally queued SQEs to
+   * the kernel's view of the ring (`sq.sqe_head = sq.sqe_tail`, then
+   * `*sq.ktail = sq.sqe_tail` with release order) and return how many the
+   * kernel has not consumed yet, the `to_submit` that io_uring_submit*()
+   * passes to io_uring_enter(2). No system call.
+   */
+  flushSq(): number {
+    const words = this.structWords;
+    const tail = words[LiveRing.SQE_TAIL_WORD];
+    if (words[LiveRing.SQE_HEAD_WORD] !== tail) {
+      words[LiveRing.SQE_HEAD_WORD] = tail;
+      storeRelease(this.sqKtail, tail);
+    }
+    return (tail - loadAcquire(this.sqKhead)) >>> 0;
+  }
+
+  /**
+   * io_uring_enter(2) on this ring, through liburing's wrapper, with no
+   * sigset: the submitted count or -errno (-ENOSYS when this liburing does
+   * not export it). For a ring without SQPOLL, {@link flushSq} and then
+   * `enter(toSubmit, waitNr, IORING_ENTER.GETEVENTS)` is the system call
+   * io_uring_submit_and_wait(ring, waitNr) makes, argument for argument.
+   */
+  enter(toSubmit: number, minComplete: number, flags: number): number {
+    this.#live();
+    const enter = this.#enter;
+    return enter === null ? -Errno.ENOSYS : enter(this.fd, toSubmit, minComplete, flags, null);
+  }
+
   // ---------------------------------------------------------------- CQ side
 
   /** io_uring_cq_ready(): CQEs posted and not yet reaped. */
   cqReady(): number {
-    return (Atomics.load(this.cqKtail, 0) - this.cqKhead[0]) >>> 0;
+    return (loadAcquire(this.cqKtail) - this.cqKhead[0]) >>> 0;
   }
 
   /** io_uring_cq_advance(): release `n` CQEs to the kernel. */
@@ -575,7 +639,7 @@ export class LiveRing implements RawRing {
   /** Take up to `max` CQEs (all available by default) and advance the CQ head. */
   reap(max = Infinity): Cqe[] {
     this.#live();
-    const tail = Atomics.load(this.cqKtail, 0);
+    const tail = loadAcquire(this.cqKtail);
     let head = this.cqKhead[0];
     const out: Cqe[] = [];
     const w = this.cqeWords;

@@ -215,6 +215,21 @@ Deno.test({
     ring[Symbol.dispose]();
     ring[Symbol.dispose]();
     assert.throws(() => ring.submit(0), /after dispose/);
+    assert.throws(() => ring.enter(0, 0, 0), /after dispose/);
     assert.throws(() => ring.register(IORING_REGISTER.REGISTER_PROBE, null, 0), /after dispose/);
+  },
+});
+
+Deno.test({
+  name:
+    "io_uring_enter: an unknown flag is -EINVAL; to_submit past the published SQEs submits those",
+  ignore,
+  fn: () => {
+    using ring = newRing(4);
+    assert.equal(ring.enter(0, 0, 1 << 30), -Errno.EINVAL);
+    assert.ok(ring.prepNop(1));
+    assert.equal(ring.flushSq(), 1);
+    assert.equal(ring.enter(3, 0, 0), 1);
+    assert.deepEqual(ring.reap(), [{ userData: 1n, res: 0, flags: 0 }]);
   },
 });

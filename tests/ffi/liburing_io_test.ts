@@ -6,6 +6,7 @@ import assert from "node:assert/strict";
 import { allocBuffer, O } from "../../ffi/libc.ts";
 import { Errno } from "../../sim/uapi/errno.ts";
 import {
+  IORING_ENTER,
   IORING_FEAT,
   IORING_MSG,
   IORING_OP as OP,
@@ -432,5 +433,32 @@ Deno.test({
       ring.reap().map((c) => Number(c.userData)),
       [10, 11, 12, 13, 14, 20, 21, 22, 23, 24, 25, 40, 41],
     );
+  },
+});
+
+Deno.test({
+  name: "flushSq + enter(n, n, GETEVENTS) is the system call io_uring_submit_and_wait makes",
+  ignore,
+  fn: () => {
+    using a = newRing(4);
+    using b = newRing(4);
+    for (let round = 0; round < 3; round++) {
+      for (let i = 0; i < 3; i++) {
+        assert.ok(a.prepNop(round * 3 + i));
+        assert.ok(b.prepNop(round * 3 + i));
+      }
+      assert.equal(a.submitAndWait(3), 3);
+      assert.equal(b.sqPending, 3);
+      assert.equal(b.flushSq(), 3, "to_submit");
+      assert.equal(b.sqPending, 0, "published");
+      assert.equal(b.flushSq(), 3, "nothing new: still 3 the kernel has not consumed");
+      assert.equal(b.enter(3, 3, IORING_ENTER.GETEVENTS), 3);
+      assert.equal(b.flushSq(), 0, "consumed");
+      for (const k of ["sqKhead", "sqKtail", "cqKhead", "cqKtail"] as const) {
+        assert.equal(b[k][0], a[k][0], k);
+      }
+      assert.deepEqual(b.reap(), a.reap());
+    }
+    assert.equal(b.enter(0, 0, 0), 0, "nothing to submit or wait for");
   },
 });
