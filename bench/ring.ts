@@ -1,9 +1,10 @@
 /**
  * `deno task bench:ring -- --json=FILE [--batch=1,8,32,128] [--ops=N] [--repeat=N]`
  *
- * NOP throughput of the live kernel io_uring driven from Deno (SQEs filled
- * through the mapped SQE array, one `io_uring_submit_and_wait` FFI call per
- * batch, CQEs reaped through the mapped CQ ring) against the C liburing
+ * NOP throughput of the live kernel io_uring driven from Deno (SQEs written
+ * field by field through the mapped SQE array, one io_uring_enter(2) per batch
+ * with the arguments io_uring_submit_and_wait passes, CQEs reaped and read
+ * through the mapped CQ ring; see {@link denoNopLoop}) against the C liburing
  * reference `ffi/native/build/ring_bench` doing the same work. For each batch
  * size the two run interleaved, `--repeat` times each, and the best run of
  * each counts (a noisy 2-core machine only ever slows a run down).
@@ -24,7 +25,13 @@
 
 import { parseArgs } from "node:util";
 import { checkOutput, resolveOutput } from "./cli.ts";
-import { LiveRing, liveRingUnavailable, storeRelease } from "../ffi/liburing.ts";
+import {
+  liburing,
+  LiveRing,
+  liveRingUnavailable,
+  PLAIN_RING_ACCESS_ORDERED,
+} from "../ffi/liburing.ts";
+import { IORING_ENTER, IORING_OP } from "../sim/uapi/io_uring.ts";
 import { simNopOpsPerS } from "./sim_ring.ts";
 
 /** Path of the C reference program. */
@@ -36,7 +43,7 @@ const MAX_REPEAT = 50;
 
 /** One batch size's result. */
 export interface RingBenchRecord {
-  /** SQEs per submit_and_wait. */
+  /** SQEs per system call (io_uring_submit_and_wait in C, the same io_uring_enter in Deno). */
   batch: number;
   /** Deno over the live ring, best of `repeat`. */
   ts_ops_per_s: number;
@@ -71,43 +78,113 @@ export type SimOpsPerS = (batch: number, ops: number) => number;
 export const TARGET_RATIO = 0.9;
 
 /**
- * Deno's NOP loop over the live ring, the same work as ring_bench.c: per
- * batch, get_sqe + prep_nop + set_data64 for each op, one submit_and_wait,
- * then walk the CQ and advance its head. Returns elapsed ns, or throws on a
- * ring error (a benchmark has no partial result to report).
+ * Deno's NOP loop over the live ring, the same work as ring_bench.c, one op at
+ * a time as an application does it:
+ *
+ * - per op, io_uring_get_sqe() (SQ space against `*sq.khead`, bump liburing's
+ *   `sqe_tail`) + io_uring_prep_nop() + io_uring_sqe_set_data64(): opcode,
+ *   flags, ioprio, fd -1, off, addr, len, rw_flags, user_data (as two u32
+ *   halves, no BigInt), buf_index, personality, file_index, addr3 and pad,
+ *   written into the mapped SQE from TypeScript (the 8-byte zero fields
+ *   through a Float64Array view, +0 being all-zero bits);
+ * - per batch, what io_uring_submit_and_wait(ring, n) does on a ring without
+ *   SQPOLL (liburing 2.3's `__io_uring_flush_sq()` + `__io_uring_submit()`):
+ *   store the tail to `*sq.ktail` (release), then its one system call,
+ *   io_uring_enter(fd, to_submit, n, IORING_ENTER_GETEVENTS, NULL), through
+ *   liburing's own wrapper;
+ * - per CQE, read user_data and res from the mapped CQ ring (after an
+ *   acquire load of `*cq.ktail`), check them, and release the head.
+ *
+ * The loop is the ring's only user while it runs: it keeps liburing's
+ * `sqe_tail` in a local and writes it back (with `sqe_head`, as the flush
+ * does) when it returns, and, like {@link LiveRing.submitAndWait}, skips the
+ * per-call liveness check {@link LiveRing.enter} makes. Everything it needs is
+ * read into locals first, so the optimized loop touches only the mapped ring,
+ * the typed-array views on it, its stack and the FFI call: after each system
+ * call every further page the loop touches costs a TLB refill, and here (PTI
+ * without PCID, in a VM) that is tens of ns a page. Returns
+ * elapsed ns, or throws on a ring error (a benchmark has no partial result to
+ * report).
  */
 export function denoNopLoop(ring: LiveRing, batch: number, ops: number): number {
   if (batch > ring.sqEntries) throw new RangeError(`batch ${batch} > SQ ${ring.sqEntries}`);
-  const cqw = ring.cqeWords;
+  if (ring.sqeSize !== 64 || ring.cqeSize !== 16) {
+    throw new RangeError("denoNopLoop needs 64-byte SQEs and 16-byte CQEs");
+  }
+  const enter = liburing()?.io_uring_enter;
+  if (!enter) throw new Error("this liburing does not export io_uring_enter");
+  // Module constants copied into locals: optimized code would otherwise
+  // re-read each through the module context at every use.
+  const plain = PLAIN_RING_ACCESS_ORDERED; // plain index access is acquire/release here
+  const NOP = IORING_OP.NOP | 0;
+  const GETEVENTS = IORING_ENTER.GETEVENTS; // what io_uring_submit_and_wait() passes when it waits
+  const fd = ring.fd;
+  const entries = ring.sqEntries;
+  const sqMask = ring.sqMask;
+  const cqMask = ring.cqMask;
+  const sqHead = ring.sqKhead;
+  const sqTail = ring.sqKtail;
   const cqHead = ring.cqKhead;
   const cqTail = ring.cqKtail;
-  const cqMask = ring.cqMask;
-  const cqStride = ring.cqeSize >> 2;
-  let done = 0;
+  const sqe32 = ring.sqeWords;
+  const sqe64 = new Float64Array(ring.sqeWords.buffer);
+  const cqe32 = ring.cqeWords;
+  const struct = ring.structWords;
+  const tailWord = LiveRing.SQE_TAIL_WORD;
+  const headWord = LiveRing.SQE_HEAD_WORD;
+  let tail = struct[tailWord];
   let userData = 0;
+  let expect = 0;
+  let done = 0;
   const t0 = performance.now();
   while (done < ops) {
     let n = ops - done < batch ? ops - done : batch;
-    if (!ring.prepNops(n, userData)) throw new Error("SQ full");
-    userData = (userData + n) | 0;
-    const r = ring.submitAndWait(n);
-    if (r !== n) throw new Error(`io_uring_submit_and_wait: ${r}`);
+    for (let k = 0; k < n; k++) {
+      if (((tail - sqHead[0]) >>> 0) >= entries) throw new Error("SQ full");
+      const slot = tail & sqMask;
+      const w = slot << 4; // 32-bit words per SQE
+      const d = slot << 3; // 64-bit words per SQE
+      sqe32[w] = NOP; // opcode, flags, ioprio
+      sqe32[w + 1] = -1; // fd
+      sqe64[d + 1] = 0; // off
+      sqe64[d + 2] = 0; // addr
+      sqe64[d + 3] = 0; // len, rw_flags
+      sqe32[w + 8] = userData; // user_data, low half
+      sqe32[w + 9] = 0; // user_data, high half
+      sqe64[d + 5] = 0; // buf_index, personality, file_index
+      sqe64[d + 6] = 0; // addr3
+      sqe64[d + 7] = 0; // __pad2
+      userData = (userData + 1) | 0;
+      tail = (tail + 1) >>> 0;
+    }
+    if (plain) sqTail[0] = tail;
+    else Atomics.store(sqTail, 0, tail);
+    const r = enter(fd, (tail - sqHead[0]) >>> 0, n, GETEVENTS, null);
+    if (r !== n) throw new Error(`io_uring_enter: ${r}`);
     while (n > 0) {
-      const tail = Atomics.load(cqTail, 0);
+      const ctail = plain ? cqTail[0] : Atomics.load(cqTail, 0);
       let head = cqHead[0];
       let seen = 0;
-      while (head !== tail) {
-        const res = cqw[(head & cqMask) * cqStride + 2];
-        if (res !== 0) throw new Error(`NOP res ${res}`);
+      while (head !== ctail) {
+        const c = (head & cqMask) << 2; // 32-bit words per CQE
+        if (cqe32[c] !== expect || cqe32[c + 1] !== 0) {
+          throw new Error(`CQE user_data ${cqe32[c + 1]}:${cqe32[c]}, expected ${expect}`);
+        }
+        if (cqe32[c + 2] !== 0) throw new Error(`NOP res ${cqe32[c + 2]}`);
+        expect = (expect + 1) | 0;
         head = (head + 1) >>> 0;
         seen++;
       }
-      storeRelease(cqHead, head);
+      if (plain) cqHead[0] = head;
+      else Atomics.store(cqHead, 0, head);
       done += seen;
       n -= seen;
     }
   }
-  return (performance.now() - t0) * 1e6;
+  const t1 = performance.now();
+  struct[tailWord] = tail;
+  struct[headWord] = tail;
+  return (t1 - t0) * 1e6;
 }
 
 /** One timed Deno run on a fresh ring of `batch` entries (after a warm-up pass). */

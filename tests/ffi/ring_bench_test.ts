@@ -51,6 +51,26 @@ Deno.test({
 });
 
 Deno.test({
+  name: "denoNopLoop writes whole SQEs (prep_nop + set_data64) over stale bytes, across the wrap",
+  ignore,
+  fn: () => {
+    using ring = newRing(8);
+    ring.sqeBytes.fill(0xee); // a field the loop skipped would show
+    denoNopLoop(ring, 8, 21); // SQEs 0..20: the last lap leaves 13..15 in slots 5..7, 16..20 in 0..4
+    for (let slot = 0; slot < 8; slot++) {
+      const ud = slot < 5 ? 16 + slot : 8 + slot;
+      assert.deepEqual(
+        [...new Int32Array(ring.sqeBytes.buffer, slot * 64, 16)],
+        [0, -1, 0, 0, 0, 0, 0, 0, ud, 0, 0, 0, 0, 0, 0, 0],
+        `slot ${slot}`,
+      );
+    }
+    assert.equal(ring.sqPending, 0);
+    assert.equal(ring.flushSq(), 0, "liburing's sqe_head and sqe_tail written back");
+  },
+});
+
+Deno.test({
   name: "runRingBench produces one record per batch and a summary",
   ignore: asanWhy !== null,
   fn: async () => {
