@@ -40,6 +40,10 @@ export const C_BENCH: string = new URL("../ffi/native/build/ring_bench", import.
 const MAX_BATCH = 4096;
 const MAX_OPS = 100_000_000;
 const MAX_REPEAT = 50;
+/** JIT warm-up per batch size: short calls (4 batches each), long calls and their NOPs (at most `--ops`). */
+const WARM_UP_SHORT_CALLS = 200;
+const WARM_UP_LONG_CALLS = 2;
+const WARM_UP_LONG_OPS = 20_000;
 
 /** One batch size's result. */
 export interface RingBenchRecord {
@@ -187,14 +191,39 @@ export function denoNopLoop(ring: LiveRing, batch: number, ops: number): number 
   return (t1 - t0) * 1e6;
 }
 
-/** One timed Deno run on a fresh ring of `batch` entries (after a warm-up pass). */
-export function denoOpsPerS(batch: number, ops: number): number {
+/** A fresh ring of `batch` entries, as ring_bench.c sets one up (io_uring_queue_init, no flags). */
+function benchRing(batch: number): LiveRing {
   const r = LiveRing.create(batch);
   if (!("ring" in r)) throw new Error(`io_uring_queue_init: ${r.res} (${r.errno})`);
-  using ring = r.ring;
-  denoNopLoop(ring, batch, Math.min(ops, 20_000)); // JIT warm-up
-  const ns = denoNopLoop(ring, batch, ops);
-  return ops * 1e9 / ns;
+  return r.ring;
+}
+
+/**
+ * One timed Deno run on a fresh ring of `batch` entries, timed from its first
+ * SQE as ring_bench.c times its own (the JIT is warmed by {@link warmUp}).
+ */
+export function denoOpsPerS(batch: number, ops: number): number {
+  using ring = benchRing(batch);
+  return ops * 1e9 / denoNopLoop(ring, batch, ops);
+}
+
+/**
+ * Run the Deno loop untimed at every batch size so that the timed runs
+ * execute TurboFan's code for the whole function: first many short calls
+ * (every path, the loop exit included, gets type feedback, and the function
+ * itself, not only its loop through on-stack replacement, becomes hot), then
+ * a few long ones.
+ */
+export function warmUp(batches: number[], ops: number): void {
+  for (const batch of batches) {
+    using ring = benchRing(batch);
+    // Odd calls end on a short batch (ops not a multiple of batch), so that
+    // path has its feedback too.
+    for (let i = 0; i < WARM_UP_SHORT_CALLS; i++) denoNopLoop(ring, batch, batch * 4 + (i & 1));
+    for (let i = 0; i < WARM_UP_LONG_CALLS; i++) {
+      denoNopLoop(ring, batch, Math.min(ops, WARM_UP_LONG_OPS));
+    }
+  }
 }
 
 /** One run of the C reference. */
@@ -213,32 +242,39 @@ export async function cOpsPerS(batch: number, ops: number): Promise<number> {
   return j.ops_per_s;
 }
 
-/** Run every batch size, C and Deno interleaved, best of `repeat` each. */
+/**
+ * Run every batch size, C and Deno interleaved, best of `repeat` each. The
+ * repetitions go round the batch sizes (C then Deno, then Deno then C on the
+ * next round), so each batch's runs spread over the whole invocation and a
+ * burst of other load on the machine cannot take all of one batch's runs.
+ */
 export async function runRingBench(
   batches: number[],
   ops: number,
   repeat: number,
   simOpsPerS?: SimOpsPerS,
 ): Promise<RingBenchReport> {
-  const records: RingBenchRecord[] = [];
-  for (const batch of batches) {
-    let bestC = 0;
-    let bestTs = 0;
-    for (let i = 0; i < repeat; i++) {
+  warmUp(batches, ops);
+  const bestC = batches.map(() => 0);
+  const bestTs = batches.map(() => 0);
+  for (let i = 0; i < repeat; i++) {
+    for (let b = 0; b < batches.length; b++) {
       // Alternate which goes first so neither always runs right after the other.
-      if (i % 2 === 0) bestC = Math.max(bestC, await cOpsPerS(batch, ops));
-      bestTs = Math.max(bestTs, denoOpsPerS(batch, ops));
-      if (i % 2 === 1) bestC = Math.max(bestC, await cOpsPerS(batch, ops));
+      if (i % 2 === 0) bestC[b] = Math.max(bestC[b], await cOpsPerS(batches[b], ops));
+      bestTs[b] = Math.max(bestTs[b], denoOpsPerS(batches[b], ops));
+      if (i % 2 === 1) bestC[b] = Math.max(bestC[b], await cOpsPerS(batches[b], ops));
     }
+  }
+  const records = batches.map((batch, b) => {
     const rec: RingBenchRecord = {
       batch,
-      ts_ops_per_s: Math.round(bestTs),
-      c_ops_per_s: Math.round(bestC),
-      ratio: Number((bestTs / bestC).toFixed(3)),
+      ts_ops_per_s: Math.round(bestTs[b]),
+      c_ops_per_s: Math.round(bestC[b]),
+      ratio: Number((bestTs[b] / bestC[b]).toFixed(3)),
     };
     if (simOpsPerS) rec.sim_ops_per_s = Math.round(simOpsPerS(batch, ops));
-    records.push(rec);
-  }
+    return rec;
+  });
   const ratios = records.map((r) => r.ratio);
   const geo = Math.exp(ratios.reduce((a, r) => a + Math.log(r), 0) / ratios.length);
   const minRatio = Math.min(...ratios);
