@@ -28,7 +28,7 @@ const HELP: [string, RegExp[]][] = [
   ["examples/premap_rules.ts", [/--backend=sim\|real .*\(default sim\)/, /--no-cap-sys-admin/]],
   ["examples/unmap_race.ts", [/--seed=N .*\(default 1\)/]],
   ["bench/bench.ts", [/--iommu=.*\(default lazy,strict\)/, /--html=FILE/]],
-  ["bench/ring.ts", [/--batch=N,\.\.\. .*\(default 1,8,32,128\)/, /--repeat=N .*\(default 7\)/]],
+  ["bench/ring.ts", [/--batch=N,\.\.\. .*\(default 1,8,32,128\)/, /--repeat=N .*\(default 25\)/]],
   ["bench/fit_costs.ts", [/--check/]],
   ["bench/measure_costs.ts", [/--rounds=N/]],
   ["bench/readme_excerpts.ts", [/--check/, /--only=NAMES/]],
