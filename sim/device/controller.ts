@@ -225,6 +225,15 @@ export class NvmeController implements NvmeControllerPort {
   readonly #irq = new Map<number, () => void>();
   readonly #faults: NvmeFaultInjector;
   readonly #cache: WriteCache | undefined;
+  /** The command being fetched (one SQE; decoded before the next fetch). */
+  readonly #sqe = new Uint8Array(NVME_SQE_SIZE);
+  /** The completion being posted. */
+  readonly #cqe = new Uint8Array(NVME_CQE_SIZE);
+  /**
+   * The controller's data buffer for one transfer between host memory and
+   * the media (grown to the largest transfer seen, at most MDTS).
+   */
+  #xfer = new Uint8Array(0);
 
   #cc = 0;
   #csts = 0;
@@ -704,8 +713,7 @@ export class NvmeController implements NvmeControllerPort {
         continue;
       }
       idle = 0;
-      const raw = this.#dma.read(sq.base + BigInt(sq.head * NVME_SQE_SIZE), NVME_SQE_SIZE);
-      if (raw === null) {
+      if (!this.#dma.readInto(sq.base + BigInt(sq.head * NVME_SQE_SIZE), this.#sqe)) {
         this.#fatal(); // QEMU: a failed SQE fetch sets CSTS.CFS
         return;
       }
@@ -713,7 +721,7 @@ export class NvmeController implements NvmeControllerPort {
       sq.outstanding++;
       this.#fetchedUncompleted++;
       fetched++;
-      let cmd = decodeNvmeCommand(raw);
+      let cmd = decodeNvmeCommand(this.#sqe);
       const fault = this.#faults.atFetch(cmd, sq.id === 0);
       if (fault?.kind === "drop") {
         this.#fetchedUncompleted--; // swallowed: held by the device until a reset, outside inFlight
@@ -798,7 +806,7 @@ export class NvmeController implements NvmeControllerPort {
           commandId: c.commandId,
           status: c.status,
           phase: cq.phase,
-        });
+        }, this.#cqe);
         if (!this.#dma.write(cq.base + BigInt(cq.tail * NVME_CQE_SIZE), cqe)) {
           this.#fatal(); // QEMU: a failed CQE write sets CSTS.CFS
           return posted;
@@ -1061,8 +1069,9 @@ export class NvmeController implements NvmeControllerPort {
     const cache = this.#cache;
     if (isWrite) {
       // Read every byte from the host before the media changes: a fault leaves it untouched.
-      const data = dmaFromHost(this.#dma, segs, len);
-      if (typeof data === "number") return { status: data };
+      const data = this.#xferBuffer(len);
+      const st = dmaFromHost(this.#dma, segs, data);
+      if (st) return { status: st };
       if (cache && !fua) {
         cache.write(cmd.nsid, lba, data);
       } else {
@@ -1071,12 +1080,19 @@ export class NvmeController implements NvmeControllerPort {
       }
     } else {
       if (cache && fua) cache.destageRange(cmd.nsid, lba, nlb);
-      const data = ns.media.read(pos, len);
+      const data = this.#xferBuffer(len);
+      ns.media.readInto(pos, data);
       cache?.overlay(cmd.nsid, lba, nlb, data);
       const st = dmaToHost(this.#dma, segs, data);
       if (st) return { status: st };
     }
     return { status: 0, serviceNs: this.#serviceNs(len) };
+  }
+
+  /** The first `len` bytes of the transfer buffer (contents undefined until filled). */
+  #xferBuffer(len: number): Uint8Array {
+    if (this.#xfer.length < len) this.#xfer = new Uint8Array(len);
+    return this.#xfer.subarray(0, len);
   }
 
   #serviceNs(bytes: number): number {

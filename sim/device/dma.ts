@@ -34,18 +34,27 @@ export class DeviceDma {
     if (!Number.isInteger(len) || len < 0 || len > DEVICE_DMA_MAX_BYTES) {
       throw new RangeError(`DeviceDma.read: bad length ${len}`);
     }
-    if (addr < 0n || addr + BigInt(len) > 1n << 64n) return this.#fault(addr, "bad-address");
+    const out = new Uint8Array(len);
+    return this.readInto(addr, out) ? out : null;
+  }
+
+  /** nvme_addr_read() into `dst` (`dst.length` bytes); false on a fault (nothing read). */
+  readInto(addr: bigint, dst: Uint8Array): boolean {
+    const len = dst.length;
+    if (len > DEVICE_DMA_MAX_BYTES) throw new RangeError(`DeviceDma.read: bad length ${len}`);
+    if (addr < 0n || addr + BigInt(len) > 1n << 64n) {
+      return this.#fault(addr, "bad-address") !== null;
+    }
     this.#stats?.add("deviceDmaReads");
-    let r: Uint8Array | DmaFault;
+    let r: DmaFault | null;
     try {
-      r = this.#port.read(addr, len);
+      r = this.#port.readInto(addr, dst);
     } catch (e) {
-      if (e instanceof PhysFault) return this.#fault(e.paddr, "bad-address");
+      if (e instanceof PhysFault) return this.#fault(e.paddr, "bad-address") !== null;
       throw e;
     }
-    if (isDmaFault(r)) return this.#fault(r.addr, r.reason);
-    if (r.length !== len) throw new Error(`DeviceDma.read: port returned ${r.length} of ${len}`);
-    return r;
+    if (r !== null) return this.#fault(r.addr, r.reason) !== null;
+    return true;
   }
 
   /** nvme_addr_write(): store `data` at `addr`; false on a fault (nothing written). */

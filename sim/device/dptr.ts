@@ -280,22 +280,24 @@ export function nvmeMapDptr(
 }
 
 /**
- * nvme_tx() toward the device: read every segment of host memory into one
- * buffer. Returns the data or Data Transfer Error on the first fault (the
- * caller commits nothing).
+ * nvme_tx() toward the device: read every segment of host memory into
+ * `out` (exactly as long as the segments). Returns 0, or Data Transfer Error
+ * on the first fault (the caller commits nothing).
  */
-export function dmaFromHost(dma: DeviceDma, segs: DataSegment[], len: number): Uint8Array | number {
-  const out = new Uint8Array(len);
+export function dmaFromHost(dma: DeviceDma, segs: DataSegment[], out: Uint8Array): number {
   let pos = 0;
   for (const s of segs) {
     if (s.bitBucket) throw new Error("dmaFromHost: bit bucket in a host-to-device transfer");
-    const b = dma.read(s.addr, s.len);
-    if (b === null) return NVME_SC.DATA_XFER_ERROR;
-    out.set(b, pos);
+    if (pos + s.len > out.length) {
+      throw new Error(`dmaFromHost: segments exceed the ${out.length}-byte transfer`);
+    }
+    if (!dma.readInto(s.addr, out.subarray(pos, pos + s.len))) return NVME_SC.DATA_XFER_ERROR;
     pos += s.len;
   }
-  if (pos !== len) throw new Error(`dmaFromHost: segments cover ${pos} of ${len} bytes`);
-  return out;
+  if (pos !== out.length) {
+    throw new Error(`dmaFromHost: segments cover ${pos} of ${out.length} bytes`);
+  }
+  return 0;
 }
 
 /**

@@ -136,6 +136,8 @@ export interface DmaFault {
 export interface DeviceDmaPort {
   /** Read `len` bytes at bus address `addr` into a new array, or a fault (nothing read). */
   read(addr: bigint, len: number): Uint8Array | DmaFault;
+  /** Read `dst.length` bytes at `addr` into `dst`, or a fault (nothing read, `dst` untouched). */
+  readInto(addr: bigint, dst: Uint8Array): DmaFault | null;
   /** Write `data` at bus address `addr`, or return a fault (nothing written). */
   write(addr: bigint, data: Uint8Array): DmaFault | null;
 }

@@ -333,6 +333,14 @@ export class FramePort implements DeviceDmaPort {
     return out;
   }
 
+  /** DeviceDmaPort.readInto */
+  readInto(addr: bigint, dst: Uint8Array): DmaFault | null {
+    const r = this.read(addr, dst.length);
+    if (!(r instanceof Uint8Array)) return r;
+    dst.set(r);
+    return null;
+  }
+
   /** Debug hook: called for each page piece the device writes. */
   watch: ((page: Uint8Array, off: number, n: number, addr: bigint, pos: number) => void) | null =
     null;
