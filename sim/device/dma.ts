@@ -18,6 +18,9 @@ export const DEVICE_DMA_MAX_BYTES = 16 << 20;
 export class DeviceDma {
   readonly #port: DeviceDmaPort;
   readonly #stats: Stats | undefined;
+  /** Where {@link DeviceDma.readList} puts a list, and a view of it. */
+  #list = new Uint8Array(0);
+  #listView = new DataView(this.#list.buffer);
   /** The most recent fault, for diagnostics. */
   lastFault: DmaFault | null = null;
   /** Faults seen since creation. */
@@ -36,6 +39,22 @@ export class DeviceDma {
     }
     const out = new Uint8Array(len);
     return this.readInto(addr, out) ? out : null;
+  }
+
+  /**
+   * nvme_addr_read() of a descriptor list (a PRP list page, an SGL segment)
+   * into the controller's list buffer: a view valid until the next call, or
+   * null on a fault.
+   */
+  readList(addr: bigint, len: number): DataView | null {
+    if (!Number.isInteger(len) || len < 0 || len > DEVICE_DMA_MAX_BYTES) {
+      throw new RangeError(`DeviceDma.read: bad length ${len}`);
+    }
+    if (this.#list.length < len) {
+      this.#list = new Uint8Array(Math.max(len, 4096));
+      this.#listView = new DataView(this.#list.buffer);
+    }
+    return this.readInto(addr, this.#list.subarray(0, len)) ? this.#listView : null;
   }
 
   /** nvme_addr_read() into `dst` (`dst.length` bytes); false on a fault (nothing read). */

@@ -99,9 +99,8 @@ export function nvmeMapPrp(
     const chains = needed > nents;
     const count = chains ? nents : needed;
     if (count <= 0) throw new Error("nvmeMapPrp: empty PRP list page");
-    const raw = dma.read(listAddr, count * 8);
-    if (raw === null) return NVME_SC.DATA_XFER_ERROR;
-    const v = new DataView(raw.buffer, raw.byteOffset, raw.byteLength);
+    const v = dma.readList(listAddr, count * 8);
+    if (v === null) return NVME_SC.DATA_XFER_ERROR;
     const dataEntries = chains ? count - 1 : count;
     for (let i = 0; i < dataEntries; i++) {
       const ent = v.getBigUint64(i * 8, true);

@@ -53,22 +53,34 @@ export function createDevicePort(
   const frames: Page[] = [];
   const byPfn = translator?.translatePfn?.bind(translator);
 
-  /** One bus page to its frame: translated, and RAM (a freed frame in quarantine still is). */
-  const frameOf = (busPfn: number, off: number, write: boolean): Page | DmaFault => {
+  /** The fault that ended the last walk. */
+  let fault: DmaFault | null = null;
+
+  /**
+   * One bus page to its frame: translated, and RAM (a freed frame in
+   * quarantine still is); undefined with `fault` set when it is neither.
+   */
+  const frameOf = (busPfn: number, off: number, write: boolean): Page | undefined => {
     let pfn = busPfn;
-    if (byPfn) {
+    if (byPfn !== undefined) {
       const t = byPfn(busPfn, off, write);
-      if (typeof t !== "number") return t;
+      if (typeof t !== "number") {
+        fault = t;
+        return undefined;
+      }
       pfn = t;
-    } else if (translator) {
+    } else if (translator !== undefined) {
       const a = (BigInt(busPfn) << BigInt(PAGE_SHIFT)) + BigInt(off);
       const t = translator.translatePage(a, write);
-      if (typeof t !== "bigint") return t;
+      if (typeof t !== "bigint") {
+        fault = t;
+        return undefined;
+      }
       pfn = Number(t >> BigInt(PAGE_SHIFT));
     }
     const page = phys.busFrame(pfn);
     if (page === undefined) {
-      return { addr: (BigInt(busPfn) << BigInt(PAGE_SHIFT)) + BigInt(off), reason: "bad-address" };
+      fault = { addr: (BigInt(busPfn) << BigInt(PAGE_SHIFT)) + BigInt(off), reason: "bad-address" };
     }
     return page;
   };
@@ -92,7 +104,7 @@ export function createDevicePort(
       let off = first;
       for (let done = 0; done < len; done += PAGE_SIZE - off, off = 0, busPfn++) {
         const p = frameOf(busPfn, off, write);
-        if (!("data" in p)) return p;
+        if (p === undefined) return fault!;
         frames.push(p);
       }
       return first;

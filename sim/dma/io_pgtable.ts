@@ -214,8 +214,11 @@ function writeEntry(v: DataView, off: number, pfn: number, prot: number): void {
   v.setUint32(off, (((pfn % TWO_20) << 12) | prot) >>> 0, true);
 }
 
+/** 2^((level - 1) * LEVEL_STRIDE) by level: what an IOVA pfn is divided by to index a level. */
+const LEVEL_DIVISOR = [0, 1, 2 ** LEVEL_STRIDE, 2 ** (2 * LEVEL_STRIDE), 2 ** (3 * LEVEL_STRIDE)];
+
 function levelIndex(pfn: number, level: number): number {
-  return Math.floor(pfn / 2 ** ((level - 1) * LEVEL_STRIDE)) % LEVEL_SIZE;
+  return Math.floor(pfn / LEVEL_DIVISOR[level]) % LEVEL_SIZE;
 }
 
 function checkPfn(pfn: number): void {

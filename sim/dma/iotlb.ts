@@ -14,19 +14,22 @@ export const IOTLB_DEFAULT_ENTRIES = 128;
 /** Largest IOTLB we model. */
 export const IOTLB_MAX_ENTRIES = 1 << 16;
 
-/** No slot (end of the recency list). */
+/** No slot (end of the recency list, or an empty bucket). */
 const NIL = -1;
 
 /**
- * A least-recently-used cache of translations: a map from IOVA page to slot,
- * and the slots in a doubly linked recency list (least recently used at the
- * head), so a hit costs one map lookup and a few index moves.
+ * A least-recently-used cache of translations: an open-addressing hash from
+ * IOVA page to slot (IOVA page numbers are beyond small integers, which a
+ * `Map` would box), and the slots in a doubly linked recency list (least
+ * recently used at the head), so a hit costs a probe or two and a few index
+ * moves, and nothing is allocated after construction.
  */
 export class Iotlb {
   /** Capacity in entries. */
   readonly capacity: number;
-  /** IOVA page -> slot. */
-  readonly #slot = new Map<number, number>();
+  /** Buckets: the slot holding each bucket's page, or NIL (linear probing, load <= 1/4). */
+  readonly #bucket: Int32Array;
+  readonly #mask: number;
   /** Per slot: its IOVA page, its leaf (packed, io_pgtable.ts packPte), its neighbours. */
   readonly #key: Float64Array;
   readonly #val: Float64Array;
@@ -34,8 +37,10 @@ export class Iotlb {
   readonly #next: Int32Array;
   #head = NIL;
   #tail = NIL;
+  #size = 0;
   /** Slots never used or freed by an invalidation. */
-  readonly #free: number[] = [];
+  readonly #free: Int32Array;
+  #nfree: number;
   /** Lookups that hit. */
   hits = 0;
   /** Lookups that missed. */
@@ -49,21 +54,27 @@ export class Iotlb {
       throw new RangeError(`iotlb: bad capacity ${capacity} (1..${IOTLB_MAX_ENTRIES})`);
     }
     this.capacity = capacity;
+    let buckets = 4;
+    while (buckets < 4 * capacity) buckets *= 2;
+    this.#bucket = new Int32Array(buckets).fill(NIL);
+    this.#mask = buckets - 1;
     this.#key = new Float64Array(capacity);
     this.#val = new Float64Array(capacity);
     this.#prev = new Int32Array(capacity);
     this.#next = new Int32Array(capacity);
-    for (let i = capacity - 1; i >= 0; i--) this.#free.push(i);
+    this.#free = new Int32Array(capacity);
+    for (let i = 0; i < capacity; i++) this.#free[i] = capacity - 1 - i;
+    this.#nfree = capacity;
   }
 
   /** Entries held. */
   get size(): number {
-    return this.#slot.size;
+    return this.#size;
   }
 
   /** Whether an IOVA page is cached (no LRU update, no hit count). */
   has(iovaPfn: number): boolean {
-    return this.#slot.has(iovaPfn);
+    return this.#find(iovaPfn) !== NIL;
   }
 
   /** Look up an IOVA page; a hit becomes most recently used. */
@@ -74,12 +85,13 @@ export class Iotlb {
 
   /** {@link Iotlb.lookup} without allocation: the packed leaf, or -1 on a miss. */
   lookupPacked(iovaPfn: number): number {
-    const i = this.#slot.get(iovaPfn);
-    if (i === undefined) {
+    const b = this.#find(iovaPfn);
+    if (b === NIL) {
       this.misses++;
       return -1;
     }
     this.hits++;
+    const i = this.#bucket[b];
     this.#unlink(i);
     this.#append(i);
     return this.#val[i];
@@ -92,20 +104,21 @@ export class Iotlb {
 
   /** {@link Iotlb.fill} with a packed leaf. */
   fillPacked(iovaPfn: number, e: number): void {
-    let i = this.#slot.get(iovaPfn);
-    if (i !== undefined) {
+    const b = this.#find(iovaPfn);
+    let i: number;
+    if (b !== NIL) {
+      i = this.#bucket[b];
       this.#unlink(i);
     } else {
-      if (this.#slot.size >= this.capacity) {
+      if (this.#size >= this.capacity) {
         const oldest = this.#head;
-        this.#unlink(oldest);
-        this.#slot.delete(this.#key[oldest]);
-        this.#free.push(oldest);
+        this.#remove(this.#find(this.#key[oldest]));
         this.evictions++;
       }
-      i = this.#free.pop()!;
+      i = this.#free[--this.#nfree];
       this.#key[i] = iovaPfn;
-      this.#slot.set(iovaPfn, i);
+      this.#insert(iovaPfn, i);
+      this.#size++;
     }
     this.#val[i] = e;
     this.#append(i);
@@ -114,10 +127,11 @@ export class Iotlb {
   /** Page-selective invalidation of `npages` pages from `iovaPfn`; entries dropped. */
   invalidateRange(iovaPfn: number, npages: number): number {
     let n = 0;
-    if (npages > this.#slot.size) {
-      for (const k of [...this.#slot.keys()]) {
-        if (k >= iovaPfn && k < iovaPfn + npages) n += this.#drop(k);
-      }
+    if (npages > this.#size) {
+      // Walk the entries instead of the range (snapshot first: removal reorders the list).
+      const keys: number[] = [];
+      for (let i = this.#head; i !== NIL; i = this.#next[i]) keys.push(this.#key[i]);
+      for (const k of keys) if (k >= iovaPfn && k < iovaPfn + npages) n += this.#drop(k);
     } else {
       for (let i = 0; i < npages; i++) n += this.#drop(iovaPfn + i);
     }
@@ -126,17 +140,56 @@ export class Iotlb {
 
   /** Global invalidation. */
   flushAll(): void {
-    for (const k of [...this.#slot.keys()]) this.#drop(k);
+    while (this.#head !== NIL) this.#remove(this.#find(this.#key[this.#head]));
   }
 
   /** Remove one entry; 1 if it was cached. */
   #drop(iovaPfn: number): number {
-    const i = this.#slot.get(iovaPfn);
-    if (i === undefined) return 0;
-    this.#unlink(i);
-    this.#slot.delete(iovaPfn);
-    this.#free.push(i);
+    const b = this.#find(iovaPfn);
+    if (b === NIL) return 0;
+    this.#remove(b);
     return 1;
+  }
+
+  /** The bucket holding `iovaPfn`, or NIL. */
+  #find(iovaPfn: number): number {
+    let b = hash(iovaPfn) & this.#mask;
+    for (;;) {
+      const i = this.#bucket[b];
+      if (i === NIL) return NIL;
+      if (this.#key[i] === iovaPfn) return b;
+      b = (b + 1) & this.#mask;
+    }
+  }
+
+  #insert(iovaPfn: number, slot: number): void {
+    let b = hash(iovaPfn) & this.#mask;
+    while (this.#bucket[b] !== NIL) b = (b + 1) & this.#mask;
+    this.#bucket[b] = slot;
+  }
+
+  /** Free bucket `b`'s slot and close the gap (backward-shift deletion, no tombstones). */
+  #remove(b: number): void {
+    const slot = this.#bucket[b];
+    this.#unlink(slot);
+    this.#free[this.#nfree++] = slot;
+    this.#size--;
+    const mask = this.#mask;
+    let hole = b;
+    let j = b;
+    for (;;) {
+      j = (j + 1) & mask;
+      const s = this.#bucket[j];
+      if (s === NIL) break;
+      const home = hash(this.#key[s]) & mask;
+      // Move s into the hole unless its home lies cyclically in (hole, j].
+      const inRange = hole <= j ? home > hole && home <= j : home > hole || home <= j;
+      if (!inRange) {
+        this.#bucket[hole] = s;
+        hole = j;
+      }
+    }
+    this.#bucket[hole] = NIL;
   }
 
   #unlink(i: number): void {
@@ -155,4 +208,9 @@ export class Iotlb {
     else this.#next[this.#tail] = i;
     this.#tail = i;
   }
+}
+
+/** Bucket hash of an IOVA page number (< 2^36): its low 32 bits, mixed. */
+function hash(pfn: number): number {
+  return Math.imul((pfn >>> 0) ^ ((pfn / 4294967296) >>> 0), 0x9e3779b1) >>> 7;
 }
