@@ -46,7 +46,7 @@ import {
 } from "./faults.ts";
 import { type PowerCutReport, WriteCache } from "./write_cache.ts";
 import {
-  decodeNvmeCommand,
+  decodeNvmeCommandView,
   encodeCqe,
   NVME_ADMIN,
   NVME_CMD,
@@ -227,6 +227,9 @@ export class NvmeController implements NvmeControllerPort {
   readonly #cache: WriteCache | undefined;
   /** The command being fetched (one SQE; decoded before the next fetch). */
   readonly #sqe = new Uint8Array(NVME_SQE_SIZE);
+  readonly #sqeView = new DataView(this.#sqe.buffer);
+  /** MSI-X vectors to raise at the end of one poll (the poll guard keeps it to one user). */
+  readonly #vectors = new Set<number>();
   /** The completion being posted. */
   readonly #cqe = new Uint8Array(NVME_CQE_SIZE);
   /**
@@ -687,13 +690,18 @@ export class NvmeController implements NvmeControllerPort {
     if (!Number.isInteger(budget) || budget <= 0) throw new RangeError(`poll: budget ${budget}`);
     if (this.#polling || !this.#ready()) return 0; // an interrupt handler re-entering
     this.#polling = true;
-    const vectors = new Set<number>();
+    const vectors = this.#vectors;
+    vectors.clear();
     let posted = 0;
     try {
       this.#processSqs(budget);
       posted = this.#postCqes(budget, vectors);
-      // Handlers run inside the guard: a handler that polls gets 0 back.
-      for (const vec of [...vectors].sort((a, b) => a - b)) this.#irq.get(vec)?.();
+      // Handlers run inside the guard: a handler that polls gets 0 back. Lowest vector first.
+      if (vectors.size === 1) {
+        for (const vec of vectors) this.#irq.get(vec)?.();
+      } else if (vectors.size > 1) {
+        for (const vec of [...vectors].sort((a, b) => a - b)) this.#irq.get(vec)?.();
+      }
     } finally {
       this.#polling = false;
     }
@@ -721,7 +729,7 @@ export class NvmeController implements NvmeControllerPort {
       sq.outstanding++;
       this.#fetchedUncompleted++;
       fetched++;
-      let cmd = decodeNvmeCommand(this.#sqe);
+      let cmd = decodeNvmeCommandView(this.#sqeView);
       const fault = this.#faults.atFetch(cmd, sq.id === 0);
       if (fault?.kind === "drop") {
         this.#fetchedUncompleted--; // swallowed: held by the device until a reset, outside inFlight
@@ -786,11 +794,13 @@ export class NvmeController implements NvmeControllerPort {
     }
     let due = 0;
     while (due < this.#scheduled.length && this.#scheduled[due].dueNs <= this.#nowNs) due++;
-    for (const c of this.#scheduled.splice(0, due)) {
+    for (let i = 0; i < due; i++) {
+      const c = this.#scheduled[i];
       const cq = this.#cqs[c.cqid];
       if (!cq) throw new Error(`postCqes: CQ ${c.cqid} gone with completions due`);
       cq.ready.push(c);
     }
+    if (due > 0) this.#scheduled.splice(0, due);
     let posted = 0;
     for (const cq of this.#cqs) {
       if (!cq) continue;

@@ -7,7 +7,7 @@
  * @module
  */
 
-import { type DeviceDmaPort, type DmaFault, isDmaFault } from "../dma/types.ts";
+import type { DeviceDmaPort, DmaFault } from "../dma/types.ts";
 import { PhysFault } from "../memory/phys.ts";
 import type { Stats } from "../stats.ts";
 
