@@ -34,7 +34,14 @@ import type { DeviceDmaPort } from "../dma/types.ts";
 import { Rng } from "../random.ts";
 import type { Stats } from "../stats.ts";
 import { DeviceDma } from "./dma.ts";
-import { type DataSegment, dmaFromHost, dmaToHost, nvmeMapDptr, nvmeMapPrp } from "./dptr.ts";
+import {
+  type DataSegment,
+  dmaFromHost,
+  dmaToHost,
+  dmaToHostFrom,
+  nvmeMapDptr,
+  nvmeMapPrp,
+} from "./dptr.ts";
 import { buildActiveNsList, buildIdCtrl, buildIdNs } from "./identify.ts";
 import { MEDIA_MAX_BYTES, SparseMedia } from "./media.ts";
 import {
@@ -1090,10 +1097,17 @@ export class NvmeController implements NvmeControllerPort {
       }
     } else {
       if (cache && fua) cache.destageRange(cmd.nsid, lba, nlb);
-      const data = this.#xferBuffer(len);
-      ns.media.readInto(pos, data);
-      cache?.overlay(cmd.nsid, lba, nlb, data);
-      const st = dmaToHost(this.#dma, segs, data);
+      let st: number;
+      if (cache === undefined) {
+        // No cache to overlay: the media's bytes go straight into host memory.
+        const media = ns.media;
+        st = dmaToHostFrom(this.#dma, segs, len, (dst, at) => media.readInto(pos + at, dst));
+      } else {
+        const data = this.#xferBuffer(len);
+        ns.media.readInto(pos, data);
+        cache.overlay(cmd.nsid, lba, nlb, data);
+        st = dmaToHost(this.#dma, segs, data);
+      }
       if (st) return { status: st };
     }
     return { status: 0, serviceNs: this.#serviceNs(len) };

@@ -96,6 +96,29 @@ export class DeviceDma {
     return true;
   }
 
+  /**
+   * nvme_addr_write() from a source that fills host memory in place (see
+   * DeviceDmaPort.writeWith); false on a fault (nothing written).
+   */
+  writeWith(addr: bigint, len: number, fill: (dst: Uint8Array, pos: number) => void): boolean {
+    if (!Number.isInteger(len) || len < 0 || len > DEVICE_DMA_MAX_BYTES) {
+      throw new RangeError(`DeviceDma.write: bad length ${len}`);
+    }
+    if (addr < 0n || addr + BigInt(len) > 1n << 64n) {
+      return this.#fault(addr, "bad-address") !== null;
+    }
+    this.#stats?.add("deviceDmaWrites");
+    let r: DmaFault | null;
+    try {
+      r = this.#port.writeWith(addr, len, fill);
+    } catch (e) {
+      if (e instanceof PhysFault) return this.#fault(e.paddr, "bad-address") !== null;
+      throw e;
+    }
+    if (r !== null) return this.#fault(r.addr, r.reason) !== null;
+    return true;
+  }
+
   #fault(addr: bigint, reason: DmaFault["reason"]): null {
     this.lastFault = { addr, reason };
     this.faults++;

@@ -314,3 +314,29 @@ export function dmaToHost(dma: DeviceDma, segs: DataSegment[], data: Uint8Array)
   if (pos !== data.length) throw new Error(`dmaToHost: segments cover ${pos} of ${data.length}`);
   return 0;
 }
+
+/**
+ * nvme_tx() toward the host from a source that fills host memory in place
+ * (the media, with no controller buffer between): `fill(dst, pos)` writes
+ * the transfer's bytes from `pos` into `dst`. The same accesses, counts and
+ * faults as {@link dmaToHost} over the same bytes.
+ */
+export function dmaToHostFrom(
+  dma: DeviceDma,
+  segs: DataSegment[],
+  len: number,
+  fill: (dst: Uint8Array, pos: number) => void,
+): number {
+  let pos = 0;
+  for (const s of segs) {
+    if (!s.bitBucket) {
+      const base = pos;
+      if (!dma.writeWith(s.addr, s.len, (dst, at) => fill(dst, base + at))) {
+        return NVME_SC.DATA_XFER_ERROR;
+      }
+    }
+    pos += s.len;
+  }
+  if (pos !== len) throw new Error(`dmaToHost: segments cover ${pos} of ${len}`);
+  return 0;
+}

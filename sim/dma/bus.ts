@@ -149,6 +149,25 @@ export function createDevicePort(
       }
       return null;
     },
+    writeWith(
+      addr: bigint,
+      len: number,
+      fill: (dst: Uint8Array, pos: number) => void,
+    ): DmaFault | null {
+      const first = resolve(addr, len, true);
+      if (typeof first !== "number") return first;
+      observer?.(addr, len, true);
+      let off = first;
+      let pos = 0;
+      for (let i = 0; i < frames.length; i++) {
+        const n = Math.min(PAGE_SIZE - off, len - pos);
+        const d = frames[i].data;
+        fill(off === 0 && n === d.length ? d : d.subarray(off, off + n), pos);
+        pos += n;
+        off = 0;
+      }
+      return null;
+    },
     write(addr: bigint, data: Uint8Array): DmaFault | null {
       const len = data.length;
       const first = resolve(addr, len, true);

@@ -140,6 +140,17 @@ export interface DeviceDmaPort {
   readInto(addr: bigint, dst: Uint8Array): DmaFault | null;
   /** Write `data` at bus address `addr`, or return a fault (nothing written). */
   write(addr: bigint, data: Uint8Array): DmaFault | null;
+  /**
+   * Write `len` bytes at `addr` whose source fills them in place: after the
+   * whole range has been checked, `fill(dst, pos)` is called for each piece
+   * of host memory in order (`pos` its offset in the transfer) and must
+   * write all of `dst`. A fault is returned before any call (nothing written).
+   */
+  writeWith(
+    addr: bigint,
+    len: number,
+    fill: (dst: Uint8Array, pos: number) => void,
+  ): DmaFault | null;
 }
 
 /** True if a device DMA result is a fault. */

@@ -345,6 +345,17 @@ export class FramePort implements DeviceDmaPort {
   watch: ((page: Uint8Array, off: number, n: number, addr: bigint, pos: number) => void) | null =
     null;
 
+  /** DeviceDmaPort.writeWith */
+  writeWith(
+    addr: bigint,
+    len: number,
+    fill: (dst: Uint8Array, pos: number) => void,
+  ): DmaFault | null {
+    const data = new Uint8Array(len);
+    fill(data, 0);
+    return this.write(addr, data);
+  }
+
   /** DeviceDmaPort.write */
   write(addr: bigint, data: Uint8Array): DmaFault | null {
     this.writes++;
