@@ -390,15 +390,16 @@ function drive(
   let idleByteMs = 0;
   let lastT = performance.now();
   let lastIdle = 0;
-  const sample = () => {
+  // Sampled at a clock reading the caller already took (one clock read fewer per step).
+  const sample = (now: number) => {
     const mapped = job.dmaMappedBytes;
     if (mapped === undefined) return;
-    const now = performance.now();
     idleByteMs += lastIdle * (now - lastT);
     lastT = now;
     lastIdle = Math.max(0, mapped - (issued - done) * bs);
   };
-  sample();
+  sample(lastT);
+  let lastEnter = lastT;
   const inFlight = new Set<number>(); // block offsets in flight: never two I/Os on one block
   // One io_uring_enter per `batch` queued I/Os (fio's iodepth_batch_submit, default 1); each
   // I/O's slat is the whole call that carried it, as fio measures it.
@@ -406,6 +407,7 @@ function drive(
     const t0 = performance.now();
     const r = job.ring.submit(0);
     const t1 = performance.now();
+    lastEnter = t1;
     if (!r.ok) throw new WorkloadError(`io_uring_enter: ${describeResult(r.res)}`);
     for (const s of queued) {
       slat.push((t1 - t0) * 1e6);
@@ -428,7 +430,8 @@ function drive(
       }
     }
     if (queued.length) enter(queued);
-    sample();
+    // Nothing changed since the last sample unless something was submitted.
+    if (lastEnter > lastT) sample(lastEnter);
     let w = job.ring.submit(1);
     // A signal (a profiler's, a debugger's) interrupts the wait: retry, as applications do.
     while (w.res === -Errno.EINTR) w = job.ring.submit(1);
@@ -442,7 +445,7 @@ function drive(
       if (!job.complete(s, c.res)) ok = false;
       done++;
     }
-    sample();
+    sample(now);
   }
   return { slat, clat, ok, idleByteMs };
 }
