@@ -94,7 +94,7 @@ async function main(args: string[]): Promise<number> {
   const ramp = defaultRampIos(o);
   if (ramp > 0) {
     console.log(
-      `ramp: each configuration first runs ${ramp} unmeasured I/Os on its job (--ramp; fio's ramp_time)`,
+      `ramp: each configuration first runs ${ramp} unmeasured I/Os on its job (--ramp)`,
     );
   }
   try {
