@@ -17,6 +17,7 @@ import { openTestbed, realBackendUnavailable } from "../mod.ts";
 import {
   checkOutput,
   DEFAULT_REGION_BYTES,
+  defaultRampIos,
   parseOrUsage,
   resolveOutput,
   type RunOptions,
@@ -89,6 +90,12 @@ async function main(args: string[]): Promise<number> {
       );
     }
     live = await liveTarget(o.sizeBytes ?? DEFAULT_REGION_BYTES);
+  }
+  const ramp = defaultRampIos(o);
+  if (ramp > 0) {
+    console.log(
+      `ramp: each configuration first runs ${ramp} unmeasured I/Os on its job (--ramp)`,
+    );
   }
   try {
     await runAll(o, records, notRun, withFio, live?.path);
@@ -198,6 +205,7 @@ async function runConfigs(
                   qd,
                   rw,
                   ios: o.ios,
+                  rampIos: defaultRampIos(o),
                   submitBatch: o.submitBatch,
                   seed: o.seed,
                   regionBytes: o.sizeBytes ?? DEFAULT_REGION_BYTES,

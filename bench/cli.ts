@@ -74,6 +74,11 @@ export interface RunOptions {
   iommu: IommuMode[];
   /** Measured I/Os per configuration. */
   ios: number;
+  /**
+   * Unmeasured I/Os each configuration runs first on the same job (bench
+   * `--ramp`, fio's ramp_time counted in I/Os; default {@link defaultRampIos}).
+   */
+  rampIos?: number;
   /** Bytes of the device each job touches (fio's size; default 64 MiB). */
   sizeBytes?: number;
   /** Runs per configuration (bench `--repeat`; default 1). */
@@ -119,6 +124,7 @@ export function parseRunArgs(args: string[], defaults: RunOptions): RunOptions {
         rw: { type: "string" },
         iommu: { type: "string" },
         ios: { type: "string" },
+        ramp: { type: "string" },
         iodepth_batch: { type: "string" },
         size: { type: "string" },
         repeat: { type: "string" },
@@ -161,6 +167,9 @@ export function parseRunArgs(args: string[], defaults: RunOptions): RunOptions {
   }
   if (values.iommu !== undefined) o.iommu = parseList("iommu", values.iommu, IOMMU_MODES);
   if (values.ios !== undefined) o.ios = parsePositive("ios", values.ios, 10_000_000);
+  if (values.ramp !== undefined) {
+    o.rampIos = values.ramp === "0" ? 0 : parsePositive("ramp", values.ramp, 10_000_000);
+  }
   if (values.iodepth_batch !== undefined) {
     o.submitBatch = parsePositive("iodepth_batch", values.iodepth_batch, 1024);
   }
@@ -246,6 +255,12 @@ const FLAGS: readonly FlagHelp[] = [
   },
   { flag: "--ios=N", what: "measured I/Os per configuration", def: (d) => String(d.ios) },
   {
+    flag: "--ramp=N",
+    what: "unmeasured I/Os each configuration runs first (fio's ramp_time, in I/Os)",
+    def: (d) => d.rampIos === undefined ? `--ios, at most ${RAMP_MAX_IOS}` : String(d.rampIos),
+    only: "bench",
+  },
+  {
     flag: "--size=SIZE",
     what: "region of the device each job touches (fio's size)",
     def: (d) => sizeLabel(d.sizeBytes ?? DEFAULT_REGION_BYTES),
@@ -301,6 +316,14 @@ const FLAGS: readonly FlagHelp[] = [
   },
   { flag: "-h, --help", what: "this text" },
 ];
+
+/** The default ramp's ceiling: enough for the JIT to have compiled the whole path. */
+export const RAMP_MAX_IOS = 20_000;
+
+/** Ramp I/Os of a run: `--ramp`, else as many as `--ios`, at most {@link RAMP_MAX_IOS}. */
+export function defaultRampIos(o: RunOptions): number {
+  return o.rampIos ?? Math.min(o.ios, RAMP_MAX_IOS);
+}
 
 /** The default region each job touches (fio's size): 64 MiB. */
 export const DEFAULT_REGION_BYTES = 64 << 20;

@@ -34,7 +34,14 @@ import type { DeviceDmaPort } from "../dma/types.ts";
 import { Rng } from "../random.ts";
 import type { Stats } from "../stats.ts";
 import { DeviceDma } from "./dma.ts";
-import { type DataSegment, dmaFromHost, dmaToHost, nvmeMapDptr, nvmeMapPrp } from "./dptr.ts";
+import {
+  type DataSegment,
+  dmaFromHost,
+  dmaToHost,
+  dmaToHostFrom,
+  nvmeMapDptr,
+  nvmeMapPrp,
+} from "./dptr.ts";
 import { buildActiveNsList, buildIdCtrl, buildIdNs } from "./identify.ts";
 import { MEDIA_MAX_BYTES, SparseMedia } from "./media.ts";
 import {
@@ -46,7 +53,7 @@ import {
 } from "./faults.ts";
 import { type PowerCutReport, WriteCache } from "./write_cache.ts";
 import {
-  decodeNvmeCommand,
+  decodeNvmeCommandView,
   encodeCqe,
   NVME_ADMIN,
   NVME_CMD,
@@ -225,6 +232,18 @@ export class NvmeController implements NvmeControllerPort {
   readonly #irq = new Map<number, () => void>();
   readonly #faults: NvmeFaultInjector;
   readonly #cache: WriteCache | undefined;
+  /** The command being fetched (one SQE; decoded before the next fetch). */
+  readonly #sqe = new Uint8Array(NVME_SQE_SIZE);
+  readonly #sqeView = new DataView(this.#sqe.buffer);
+  /** MSI-X vectors to raise at the end of one poll (the poll guard keeps it to one user). */
+  readonly #vectors = new Set<number>();
+  /** The completion being posted. */
+  readonly #cqe = new Uint8Array(NVME_CQE_SIZE);
+  /**
+   * The controller's data buffer for one transfer between host memory and
+   * the media (grown to the largest transfer seen, at most MDTS).
+   */
+  #xfer = new Uint8Array(0);
 
   #cc = 0;
   #csts = 0;
@@ -678,13 +697,18 @@ export class NvmeController implements NvmeControllerPort {
     if (!Number.isInteger(budget) || budget <= 0) throw new RangeError(`poll: budget ${budget}`);
     if (this.#polling || !this.#ready()) return 0; // an interrupt handler re-entering
     this.#polling = true;
-    const vectors = new Set<number>();
+    const vectors = this.#vectors;
+    vectors.clear();
     let posted = 0;
     try {
       this.#processSqs(budget);
       posted = this.#postCqes(budget, vectors);
-      // Handlers run inside the guard: a handler that polls gets 0 back.
-      for (const vec of [...vectors].sort((a, b) => a - b)) this.#irq.get(vec)?.();
+      // Handlers run inside the guard: a handler that polls gets 0 back. Lowest vector first.
+      if (vectors.size === 1) {
+        for (const vec of vectors) this.#irq.get(vec)?.();
+      } else if (vectors.size > 1) {
+        for (const vec of [...vectors].sort((a, b) => a - b)) this.#irq.get(vec)?.();
+      }
     } finally {
       this.#polling = false;
     }
@@ -704,8 +728,7 @@ export class NvmeController implements NvmeControllerPort {
         continue;
       }
       idle = 0;
-      const raw = this.#dma.read(sq.base + BigInt(sq.head * NVME_SQE_SIZE), NVME_SQE_SIZE);
-      if (raw === null) {
+      if (!this.#dma.readInto(sq.base + BigInt(sq.head * NVME_SQE_SIZE), this.#sqe)) {
         this.#fatal(); // QEMU: a failed SQE fetch sets CSTS.CFS
         return;
       }
@@ -713,7 +736,7 @@ export class NvmeController implements NvmeControllerPort {
       sq.outstanding++;
       this.#fetchedUncompleted++;
       fetched++;
-      let cmd = decodeNvmeCommand(raw);
+      let cmd = decodeNvmeCommandView(this.#sqeView);
       const fault = this.#faults.atFetch(cmd, sq.id === 0);
       if (fault?.kind === "drop") {
         this.#fetchedUncompleted--; // swallowed: held by the device until a reset, outside inFlight
@@ -778,11 +801,13 @@ export class NvmeController implements NvmeControllerPort {
     }
     let due = 0;
     while (due < this.#scheduled.length && this.#scheduled[due].dueNs <= this.#nowNs) due++;
-    for (const c of this.#scheduled.splice(0, due)) {
+    for (let i = 0; i < due; i++) {
+      const c = this.#scheduled[i];
       const cq = this.#cqs[c.cqid];
       if (!cq) throw new Error(`postCqes: CQ ${c.cqid} gone with completions due`);
       cq.ready.push(c);
     }
+    if (due > 0) this.#scheduled.splice(0, due);
     let posted = 0;
     for (const cq of this.#cqs) {
       if (!cq) continue;
@@ -798,7 +823,7 @@ export class NvmeController implements NvmeControllerPort {
           commandId: c.commandId,
           status: c.status,
           phase: cq.phase,
-        });
+        }, this.#cqe);
         if (!this.#dma.write(cq.base + BigInt(cq.tail * NVME_CQE_SIZE), cqe)) {
           this.#fatal(); // QEMU: a failed CQE write sets CSTS.CFS
           return posted;
@@ -1061,8 +1086,9 @@ export class NvmeController implements NvmeControllerPort {
     const cache = this.#cache;
     if (isWrite) {
       // Read every byte from the host before the media changes: a fault leaves it untouched.
-      const data = dmaFromHost(this.#dma, segs, len);
-      if (typeof data === "number") return { status: data };
+      const data = this.#xferBuffer(len);
+      const st = dmaFromHost(this.#dma, segs, data);
+      if (st) return { status: st };
       if (cache && !fua) {
         cache.write(cmd.nsid, lba, data);
       } else {
@@ -1071,12 +1097,26 @@ export class NvmeController implements NvmeControllerPort {
       }
     } else {
       if (cache && fua) cache.destageRange(cmd.nsid, lba, nlb);
-      const data = ns.media.read(pos, len);
-      cache?.overlay(cmd.nsid, lba, nlb, data);
-      const st = dmaToHost(this.#dma, segs, data);
+      let st: number;
+      if (cache === undefined) {
+        // No cache to overlay: the media's bytes go straight into host memory.
+        const media = ns.media;
+        st = dmaToHostFrom(this.#dma, segs, len, (dst, at) => media.readInto(pos + at, dst));
+      } else {
+        const data = this.#xferBuffer(len);
+        ns.media.readInto(pos, data);
+        cache.overlay(cmd.nsid, lba, nlb, data);
+        st = dmaToHost(this.#dma, segs, data);
+      }
       if (st) return { status: st };
     }
     return { status: 0, serviceNs: this.#serviceNs(len) };
+  }
+
+  /** The first `len` bytes of the transfer buffer (contents undefined until filled). */
+  #xferBuffer(len: number): Uint8Array {
+    if (this.#xfer.length < len) this.#xfer = new Uint8Array(len);
+    return this.#xfer.subarray(0, len);
   }
 
   #serviceNs(bytes: number): number {

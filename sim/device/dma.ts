@@ -7,7 +7,7 @@
  * @module
  */
 
-import { type DeviceDmaPort, type DmaFault, isDmaFault } from "../dma/types.ts";
+import type { DeviceDmaPort, DmaFault } from "../dma/types.ts";
 import { PhysFault } from "../memory/phys.ts";
 import type { Stats } from "../stats.ts";
 
@@ -18,6 +18,9 @@ export const DEVICE_DMA_MAX_BYTES = 16 << 20;
 export class DeviceDma {
   readonly #port: DeviceDmaPort;
   readonly #stats: Stats | undefined;
+  /** Where {@link DeviceDma.readList} puts a list, and a view of it. */
+  #list = new Uint8Array(0);
+  #listView = new DataView(this.#list.buffer);
   /** The most recent fault, for diagnostics. */
   lastFault: DmaFault | null = null;
   /** Faults seen since creation. */
@@ -34,18 +37,43 @@ export class DeviceDma {
     if (!Number.isInteger(len) || len < 0 || len > DEVICE_DMA_MAX_BYTES) {
       throw new RangeError(`DeviceDma.read: bad length ${len}`);
     }
-    if (addr < 0n || addr + BigInt(len) > 1n << 64n) return this.#fault(addr, "bad-address");
+    const out = new Uint8Array(len);
+    return this.readInto(addr, out) ? out : null;
+  }
+
+  /**
+   * nvme_addr_read() of a descriptor list (a PRP list page, an SGL segment)
+   * into the controller's list buffer: a view valid until the next call, or
+   * null on a fault.
+   */
+  readList(addr: bigint, len: number): DataView | null {
+    if (!Number.isInteger(len) || len < 0 || len > DEVICE_DMA_MAX_BYTES) {
+      throw new RangeError(`DeviceDma.read: bad length ${len}`);
+    }
+    if (this.#list.length < len) {
+      this.#list = new Uint8Array(Math.max(len, 4096));
+      this.#listView = new DataView(this.#list.buffer);
+    }
+    return this.readInto(addr, this.#list.subarray(0, len)) ? this.#listView : null;
+  }
+
+  /** nvme_addr_read() into `dst` (`dst.length` bytes); false on a fault (nothing read). */
+  readInto(addr: bigint, dst: Uint8Array): boolean {
+    const len = dst.length;
+    if (len > DEVICE_DMA_MAX_BYTES) throw new RangeError(`DeviceDma.read: bad length ${len}`);
+    if (addr < 0n || addr + BigInt(len) > 1n << 64n) {
+      return this.#fault(addr, "bad-address") !== null;
+    }
     this.#stats?.add("deviceDmaReads");
-    let r: Uint8Array | DmaFault;
+    let r: DmaFault | null;
     try {
-      r = this.#port.read(addr, len);
+      r = this.#port.readInto(addr, dst);
     } catch (e) {
-      if (e instanceof PhysFault) return this.#fault(e.paddr, "bad-address");
+      if (e instanceof PhysFault) return this.#fault(e.paddr, "bad-address") !== null;
       throw e;
     }
-    if (isDmaFault(r)) return this.#fault(r.addr, r.reason);
-    if (r.length !== len) throw new Error(`DeviceDma.read: port returned ${r.length} of ${len}`);
-    return r;
+    if (r !== null) return this.#fault(r.addr, r.reason) !== null;
+    return true;
   }
 
   /** nvme_addr_write(): store `data` at `addr`; false on a fault (nothing written). */
@@ -60,6 +88,29 @@ export class DeviceDma {
     let r: DmaFault | null;
     try {
       r = this.#port.write(addr, data);
+    } catch (e) {
+      if (e instanceof PhysFault) return this.#fault(e.paddr, "bad-address") !== null;
+      throw e;
+    }
+    if (r !== null) return this.#fault(r.addr, r.reason) !== null;
+    return true;
+  }
+
+  /**
+   * nvme_addr_write() from a source that fills host memory in place (see
+   * DeviceDmaPort.writeWith); false on a fault (nothing written).
+   */
+  writeWith(addr: bigint, len: number, fill: (dst: Uint8Array, pos: number) => void): boolean {
+    if (!Number.isInteger(len) || len < 0 || len > DEVICE_DMA_MAX_BYTES) {
+      throw new RangeError(`DeviceDma.write: bad length ${len}`);
+    }
+    if (addr < 0n || addr + BigInt(len) > 1n << 64n) {
+      return this.#fault(addr, "bad-address") !== null;
+    }
+    this.#stats?.add("deviceDmaWrites");
+    let r: DmaFault | null;
+    try {
+      r = this.#port.writeWith(addr, len, fill);
     } catch (e) {
       if (e instanceof PhysFault) return this.#fault(e.paddr, "bad-address") !== null;
       throw e;

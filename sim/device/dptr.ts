@@ -99,9 +99,8 @@ export function nvmeMapPrp(
     const chains = needed > nents;
     const count = chains ? nents : needed;
     if (count <= 0) throw new Error("nvmeMapPrp: empty PRP list page");
-    const raw = dma.read(listAddr, count * 8);
-    if (raw === null) return NVME_SC.DATA_XFER_ERROR;
-    const v = new DataView(raw.buffer, raw.byteOffset, raw.byteLength);
+    const v = dma.readList(listAddr, count * 8);
+    if (v === null) return NVME_SC.DATA_XFER_ERROR;
     const dataEntries = chains ? count - 1 : count;
     for (let i = 0; i < dataEntries; i++) {
       const ent = v.getBigUint64(i * 8, true);
@@ -280,22 +279,24 @@ export function nvmeMapDptr(
 }
 
 /**
- * nvme_tx() toward the device: read every segment of host memory into one
- * buffer. Returns the data or Data Transfer Error on the first fault (the
- * caller commits nothing).
+ * nvme_tx() toward the device: read every segment of host memory into
+ * `out` (exactly as long as the segments). Returns 0, or Data Transfer Error
+ * on the first fault (the caller commits nothing).
  */
-export function dmaFromHost(dma: DeviceDma, segs: DataSegment[], len: number): Uint8Array | number {
-  const out = new Uint8Array(len);
+export function dmaFromHost(dma: DeviceDma, segs: DataSegment[], out: Uint8Array): number {
   let pos = 0;
   for (const s of segs) {
     if (s.bitBucket) throw new Error("dmaFromHost: bit bucket in a host-to-device transfer");
-    const b = dma.read(s.addr, s.len);
-    if (b === null) return NVME_SC.DATA_XFER_ERROR;
-    out.set(b, pos);
+    if (pos + s.len > out.length) {
+      throw new Error(`dmaFromHost: segments exceed the ${out.length}-byte transfer`);
+    }
+    if (!dma.readInto(s.addr, out.subarray(pos, pos + s.len))) return NVME_SC.DATA_XFER_ERROR;
     pos += s.len;
   }
-  if (pos !== len) throw new Error(`dmaFromHost: segments cover ${pos} of ${len} bytes`);
-  return out;
+  if (pos !== out.length) {
+    throw new Error(`dmaFromHost: segments cover ${pos} of ${out.length} bytes`);
+  }
+  return 0;
 }
 
 /**
@@ -311,5 +312,31 @@ export function dmaToHost(dma: DeviceDma, segs: DataSegment[], data: Uint8Array)
     pos += s.len;
   }
   if (pos !== data.length) throw new Error(`dmaToHost: segments cover ${pos} of ${data.length}`);
+  return 0;
+}
+
+/**
+ * nvme_tx() toward the host from a source that fills host memory in place
+ * (the media, with no controller buffer between): `fill(dst, pos)` writes
+ * the transfer's bytes from `pos` into `dst`. The same accesses, counts and
+ * faults as {@link dmaToHost} over the same bytes.
+ */
+export function dmaToHostFrom(
+  dma: DeviceDma,
+  segs: DataSegment[],
+  len: number,
+  fill: (dst: Uint8Array, pos: number) => void,
+): number {
+  let pos = 0;
+  for (const s of segs) {
+    if (!s.bitBucket) {
+      const base = pos;
+      if (!dma.writeWith(s.addr, s.len, (dst, at) => fill(dst, base + at))) {
+        return NVME_SC.DATA_XFER_ERROR;
+      }
+    }
+    pos += s.len;
+  }
+  if (pos !== len) throw new Error(`dmaToHost: segments cover ${pos} of ${len}`);
   return 0;
 }

@@ -36,6 +36,14 @@ export class SparseMedia {
   read(pos: number, len: number): Uint8Array {
     this.#check(pos, len);
     const out = new Uint8Array(len);
+    this.readInto(pos, out);
+    return out;
+  }
+
+  /** Copy `out.length` bytes at byte offset `pos` into `out` (zeros where unwritten). */
+  readInto(pos: number, out: Uint8Array): void {
+    const len = out.length;
+    this.#check(pos, len);
     let done = 0;
     while (done < len) {
       const p = pos + done;
@@ -43,10 +51,11 @@ export class SparseMedia {
       const off = p % MEDIA_CHUNK_SIZE;
       const n = Math.min(MEDIA_CHUNK_SIZE - off, len - done);
       const chunk = this.#chunks.get(idx);
-      if (chunk) out.set(chunk.subarray(off, off + n), done);
+      if (chunk === undefined) out.fill(0, done, done + n);
+      else if (off === 0 && n === MEDIA_CHUNK_SIZE) out.set(chunk, done);
+      else out.set(chunk.subarray(off, off + n), done);
       done += n;
     }
-    return out;
   }
 
   /** Store `data` at byte offset `pos`. */

@@ -390,7 +390,11 @@ export function encodeNvmeCommand(init: NvmeCommandInit, out?: Uint8Array): Uint
 
 /** Decode a 64-byte submission queue entry. */
 export function decodeNvmeCommand(b: Uint8Array, off = 0): NvmeCommand {
-  const v = new DataView(b.buffer, b.byteOffset + off, NVME_SQE_SIZE);
+  return decodeNvmeCommandView(new DataView(b.buffer, b.byteOffset + off, NVME_SQE_SIZE));
+}
+
+/** {@link decodeNvmeCommand} from a view whose byte 0 is the entry's. */
+export function decodeNvmeCommandView(v: DataView): NvmeCommand {
   return {
     opcode: v.getUint8(0),
     flags: v.getUint8(1),

@@ -10,7 +10,7 @@
  * @module
  */
 
-import { PAGE_MASK_LOW, PAGE_SHIFT, PAGE_SIZE, type PhysMem } from "../memory/phys.ts";
+import { type Page, PAGE_MASK_LOW, PAGE_SHIFT, PAGE_SIZE, type PhysMem } from "../memory/phys.ts";
 import type { DeviceDmaPort, DmaFault } from "./types.ts";
 
 /** Largest single device access the port accepts (a bound, not a hardware limit): 64 MiB. */
@@ -19,16 +19,19 @@ export const BUS_MAX_ACCESS_BYTES = 64 << 20;
 /** Highest bus address + 1 (64-bit bus). */
 const BUS_LIMIT = 1n << 64n;
 
-/** One translated piece of a device access: physical address and length (within one page). */
-interface PhysChunk {
-  phys: bigint;
-  len: number;
-}
+/** Bus addresses below this are exact as doubles: the page walk runs on numbers. */
+const EXACT_LIMIT = BigInt(Number.MAX_SAFE_INTEGER);
 
 /** Translates one bus page for a device access; a physical page address or a fault. */
 export interface BusTranslator {
   /** Translate the page holding `addr` for a read (`write` false) or write; page-aligned result. */
   translatePage(addr: bigint, write: boolean): bigint | DmaFault;
+  /**
+   * The same by page frame number: the physical pfn, or a fault naming
+   * `busPfn`'s byte `offset`. Optional: without it the port calls
+   * {@link BusTranslator.translatePage}.
+   */
+  translatePfn?(busPfn: number, offset: number, write: boolean): number | DmaFault;
 }
 
 /**
@@ -46,55 +49,137 @@ export function createDevicePort(
   translator?: BusTranslator,
   observer?: DeviceAccessObserver,
 ): DeviceDmaPort {
-  const resolve = (addr: bigint, len: number, write: boolean): PhysChunk[] | DmaFault => {
+  // The frames of the access being resolved, in order (the page walk's result; reused).
+  const frames: Page[] = [];
+  const byPfn = translator?.translatePfn?.bind(translator);
+
+  /** The fault that ended the last walk. */
+  let fault: DmaFault | null = null;
+
+  /**
+   * One bus page to its frame: translated, and RAM (a freed frame in
+   * quarantine still is); undefined with `fault` set when it is neither.
+   */
+  const frameOf = (busPfn: number, off: number, write: boolean): Page | undefined => {
+    let pfn = busPfn;
+    if (byPfn !== undefined) {
+      const t = byPfn(busPfn, off, write);
+      if (typeof t !== "number") {
+        fault = t;
+        return undefined;
+      }
+      pfn = t;
+    } else if (translator !== undefined) {
+      const a = (BigInt(busPfn) << BigInt(PAGE_SHIFT)) + BigInt(off);
+      const t = translator.translatePage(a, write);
+      if (typeof t !== "bigint") {
+        fault = t;
+        return undefined;
+      }
+      pfn = Number(t >> BigInt(PAGE_SHIFT));
+    }
+    const page = phys.busFrame(pfn);
+    if (page === undefined) {
+      fault = { addr: (BigInt(busPfn) << BigInt(PAGE_SHIFT)) + BigInt(off), reason: "bad-address" };
+    }
+    return page;
+  };
+
+  /**
+   * Translate and check every page of [addr, addr + len) before anything is
+   * copied (no partial transfer): fills `frames`, returns the offset in the
+   * first page, or the first fault.
+   */
+  const resolve = (addr: bigint, len: number, write: boolean): number | DmaFault => {
     if (!Number.isInteger(len) || len < 0 || len > BUS_MAX_ACCESS_BYTES) {
       throw new RangeError(`DeviceDmaPort: bad length ${len}`);
     }
     if (addr < 0n || addr + BigInt(len) > BUS_LIMIT) return { addr, reason: "bad-address" };
-    const chunks: PhysChunk[] = [];
+    frames.length = 0;
+    if (len === 0) return 0;
+    if (addr < EXACT_LIMIT) {
+      const a = Number(addr);
+      const first = a % PAGE_SIZE;
+      let busPfn = (a - first) / PAGE_SIZE;
+      let off = first;
+      for (let done = 0; done < len; done += PAGE_SIZE - off, off = 0, busPfn++) {
+        const p = frameOf(busPfn, off, write);
+        if (p === undefined) return fault!;
+        frames.push(p);
+      }
+      return first;
+    }
+    // Near the top of the 64-bit bus: the same walk in BigInt.
     let done = 0;
+    const first = Number(addr & BigInt(PAGE_MASK_LOW));
     while (done < len) {
       const a = addr + BigInt(done);
       const off = Number(a & BigInt(PAGE_MASK_LOW));
       const n = Math.min(PAGE_SIZE - off, len - done);
-      let pagePhys = a - BigInt(off);
-      if (translator) {
-        const t = translator.translatePage(a, write);
-        if (typeof t !== "bigint") return t;
-        pagePhys = t;
-      }
-      // The frame must be RAM before anything is copied (no partial transfer); a freed
-      // kernel frame in quarantine still is.
-      if (!phys.onBus(Number(pagePhys >> BigInt(PAGE_SHIFT)))) {
-        return { addr: a, reason: "bad-address" };
-      }
-      chunks.push({ phys: pagePhys + BigInt(off), len: n });
+      const t = translator ? translator.translatePage(a, write) : a - BigInt(off);
+      if (typeof t !== "bigint") return t;
+      const page = phys.busFrame(Number(t >> BigInt(PAGE_SHIFT)));
+      if (page === undefined) return { addr: a, reason: "bad-address" };
+      frames.push(page);
       done += n;
     }
-    return chunks;
+    return first;
   };
 
   return {
     read(addr: bigint, len: number): Uint8Array | DmaFault {
-      const r = resolve(addr, len, false);
-      if (!Array.isArray(r)) return r;
-      observer?.(addr, len, false);
       const out = new Uint8Array(len);
+      const f = this.readInto(addr, out);
+      return f === null ? out : f;
+    },
+    readInto(addr: bigint, dst: Uint8Array): DmaFault | null {
+      const len = dst.length;
+      const first = resolve(addr, len, false);
+      if (typeof first !== "number") return first;
+      observer?.(addr, len, false);
+      let off = first;
       let pos = 0;
-      for (const c of r) {
-        phys.read(c.phys, out.subarray(pos, pos + c.len));
-        pos += c.len;
+      for (let i = 0; i < frames.length; i++) {
+        const n = Math.min(PAGE_SIZE - off, len - pos);
+        const d = frames[i].data;
+        if (n === 1) dst[pos] = d[off];
+        else dst.set(d.subarray(off, off + n), pos);
+        pos += n;
+        off = 0;
       }
-      return out;
+      return null;
+    },
+    writeWith(
+      addr: bigint,
+      len: number,
+      fill: (dst: Uint8Array, pos: number) => void,
+    ): DmaFault | null {
+      const first = resolve(addr, len, true);
+      if (typeof first !== "number") return first;
+      observer?.(addr, len, true);
+      let off = first;
+      let pos = 0;
+      for (let i = 0; i < frames.length; i++) {
+        const n = Math.min(PAGE_SIZE - off, len - pos);
+        const d = frames[i].data;
+        fill(off === 0 && n === d.length ? d : d.subarray(off, off + n), pos);
+        pos += n;
+        off = 0;
+      }
+      return null;
     },
     write(addr: bigint, data: Uint8Array): DmaFault | null {
-      const r = resolve(addr, data.length, true);
-      if (!Array.isArray(r)) return r;
-      observer?.(addr, data.length, true);
+      const len = data.length;
+      const first = resolve(addr, len, true);
+      if (typeof first !== "number") return first;
+      observer?.(addr, len, true);
+      let off = first;
       let pos = 0;
-      for (const c of r) {
-        phys.write(c.phys, data.subarray(pos, pos + c.len));
-        pos += c.len;
+      for (let i = 0; i < frames.length; i++) {
+        const n = Math.min(PAGE_SIZE - off, len - pos);
+        frames[i].data.set(n === len ? data : data.subarray(pos, pos + n), off);
+        pos += n;
+        off = 0;
       }
       return null;
     },

@@ -124,18 +124,25 @@ export class IoPageTable implements Disposable {
 
   /** The hardware walk, reading table bytes from physical memory: the leaf, if present. */
   walk(iovaPfn: number): DmaPte | undefined {
-    if (!Number.isInteger(iovaPfn) || iovaPfn < 0 || iovaPfn >= IOMMU_MAX_PFN) return undefined;
+    const e = this.walkPacked(iovaPfn);
+    return e < 0 ? undefined : unpackPte(e);
+  }
+
+  /**
+   * {@link IoPageTable.walk} without allocation, for the device's hot path:
+   * the leaf packed by {@link packPte}, or -1 when not present.
+   */
+  walkPacked(iovaPfn: number): number {
+    if (!Number.isInteger(iovaPfn) || iovaPfn < 0 || iovaPfn >= IOMMU_MAX_PFN) return -1;
     let table = this.rootPfn;
     for (let level = IOMMU_LEVELS; level >= 1; level--) {
       const page = this.#phys.page(table);
-      if (page === undefined) return undefined; // a table pointer to no memory: a fault
-      const v = new DataView(page.data.buffer, page.data.byteOffset, 4096);
-      const e = readEntry(v, levelIndex(iovaPfn, level) * 8);
-      if (e === undefined) return undefined;
-      if (level === 1) return e;
-      table = e.pfn;
+      if (page === undefined) return -1; // a table pointer to no memory: a fault
+      const e = readEntryBytes(page.data, levelIndex(iovaPfn, level) * 8);
+      if (e < 0 || level === 1) return e;
+      table = Math.floor(e / PACK_PROT);
     }
-    return undefined;
+    return -1;
   }
 
   /** domain_exit(): free every table page. The table must be empty of leaves. */
@@ -179,14 +186,39 @@ function readEntry(v: DataView, off: number): DmaPte | undefined {
   return { pfn: hi * TWO_20 + (lo >>> 12), prot: lo & PTE_PRESENT_MASK };
 }
 
+/** Packing of a present entry into one number: pfn * 4 + prot (pfn < 2^40, exact in a double). */
+const PACK_PROT = 4;
+
+/** A leaf as one number (what {@link IoPageTable.walkPacked} and the IOTLB hold). */
+export function packPte(pfn: number, prot: number): number {
+  return pfn * PACK_PROT + (prot & PTE_PRESENT_MASK);
+}
+
+/** The leaf a packed entry stands for. */
+export function unpackPte(e: number): DmaPte {
+  return { pfn: Math.floor(e / PACK_PROT), prot: e % PACK_PROT };
+}
+
+/** {@link readEntry} over the frame's bytes, packed; -1 when not present (little-endian). */
+function readEntryBytes(d: Uint8Array, off: number): number {
+  const lo = (d[off] | (d[off + 1] << 8) | (d[off + 2] << 16) | (d[off + 3] << 24)) >>> 0;
+  if ((lo & PTE_PRESENT_MASK) === 0) return -1;
+  const hi = (d[off + 4] | (d[off + 5] << 8) | (d[off + 6] << 16) | (d[off + 7] << 24)) &
+    PTE_ADDR_HIGH_MASK;
+  return packPte(hi * TWO_20 + (lo >>> 12), lo & PTE_PRESENT_MASK);
+}
+
 /** Store an entry: the address word first, then the word with the present bits. */
 function writeEntry(v: DataView, off: number, pfn: number, prot: number): void {
   v.setUint32(off + 4, Math.floor(pfn / TWO_20) & PTE_ADDR_HIGH_MASK, true);
   v.setUint32(off, (((pfn % TWO_20) << 12) | prot) >>> 0, true);
 }
 
+/** 2^((level - 1) * LEVEL_STRIDE) by level: what an IOVA pfn is divided by to index a level. */
+const LEVEL_DIVISOR = [0, 1, 2 ** LEVEL_STRIDE, 2 ** (2 * LEVEL_STRIDE), 2 ** (3 * LEVEL_STRIDE)];
+
 function levelIndex(pfn: number, level: number): number {
-  return Math.floor(pfn / 2 ** ((level - 1) * LEVEL_STRIDE)) % LEVEL_SIZE;
+  return Math.floor(pfn / LEVEL_DIVISOR[level]) % LEVEL_SIZE;
 }
 
 function checkPfn(pfn: number): void {

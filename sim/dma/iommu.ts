@@ -79,21 +79,31 @@ export class Iommu implements BusTranslator, Disposable {
 
   /** The device's access to one page: IOTLB first, then the table walk; faults counted. */
   translatePage(addr: bigint, write: boolean): bigint | DmaFault {
-    const pageAddr = addr & ~BigInt(PAGE_MASK_LOW);
-    if (this.identity) return pageAddr;
-    const pfn = pageAddr >> BigInt(PAGE_SHIFT);
-    if (pfn >= BigInt(IOMMU_MAX_PFN)) return this.#fault(addr, "unmapped");
-    const iovaPfn = Number(pfn);
-    let pte = this.iotlb.lookup(iovaPfn);
-    if (pte === undefined) {
-      pte = this.pgtable.walk(iovaPfn);
-      if (pte === undefined) return this.#fault(addr, "unmapped");
-      this.iotlb.fill(iovaPfn, pte);
+    const pfn = addr >> BigInt(PAGE_SHIFT);
+    if (pfn >= BigInt(IOMMU_MAX_PFN) && !this.identity) return this.#fault(addr, "unmapped");
+    const t = this.translatePfn(Number(pfn), Number(addr & BigInt(PAGE_MASK_LOW)), write);
+    return typeof t === "number" ? BigInt(t) << BigInt(PAGE_SHIFT) : t;
+  }
+
+  /**
+   * {@link Iommu.translatePage} by page frame number, for the device's hot
+   * path: the same IOTLB lookup, walk, fill and checks, without BigInt or
+   * allocation. `offset` (within the page) only names the faulting address.
+   */
+  translatePfn(busPfn: number, offset: number, write: boolean): number | DmaFault {
+    if (this.identity) return busPfn;
+    if (busPfn >= IOMMU_MAX_PFN) return this.#fault(pfnAddr(busPfn, offset), "unmapped");
+    let e = this.iotlb.lookupPacked(busPfn);
+    if (e < 0) {
+      e = this.pgtable.walkPacked(busPfn);
+      if (e < 0) return this.#fault(pfnAddr(busPfn, offset), "unmapped");
+      this.iotlb.fillPacked(busPfn, e);
     }
-    if ((pte.prot & (write ? IOMMU_WRITE : IOMMU_READ)) === 0) {
-      return this.#fault(addr, "permission");
+    // packPte(): pfn * 4 + prot.
+    if ((e % 4 & (write ? IOMMU_WRITE : IOMMU_READ)) === 0) {
+      return this.#fault(pfnAddr(busPfn, offset), "permission");
     }
-    return BigInt(pte.pfn) << BigInt(PAGE_SHIFT);
+    return Math.floor(e / 4);
   }
 
   /** iommu_map(): map `size` bytes (page multiple) at `iova` to `phys`; 0 or a negative errno. */
@@ -161,4 +171,9 @@ export class Iommu implements BusTranslator, Disposable {
     if (this.faultLog.length > IOMMU_FAULT_LOG) this.faultLog.shift();
     return f;
   }
+}
+
+/** The bus address of `offset` in page `pfn`. */
+function pfnAddr(pfn: number, offset: number): bigint {
+  return (BigInt(pfn) << BigInt(PAGE_SHIFT)) + BigInt(offset);
 }

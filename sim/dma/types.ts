@@ -136,8 +136,21 @@ export interface DmaFault {
 export interface DeviceDmaPort {
   /** Read `len` bytes at bus address `addr` into a new array, or a fault (nothing read). */
   read(addr: bigint, len: number): Uint8Array | DmaFault;
+  /** Read `dst.length` bytes at `addr` into `dst`, or a fault (nothing read, `dst` untouched). */
+  readInto(addr: bigint, dst: Uint8Array): DmaFault | null;
   /** Write `data` at bus address `addr`, or return a fault (nothing written). */
   write(addr: bigint, data: Uint8Array): DmaFault | null;
+  /**
+   * Write `len` bytes at `addr` whose source fills them in place: after the
+   * whole range has been checked, `fill(dst, pos)` is called for each piece
+   * of host memory in order (`pos` its offset in the transfer) and must
+   * write all of `dst`. A fault is returned before any call (nothing written).
+   */
+  writeWith(
+    addr: bigint,
+    len: number,
+    fill: (dst: Uint8Array, pos: number) => void,
+  ): DmaFault | null;
 }
 
 /** True if a device DMA result is a fault. */

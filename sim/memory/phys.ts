@@ -135,6 +135,11 @@ export class PhysMem {
     return this.#frames.has(pfn) || this.#quarantine.has(pfn);
   }
 
+  /** The frame a device access to `pfn` reaches: allocated or quarantined, else undefined. */
+  busFrame(pfn: number): Page | undefined {
+    return this.#frames.get(pfn) ?? this.#quarantine.get(pfn);
+  }
+
   /** Freed kernel frames in quarantine (poisoned, still readable by a device). */
   get quarantinedFrames(): number {
     return this.#quarantine.size;

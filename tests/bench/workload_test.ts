@@ -208,3 +208,40 @@ Deno.test("workload: DMA exposure is 0 for none/bvec and the premapped buffers' 
   assert.ok(m > 0 && m <= 4 * 65536, String(m));
   assert.equal(tb.dmaMappedBytes, 0); // the job unmapped its buffers when it ended
 });
+
+Deno.test("workload: a ramp runs unmeasured and leaves the measured I/Os and their counts as they were", () => {
+  for (const path of ["none", "bvec", "dma"] as const) {
+    const run = (rampIos: number) => {
+      using tb = openTestbed({ backend: "sim", seed: 5, iommu: "strict" });
+      const before = tb.stats!.snapshot().counters.sqesConsumed;
+      const r = runWorkload(tb, { ...base, path, bs: 8192, rw: "randread", rampIos }, "strict");
+      return { r, sqes: (tb.stats!.snapshot().counters.sqesConsumed) - before };
+    };
+    const plain = run(0);
+    const ramped = run(300);
+    assert.equal(ramped.r.verified, true);
+    assert.equal(ramped.r.ios, 64);
+    // Strict: every I/O's DMA work is its own, so the per-I/O counts are exactly equal.
+    assert.deepEqual(ramped.r.perIo, plain.r.perIo, path);
+    // The ramp's 300 I/Os did run (one SQE each), outside the measured window.
+    assert.equal(ramped.sqes - plain.sqes, 300, path);
+  }
+});
+
+Deno.test("cli: --ramp takes a count or 0 and names itself when wrong", () => {
+  const d: RunOptions = {
+    backend: "sim",
+    paths: ["dma"],
+    bs: [4096],
+    qd: [1],
+    rw: ["randread"],
+    iommu: ["lazy"],
+    ios: 100,
+    seed: 1,
+  };
+  assert.equal(parseRunArgs(["--ramp=0"], d).rampIos, 0);
+  assert.equal(parseRunArgs(["--ramp=5000"], d).rampIos, 5000);
+  assert.equal(parseRunArgs([], d).rampIos, undefined);
+  assert.throws(() => parseRunArgs(["--ramp=lots"], d), (e: Error) => /--ramp/.test(e.message));
+  assert.throws(() => parseRunArgs(["--ramp=-1"], d), (e: Error) => /--ramp/.test(e.message));
+});

@@ -333,9 +333,28 @@ export class FramePort implements DeviceDmaPort {
     return out;
   }
 
+  /** DeviceDmaPort.readInto */
+  readInto(addr: bigint, dst: Uint8Array): DmaFault | null {
+    const r = this.read(addr, dst.length);
+    if (!(r instanceof Uint8Array)) return r;
+    dst.set(r);
+    return null;
+  }
+
   /** Debug hook: called for each page piece the device writes. */
   watch: ((page: Uint8Array, off: number, n: number, addr: bigint, pos: number) => void) | null =
     null;
+
+  /** DeviceDmaPort.writeWith */
+  writeWith(
+    addr: bigint,
+    len: number,
+    fill: (dst: Uint8Array, pos: number) => void,
+  ): DmaFault | null {
+    const data = new Uint8Array(len);
+    fill(data, 0);
+    return this.write(addr, data);
+  }
 
   /** DeviceDmaPort.write */
   write(addr: bigint, data: Uint8Array): DmaFault | null {
