@@ -416,7 +416,11 @@ export class SimRing implements RingFileCtx, TimeoutCtx, Disposable {
     // One syscall: on the submission side when it carries SQEs, else it only waits or reaps.
     const stats = this.kernel.stats;
     if (pending) stats.add("enterCalls");
-    else stats.completion(() => stats.add("enterCalls"));
+    else {
+      stats.enterCompletion();
+      stats.add("enterCalls");
+      stats.exitCompletion();
+    }
     const submitted = pending ? this.#submitSqes(pending) : 0;
     this.#runTaskWork();
     const getEvents = waitNr > 0 || (this.#u32(IO_RINGS.sqFlags) & IORING_SQ.CQ_OVERFLOW) !== 0;

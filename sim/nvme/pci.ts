@@ -1411,7 +1411,13 @@ export class NvmeDev implements BlkMqOps, Disposable {
   /** nvme_irq() -> nvme_poll_cq(): reap every new CQE, then ring the CQ head doorbell. */
   #nvmeIrq(q: NvmeQueue): void {
     // Everything the interrupt runs (unmap, invalidation, unpin, frees, the CQE) is completion.
-    this.#kernel.stats.completion(() => this.#nvmePollCq(q));
+    const st = this.#kernel.stats;
+    st.enterCompletion();
+    try {
+      this.#nvmePollCq(q);
+    } finally {
+      st.exitCompletion();
+    }
   }
 
   /** nvme_poll_cq() */
