@@ -33,7 +33,6 @@ import {
   CQ_OFF,
   CQE,
   type Cqe,
-  decodeSqe,
   IORING_FEAT,
   IORING_MAX_CQ_ENTRIES,
   IORING_MAX_ENTRIES,
@@ -42,8 +41,11 @@ import {
   IORING_SQ,
   IOSQE,
   PARAMS,
+  readSqe,
   SQ_OFF,
   SQE,
+  type SqeFields,
+  writeSqe,
 } from "../uapi/io_uring.ts";
 import { FileTable } from "./filetable.ts";
 import { type IoKiocb, IOU_ISSUE_QUEUED } from "./io_uring_types.ts";
@@ -222,6 +224,8 @@ export class SimRing implements RingFileCtx, TimeoutCtx, Disposable {
   #file: File | null = null;
   #dead = false;
   readonly #rv: DataView;
+  /** A view of {@link SimRing.sqeBytes}, made once. */
+  readonly #sqev: DataView;
   #cachedSqHead = 0;
   #seq = 0;
   /** ctx->cq_overflow_list: entries from #ovHead on are pending (a queue without O(n) shifts). */
@@ -263,6 +267,7 @@ export class SimRing implements RingFileCtx, TimeoutCtx, Disposable {
     this.ringBytes = new Uint8Array(noArray ? cqEnd : this.sqArrayOff + 4 * sq);
     this.sqeBytes = new Uint8Array(SQE.SIZE * sq);
     this.#rv = new DataView(this.ringBytes.buffer);
+    this.#sqev = new DataView(this.sqeBytes.buffer);
     this.#rv.setUint32(IO_RINGS.sqRingMask, sq - 1, true);
     this.#rv.setUint32(IO_RINGS.cqRingMask, cq - 1, true);
     this.#rv.setUint32(IO_RINGS.sqRingEntries, sq, true);
@@ -389,14 +394,37 @@ export class SimRing implements RingFileCtx, TimeoutCtx, Disposable {
     if (sqe.length !== SQE.SIZE) {
       throw new RangeError(`pushSqe: SQE is ${sqe.length} bytes, not 64`);
     }
-    if (this.#dead) return false;
-    const tail = this.#u32(IO_RINGS.sqTail);
-    if (this.sqSpace <= 0) return false;
-    const idx = tail & (this.sqEntries - 1);
+    const idx = this.#userGetSqe();
+    if (idx < 0) return false;
     this.sqeBytes.set(sqe, idx * SQE.SIZE);
-    if (this.sqArrayOff) this.#setU32(this.sqArrayOff + 4 * idx, idx);
-    this.#setU32(IO_RINGS.sqTail, tail + 1);
+    this.#userCommitSqe(idx);
     return true;
+  }
+
+  /**
+   * User side (io_uring_get_sqe + io_uring_prep_*): fill the next SQE in
+   * place from named fields, as liburing does; false when the SQ is full.
+   */
+  prepSqe(fields: SqeFields): boolean {
+    const idx = this.#userGetSqe();
+    if (idx < 0) return false;
+    writeSqe(this.#sqev, idx * SQE.SIZE, fields);
+    this.#userCommitSqe(idx);
+    return true;
+  }
+
+  /** The SQ slot the application fills next, or -1 (ring gone, SQ full). */
+  #userGetSqe(): number {
+    if (this.#dead) return -1;
+    const tail = this.#u32(IO_RINGS.sqTail);
+    if (this.sqSpace <= 0) return -1;
+    return tail & (this.sqEntries - 1);
+  }
+
+  /** Publish slot `idx` (the SQ array entry, then the tail). */
+  #userCommitSqe(idx: number): void {
+    if (this.sqArrayOff) this.#setU32(this.sqArrayOff + 4 * idx, idx);
+    this.#setU32(IO_RINGS.sqTail, this.#u32(IO_RINGS.sqTail) + 1);
   }
 
   /**
@@ -483,11 +511,11 @@ export class SimRing implements RingFileCtx, TimeoutCtx, Disposable {
     let left = nr;
     try {
       while (left) {
-        const sqe = this.#getSqe();
-        if (!sqe) break;
+        const at = this.#getSqe();
+        if (at < 0) break;
         stats.add("sqesConsumed");
         stats.end("io_uring", t0);
-        const failed = this.#submitSqe(sqe);
+        const failed = this.#submitSqe(at);
         t0 = stats.begin();
         left--;
         if (failed && !(this.setupFlags & IORING_SETUP.SUBMIT_ALL)) break;
@@ -508,8 +536,11 @@ export class SimRing implements RingFileCtx, TimeoutCtx, Disposable {
     return nr - left;
   }
 
-  /** io_get_sqe(): the next SQE's bytes, or null for an invalid SQ array index (dropped). */
-  #getSqe(): Uint8Array | null {
+  /**
+   * io_get_sqe(): the byte offset of the next SQE in {@link SimRing.sqeBytes},
+   * or -1 for an invalid SQ array index (dropped).
+   */
+  #getSqe(): number {
     const mask = this.sqEntries - 1;
     let head = this.#cachedSqHead & mask;
     this.#cachedSqHead = (this.#cachedSqHead + 1) >>> 0;
@@ -517,15 +548,19 @@ export class SimRing implements RingFileCtx, TimeoutCtx, Disposable {
       head = this.#u32(this.sqArrayOff + 4 * head);
       if (head >= this.sqEntries) {
         this.#setU32(IO_RINGS.sqDropped, this.#u32(IO_RINGS.sqDropped) + 1);
-        return null;
+        return -1;
       }
     }
-    return this.sqeBytes.slice(head * SQE.SIZE, (head + 1) * SQE.SIZE);
+    return head * SQE.SIZE;
   }
 
-  /** io_submit_sqe(): init, then link assembly; nonzero when submission should stop. */
-  #submitSqe(bytes: Uint8Array): number {
-    const sqe = decodeSqe(bytes);
+  /**
+   * io_submit_sqe(): init (the SQE at byte `at` copied into the request:
+   * IORING_FEAT_SUBMIT_STABLE), then link assembly; nonzero when submission
+   * should stop.
+   */
+  #submitSqe(at: number): number {
+    const sqe = readSqe(this.#sqev, at);
     const req: IoKiocb = {
       ctx: this,
       sqe,

@@ -27,7 +27,6 @@ import {
 } from "../dma/types.ts";
 import { NVME_REG, type NvmeControllerPort } from "../device/port.ts";
 import {
-  decodeCqe,
   decodeNvmeCommand,
   encodeNvmeCommand,
   encodeSglDescriptor,
@@ -43,6 +42,7 @@ import {
   type NvmeCommand,
   type NvmeCommandInit,
   type SglDescriptor,
+  writeNvmeCommand,
 } from "../device/nvme_spec.ts";
 import type { BioVec, DmaTag } from "../block/bvec.ts";
 import { DMA_POOL_MAX_PAGES } from "../dma/dmapool.ts";
@@ -230,12 +230,25 @@ export class NvmeDmaMapping implements DmaTag {
     readonly needSync: boolean,
   ) {}
 
+  #viewOf: Uint8Array | undefined;
+  #view: DataView | undefined;
+
+  /** A view of the array's memory (made again only if `prps.cpu` is replaced). */
+  get #prpsView(): DataView {
+    const cpu = this.prps.cpu;
+    if (cpu !== this.#viewOf) {
+      this.#viewOf = cpu;
+      this.#view = new DataView(cpu.buffer, cpu.byteOffset);
+    }
+    return this.#view!;
+  }
+
   /** PRP entry `i` of the flat array. */
   entry(i: number): bigint {
     if (i < 0 || i >= this.nrEntries) {
       throw new RangeError(`premap entry ${i} of ${this.nrEntries}`);
     }
-    return new DataView(this.prps.cpu.buffer, this.prps.cpu.byteOffset).getBigUint64(i * 8, true);
+    return this.#prpsView.getBigUint64(i * 8, true);
   }
 }
 
@@ -312,6 +325,19 @@ export class NvmeQueue {
   get cqDb(): number {
     return NVME_REG.DBS + (this.qid * 2 + 1) * 4;
   }
+
+  #cqViewOf: Uint8Array | undefined;
+  #cqView: DataView | undefined;
+
+  /** A view of the CQ memory, for reading CQE fields in place (made once per buffer). */
+  get cqView(): DataView {
+    const cpu = this.cq.cpu;
+    if (cpu !== this.#cqViewOf) {
+      this.#cqViewOf = cpu;
+      this.#cqView = new DataView(cpu.buffer, cpu.byteOffset, cpu.byteLength);
+    }
+    return this.#cqView!;
+  }
 }
 
 /** One namespace: identity and its request queue. */
@@ -385,6 +411,9 @@ export class NvmeDev implements BlkMqOps, Disposable {
   #coherent: CoherentBuffer[] = [];
   readonly #mappings = new Set<NvmeDmaMapping>();
   #dmaNs = 0;
+  /** The I/O command being built (iod->cmd), and a view of it; made once. */
+  readonly #cmdBytes = new Uint8Array(NVME_SQE_SIZE);
+  readonly #cmdView = new DataView(this.#cmdBytes.buffer);
 
   /**
    * Commands the driver has written to its SQs and not yet seen complete
@@ -759,17 +788,17 @@ export class NvmeDev implements BlkMqOps, Disposable {
     }
     iod.genctr = (iod.genctr + 1) & 0xf;
     cmd.commandId = ((iod.genctr << 12) | rq.tag) & 0xffff;
-    const sqe = encodeNvmeCommand(cmd);
-    this.#sqCopyCmd(q, sqe);
+    // The command is built in the driver's one command buffer (the kernel's iod->cmd), then
+    // copied into the SQ.
+    writeNvmeCommand(this.#cmdView, 0, cmd);
+    this.#sqCopyCmd(q, this.#cmdBytes);
+    const onSubmit = this.onSubmit;
+    const traced = onSubmit ? decodeNvmeCommand(this.#cmdBytes) : undefined;
     this.#writeSqDb(q, last);
     this.#endStage(t0, dma0);
-    this.onSubmit?.({
-      qid: q.qid,
-      cmd: decodeNvmeCommand(sqe),
-      rq,
-      listBlocks: iod.list.slice(),
-      path: iod.path,
-    });
+    if (onSubmit && traced) {
+      onSubmit({ qid: q.qid, cmd: traced, rq, listBlocks: iod.list.slice(), path: iod.path });
+    }
     return BlkStatus.OK;
   }
 
@@ -1425,19 +1454,23 @@ export class NvmeDev implements BlkMqOps, Disposable {
     const st = this.#kernel.stats;
     const t0 = st.begin();
     let found = 0;
+    const v = q.cqView;
     for (let guard = 0; guard < q.depth; guard++) {
-      const cqe = decodeCqe(q.cq.cpu, q.cqHead * NVME_CQE_SIZE);
-      if (cqe.phase !== q.cqPhase) break;
+      // struct nvme_completion: result (dword 0), sq_head (bytes 8-9), command_id (12-13), and
+      // status (14-15) whose bit 0 is the phase tag; nvme_cqe_pending() looks at that first.
+      const at = q.cqHead * NVME_CQE_SIZE;
+      const rawStatus = v.getUint16(at + 14, true);
+      if ((rawStatus & 1) !== q.cqPhase) break;
       found++;
       q.cqHead++;
       if (q.cqHead === q.depth) {
         q.cqHead = 0;
         q.cqPhase = q.cqPhase === 1 ? 0 : 1;
       }
-      q.sqHead = cqe.sqHead;
+      q.sqHead = v.getUint16(at + 8, true);
       q.inflight--;
       if (q.inflight < 0) throw new Error(`nvme: queue ${q.qid} inflight underflow`);
-      this.#handleCqe(q, cqe.commandId, cqe.status, cqe.result);
+      this.#handleCqe(q, v.getUint16(at + 12, true), rawStatus >> 1, v.getUint32(at, true));
     }
     if (found) this.#ctrl.writeReg32(q.cqDb, q.cqHead);
     st.end("completion", t0);

@@ -417,9 +417,11 @@ export interface SqeFields {
   pad2?: bigint;
 }
 
-/** Encode SQE fields into `out` (64 bytes at `offset`), zeroing unspecified fields. */
+/**
+ * Encode SQE fields into `out` (64 bytes at `offset`), zeroing unspecified
+ * fields. The fields below tile all 64 bytes, so every byte is written.
+ */
 export function writeSqe(out: DataView, offset: number, s: SqeFields): void {
-  for (let i = 0; i < SQE.SIZE; i += 8) out.setBigUint64(offset + i, 0n, true);
   out.setUint8(offset + SQE.opcode, s.opcode);
   out.setUint8(offset + SQE.flags, s.flags ?? 0);
   out.setUint16(offset + SQE.ioprio, s.ioprio ?? 0, true);
@@ -454,22 +456,29 @@ export function encodeSqe(s: SqeFields): Uint8Array {
 
 /** Decode the 64 bytes of an SQE into named fields. */
 export function decodeSqe(b: Uint8Array): Required<SqeFields> {
-  const v = new DataView(b.buffer, b.byteOffset, SQE.SIZE);
+  return readSqe(new DataView(b.buffer, b.byteOffset, SQE.SIZE), 0);
+}
+
+/**
+ * Decode the SQE at `offset` of `v` into named fields (a copy: later writes
+ * to the bytes do not change it), without making a view of its own.
+ */
+export function readSqe(v: DataView, offset: number): Required<SqeFields> {
   return {
-    opcode: v.getUint8(SQE.opcode),
-    flags: v.getUint8(SQE.flags),
-    ioprio: v.getUint16(SQE.ioprio, true),
-    fd: v.getInt32(SQE.fd, true),
-    off: v.getBigUint64(SQE.off, true),
-    addr: v.getBigUint64(SQE.addr, true),
-    len: v.getUint32(SQE.len, true),
-    rwFlags: v.getUint32(SQE.rwFlags, true),
-    userData: v.getBigUint64(SQE.userData, true),
-    bufIndex: v.getUint16(SQE.bufIndex, true),
-    personality: v.getUint16(SQE.personality, true),
-    fileIndex: v.getUint32(SQE.fileIndex, true),
-    addr3: v.getBigUint64(SQE.addr3, true),
-    pad2: v.getBigUint64(SQE.pad2, true),
+    opcode: v.getUint8(offset + SQE.opcode),
+    flags: v.getUint8(offset + SQE.flags),
+    ioprio: v.getUint16(offset + SQE.ioprio, true),
+    fd: v.getInt32(offset + SQE.fd, true),
+    off: v.getBigUint64(offset + SQE.off, true),
+    addr: v.getBigUint64(offset + SQE.addr, true),
+    len: v.getUint32(offset + SQE.len, true),
+    rwFlags: v.getUint32(offset + SQE.rwFlags, true),
+    userData: v.getBigUint64(offset + SQE.userData, true),
+    bufIndex: v.getUint16(offset + SQE.bufIndex, true),
+    personality: v.getUint16(offset + SQE.personality, true),
+    fileIndex: v.getUint32(offset + SQE.fileIndex, true),
+    addr3: v.getBigUint64(offset + SQE.addr3, true),
+    pad2: v.getBigUint64(offset + SQE.pad2, true),
   };
 }
 
