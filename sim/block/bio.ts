@@ -133,6 +133,8 @@ export class Bio {
   endIo: ((bio: Bio) => void) | undefined;
   /** bi_private: the chain parent for a split bio. */
   parent: Bio | undefined;
+  /** bi_private for the owner's bi_end_io (e.g. the blkdev_dio of an O_DIRECT bio). */
+  privateData: unknown = undefined;
   /** __bi_remaining: completions still expected (itself plus chained children). */
   remaining = 1;
 

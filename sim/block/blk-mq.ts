@@ -285,9 +285,16 @@ export function blkMqFlushPlugList(plug: BlkPlug): void {
     const hctx = rqs[i].hctx;
     let j = i;
     while (j < rqs.length && rqs[j].hctx === hctx) j++;
-    rqs[i].q.issueList(hctx, rqs.slice(i, j));
+    // One hardware queue for the whole list (the usual case): hand it over as it is.
+    rqs[i].q.issueList(hctx, i === 0 && j === rqs.length ? rqs : rqs.slice(i, j));
     i = j;
   }
+}
+
+/** End `bio` with `status` (a bio that cannot be split validly). */
+function bioEndWithStatus(bio: Bio, status: BlkStatusT): void {
+  bio.status = status;
+  bioEndio(bio);
 }
 
 /** struct request_queue: one namespace's queue over a shared tag set. */
@@ -324,10 +331,7 @@ export class RequestQueue {
   submitBio(bio: Bio): void {
     const st = this.kernel.stats;
     const t0 = st.begin();
-    const pieces = bioSplitToLimits(this.kernel, this.limits, bio, (b, s) => {
-      b.status = s;
-      bioEndio(b);
-    });
+    const pieces = bioSplitToLimits(this.kernel, this.limits, bio, bioEndWithStatus);
     st.end("bio", t0);
     for (const p of pieces) this.#submitOne(p.bio, p.nsegs);
   }

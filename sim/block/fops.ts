@@ -95,6 +95,33 @@ export function blkdevDioInvalid(bdev: BlockDevice, pos: bigint, it: IovIter): b
   return !iovIterIsAligned(it, bdev.dmaAlignment, lbsMask);
 }
 
+/** struct blkdev_dio: one O_DIRECT I/O, shared by its bios (their bi_private). */
+class BlkdevDio {
+  /** Bytes the bios carry. */
+  size = 0;
+  /** The first error a bio ended with. */
+  status: number = BlkStatus.OK;
+  /** Bios not yet ended. */
+  refs = 1;
+
+  constructor(readonly kernel: Kernel, readonly iocb: Kiocb) {}
+}
+
+/**
+ * blkdev_bio_end_io(): unpin the bio's pages; when the dio's last bio ends,
+ * advance ki_pos and complete the kiocb with the bytes moved or the first error.
+ */
+function blkdevBioEndIo(bio: Bio): void {
+  const dio = bio.privateData as BlkdevDio;
+  bioReleasePages(dio.kernel, bio);
+  if (bio.status !== BlkStatus.OK && dio.status === BlkStatus.OK) dio.status = bio.status;
+  if (--dio.refs > 0) return;
+  const res = dio.status !== BlkStatus.OK ? blkStatusToErrno(dio.status) : dio.size;
+  const iocb = dio.iocb;
+  if (res > 0) iocb.pos += BigInt(res);
+  iocb.complete(res);
+}
+
 /**
  * blkdev_direct_IO(): an I/O whose user pages fit BIO_MAX_VECS bio_vecs (or
  * a registered buffer or dma tag, which need none) goes as one bio
@@ -113,15 +140,7 @@ export function blkdevDirectIO(
   if (it.count === 0) return 0;
   if (blkdevDioInvalid(bdev, iocb.pos, it)) return -Errno.EINVAL;
   const op = it.dir === "write" ? "write" : "read";
-  const dio = { size: 0, status: BlkStatus.OK as number, refs: 1 };
-  const endIo = (bio: Bio) => {
-    bioReleasePages(kernel, bio);
-    if (bio.status !== BlkStatus.OK && dio.status === BlkStatus.OK) dio.status = bio.status;
-    if (--dio.refs > 0) return;
-    const res = dio.status !== BlkStatus.OK ? blkStatusToErrno(dio.status) : dio.size;
-    if (res > 0) iocb.pos += BigInt(res);
-    iocb.complete(res);
-  };
+  const dio = new BlkdevDio(kernel, iocb);
   const nowait = (iocb.flags & IOCB.NOWAIT) !== 0;
   let pos = iocb.pos;
   let nrPages = bioIovVecsToAlloc(it, BIO_MAX_VECS + 1);
@@ -138,7 +157,8 @@ export function blkdevDirectIO(
         bioReleasePages(kernel, bio);
         return r;
       }
-      bio.endIo = endIo;
+      bio.endIo = blkdevBioEndIo;
+      bio.privateData = dio;
       dio.size = bio.iter.size;
       bdev.queue.submitBio(bio);
       return -Errno.EIOCBQUEUED;
@@ -150,7 +170,8 @@ export function blkdevDirectIO(
       const bio = bioAlloc(kernel, op, pos >> BigInt(SECTOR_SHIFT), nrPages, bs);
       bio.nowait = nowait;
       bio.fua = op === "write" && (iocb.flags & IOCB.DSYNC) !== 0;
-      bio.endIo = endIo;
+      bio.endIo = blkdevBioEndIo;
+      bio.privateData = dio;
       const r = bioIovIterGetPages(kernel, bio, it, bdev.logicalBlockSize);
       if (r < 0) {
         bio.status = BlkStatus.IOERR;

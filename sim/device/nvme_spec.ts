@@ -370,6 +370,7 @@ export interface NvmeCommandInit extends Partial<NvmeCommand> {
 export function encodeNvmeCommand(init: NvmeCommandInit, out?: Uint8Array): Uint8Array {
   const b = out ?? new Uint8Array(NVME_SQE_SIZE);
   if (b.length < NVME_SQE_SIZE) throw new RangeError("encodeNvmeCommand: buffer < 64 bytes");
+  b.fill(0, 0, NVME_SQE_SIZE);
   writeNvmeCommand(new DataView(b.buffer, b.byteOffset, NVME_SQE_SIZE), 0, init);
   return b;
 }
@@ -479,6 +480,32 @@ export interface NvmeCqeInit {
 /** Encode a 16-byte completion queue entry. */
 export function encodeCqe(c: NvmeCqeInit, out?: Uint8Array, off = 0): Uint8Array {
   const b = out ?? new Uint8Array(NVME_CQE_SIZE);
+  if (Number.isInteger(off) && off >= 0 && off + NVME_CQE_SIZE <= b.length) {
+    // Little-endian byte stores: the same bytes as the DataView below, without making one.
+    const result = (c.result ?? 0) >>> 0;
+    const dw1 = (c.dw1 ?? 0) >>> 0;
+    const sqHead = c.sqHead & 0xffff;
+    const sqId = c.sqId & 0xffff;
+    const cid = c.commandId & 0xffff;
+    const st = (((c.status & 0x7fff) << 1) | (c.phase & 1)) & 0xffff;
+    b[off] = result;
+    b[off + 1] = result >>> 8;
+    b[off + 2] = result >>> 16;
+    b[off + 3] = result >>> 24;
+    b[off + 4] = dw1;
+    b[off + 5] = dw1 >>> 8;
+    b[off + 6] = dw1 >>> 16;
+    b[off + 7] = dw1 >>> 24;
+    b[off + 8] = sqHead;
+    b[off + 9] = sqHead >>> 8;
+    b[off + 10] = sqId;
+    b[off + 11] = sqId >>> 8;
+    b[off + 12] = cid;
+    b[off + 13] = cid >>> 8;
+    b[off + 14] = st;
+    b[off + 15] = st >>> 8;
+    return b;
+  }
   const v = new DataView(b.buffer, b.byteOffset + off, NVME_CQE_SIZE);
   v.setUint32(0, (c.result ?? 0) >>> 0, true);
   v.setUint32(4, (c.dw1 ?? 0) >>> 0, true);

@@ -14,7 +14,7 @@
  */
 
 import { type IovIter, iovIterIovec, iovIterUbuf, type UserRange } from "../block/iov_iter.ts";
-import { IOCB, type Kiocb } from "../fs/file.ts";
+import { type File, IOCB, type Kiocb } from "../fs/file.ts";
 import { Errno } from "../uapi/errno.ts";
 import { IORING_OP, IOSQE, IOVEC, O } from "../uapi/io_uring.ts";
 import { type IoKiocb, IOU_ISSUE_QUEUED } from "./io_uring_types.ts";
@@ -237,6 +237,40 @@ function rwInitFile(req: IoKiocb, rw: IoRw): number {
   return flags;
 }
 
+/**
+ * The kiocb of a read/write request (struct io_rw's kiocb) and its
+ * ki_complete, io_complete_rw(): a completion before issue returned
+ * -EIOCBQUEUED is kept for issue to return (`early`); after, it moves the
+ * file position (offset -1) and completes the request from task work.
+ */
+class RwKiocb implements Kiocb {
+  /** Issue returned -EIOCBQUEUED: the completion goes to the ring. */
+  queued = false;
+  /** A result that arrived before issue returned. */
+  early: number | null = null;
+  /** ki_pos at issue (the file position moves from here). */
+  readonly #startPos: bigint;
+
+  constructor(
+    public file: File,
+    public pos: bigint,
+    public flags: number,
+    readonly req: IoKiocb,
+    readonly curPos: boolean,
+  ) {
+    this.#startPos = pos;
+  }
+
+  complete(res: number): void {
+    if (!this.queued) {
+      this.early = res;
+      return;
+    }
+    if (this.curPos && res > 0) this.file.pos = this.#startPos + BigInt(res);
+    this.req.ctx.completeReq(this.req, res);
+  }
+}
+
 /** io_read() / io_write() and io_read_fixed() / io_write_fixed(). */
 export function ioRw(req: IoKiocb): number {
   const rw = req.op as IoRw;
@@ -276,28 +310,15 @@ export function ioRw(req: IoKiocb): number {
   if (pos < 0n || BigInt.asIntN(64, pos + BigInt(rw.iter!.count)) < 0n) return -Errno.EINVAL;
   const handler = rw.write ? f.fOp.writeIter : f.fOp.readIter;
   if (!handler) return -Errno.EINVAL;
-  let queued = false;
-  let early: number | null = null;
-  const kiocb: Kiocb = {
-    file: f,
-    pos,
-    flags,
-    complete: (res: number) => {
-      if (!queued) {
-        early = res;
-        return;
-      }
-      if (curPos && res > 0) f.pos = pos + BigInt(res);
-      ctx.completeReq(req, res);
-    },
-  };
+  const kiocb = new RwKiocb(f, pos, flags, req, curPos);
   const ret = handler.call(f.fOp, kiocb, rw.iter!);
   if (ret === -Errno.EIOCBQUEUED) {
+    const early = kiocb.early;
     if (early !== null) {
       if (curPos && early > 0) f.pos = pos + BigInt(early);
       return early;
     }
-    queued = true;
+    kiocb.queued = true;
     return IOU_ISSUE_QUEUED;
   }
   if (curPos && ret > 0) f.pos = pos + BigInt(ret);

@@ -101,11 +101,12 @@ export function nvmeSetupCmd(ns: NvmeNsInfo, rq: Request): RwCommand | BlkStatus
   if (nlb < 1 || nlb > 0x10000 || (rq.dataLen & ((1 << ns.lbaShift) - 1)) !== 0) {
     return BlkStatus.IOERR;
   }
-  return {
+  const cmd: RwCommand = {
     opcode: rq.op === "write" ? NVME_CMD.WRITE : NVME_CMD.READ,
     nsid: ns.nsid,
     slba,
     nlb0: nlb - 1,
-    ...(rq.fua ? { cdw12: NVME_RW_FUA_CDW12 } : {}),
   };
+  if (rq.fua) cmd.cdw12 = NVME_RW_FUA_CDW12;
+  return cmd;
 }

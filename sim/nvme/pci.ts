@@ -823,6 +823,24 @@ export class NvmeDev implements BlkMqOps, Disposable {
     }
   }
 
+  /** dma_sync_single_for_device(a, n, DMA_TO_DEVICE), timed in the dma_map stage. */
+  #syncForDevice(a: bigint, n: number): void {
+    if (!this.#kernel.stats.timing) {
+      this.#dma.syncSingleForDevice(a, n, DmaDirection.TO_DEVICE);
+      return;
+    }
+    this.#timedDma(() => this.#dma.syncSingleForDevice(a, n, DmaDirection.TO_DEVICE));
+  }
+
+  /** dma_sync_single_for_cpu(a, n, DMA_FROM_DEVICE), timed in the dma_map stage. */
+  #syncForCpu(a: bigint, n: number): void {
+    if (!this.#kernel.stats.timing) {
+      this.#dma.syncSingleForCpu(a, n, DmaDirection.FROM_DEVICE);
+      return;
+    }
+    this.#timedDma(() => this.#dma.syncSingleForCpu(a, n, DmaDirection.FROM_DEVICE));
+  }
+
   /** nvme_commit_rqs() */
   commitRqs(hctx: BlkMqHwCtx): void {
     this.#writeSqDb(hctx.driverData as NvmeQueue, true);
@@ -831,7 +849,8 @@ export class NvmeDev implements BlkMqOps, Disposable {
   /** nvme_prep_rq(): command setup and data mapping. */
   #prepRq(rq: Request, iod: NvmeIod, cmd: NvmeCommandInit): BlkStatusT {
     iod.nrAllocations = -1;
-    iod.list = [];
+    // (An empty list stays: nothing keeps a reference to the iod's arrays.)
+    if (iod.list.length !== 0) iod.list = [];
     iod.smallPool = false;
     iod.firstDma = 0n;
     iod.dmaLen = 0;
@@ -839,7 +858,7 @@ export class NvmeDev implements BlkMqOps, Disposable {
     iod.nents = 0;
     iod.useSgl = false;
     iod.premap = undefined;
-    iod.syncs = [];
+    if (iod.syncs.length !== 0) iod.syncs = [];
     iod.status = 0;
     iod.path = "none";
     const ns = rq.q.queuedata as NvmeNamespace;
@@ -1308,11 +1327,9 @@ export class NvmeDev implements BlkMqOps, Disposable {
     const inPage = off & (NVME_CTRL_PAGE_SIZE - 1);
     const length = rq.dataLen - (NVME_CTRL_PAGE_SIZE - inPage);
     const nprps = Math.trunc((length + NVME_CTRL_PAGE_SIZE - 1) / NVME_CTRL_PAGE_SIZE);
-    const sync = (a: bigint, n: number) =>
-      this.#timedDma(() => this.#dma.syncSingleForCpu(a, n, DmaDirection.FROM_DEVICE));
-    sync(this.#prpsRead(m, i++, "nvme_sync_dma"), NVME_CTRL_PAGE_SIZE - inPage);
+    this.#syncForCpu(this.#prpsRead(m, i++, "nvme_sync_dma"), NVME_CTRL_PAGE_SIZE - inPage);
     for (let j = 1; j < nprps; j++) {
-      sync(this.#prpsRead(m, i++, "nvme_sync_dma"), NVME_CTRL_PAGE_SIZE);
+      this.#syncForCpu(this.#prpsRead(m, i++, "nvme_sync_dma"), NVME_CTRL_PAGE_SIZE);
     }
   }
 
@@ -1344,12 +1361,10 @@ export class NvmeDev implements BlkMqOps, Disposable {
     // first entry per I/O; v3 asks the mapping's flag, set at map time).
     const needs = posted && rq.op === "write" &&
       (variant === "v2" ? this.#dma.needSync(m.entry(index)) : m.needSync);
-    const syncDev = (a: bigint, n: number) =>
-      this.#timedDma(() => this.#dma.syncSingleForDevice(a, n, DmaDirection.TO_DEVICE));
     if (needs) {
       // The first page from its start: v2 after masking the offset, v3 before, so v3's
       // length is PAGE - (whole offset), negative past the first page: a size_t near 2^64.
-      syncDev(
+      this.#syncForDevice(
         m.entry(index),
         variant === "v2" ? NVME_CTRL_PAGE_SIZE - inPage : sizeT(NVME_CTRL_PAGE_SIZE - off),
       );
@@ -1360,7 +1375,7 @@ export class NvmeDev implements BlkMqOps, Disposable {
     if (length <= 0) {
       cmd.prp2 = 0n;
     } else if (length <= NVME_CTRL_PAGE_SIZE) {
-      if (needs) syncDev(m.entry(index + 1), NVME_CTRL_PAGE_SIZE);
+      if (needs) this.#syncForDevice(m.entry(index + 1), NVME_CTRL_PAGE_SIZE);
       cmd.prp2 = m.entry(index + 1);
     } else {
       nprps = Math.ceil(length / NVME_CTRL_PAGE_SIZE);
@@ -1413,7 +1428,7 @@ export class NvmeDev implements BlkMqOps, Disposable {
         // The posted loop recomputes i from the already-masked offset (so from entry 0)
         // and syncs nprps whole controller pages: not the pages this I/O uses.
         for (let j = 0, i = inPage >>> NVME_CTRL_PAGE_SHIFT; j < nprps; j++, i++) {
-          syncDev(m.entry(i), NVME_CTRL_PAGE_SIZE);
+          this.#syncForDevice(m.entry(i), NVME_CTRL_PAGE_SIZE);
         }
       }
     }
@@ -1426,7 +1441,7 @@ export class NvmeDev implements BlkMqOps, Disposable {
       for (let i = index; left > 0; i++) {
         const n = Math.min(NVME_CTRL_PAGE_SIZE - o, left);
         const addr = m.entry(i) + BigInt(o);
-        if (rq.op === "write") syncDev(addr, n);
+        if (rq.op === "write") this.#syncForDevice(addr, n);
         else iod.syncs.push({ addr, len: n });
         left -= n;
         o = 0;

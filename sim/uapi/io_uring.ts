@@ -417,11 +417,9 @@ export interface SqeFields {
   pad2?: bigint;
 }
 
-/**
- * Encode SQE fields into `out` (64 bytes at `offset`), zeroing unspecified
- * fields. The fields below tile all 64 bytes, so every byte is written.
- */
+/** Encode SQE fields into `out` (64 bytes at `offset`), zeroing unspecified fields. */
 export function writeSqe(out: DataView, offset: number, s: SqeFields): void {
+  for (let i = 0; i < SQE.SIZE; i += 8) out.setBigUint64(offset + i, 0n, true);
   out.setUint8(offset + SQE.opcode, s.opcode);
   out.setUint8(offset + SQE.flags, s.flags ?? 0);
   out.setUint16(offset + SQE.ioprio, s.ioprio ?? 0, true);
