@@ -399,7 +399,7 @@ function bioIovAddPage(
   len: number,
   offset: number,
 ): void {
-  const bv = vecs[vecs.length - 1];
+  const bv = vecs.length > 0 ? vecs[vecs.length - 1] : undefined;
   if (bv && bio.iter.size <= UINT_MAX - len) {
     const vecEnd = pfnToPhys(bv.page.pfn, bv.offset + bv.len) - 1n;
     const pageAddr = pfnToPhys(page.pfn);

@@ -217,7 +217,7 @@ export function blkRqMapSg(lim: QueueLimits, bios: readonly Bio[]): Scatterlist[
     let last: BioSegment | undefined;
     for (const seg of bioSegments(bio)) {
       last = seg;
-      const cur = sgl[sgl.length - 1];
+      const cur = sgl.length > 0 ? sgl[sgl.length - 1] : undefined;
       if (
         newBio && cur && cur.length + seg.len <= lim.maxSegmentSize &&
         biovecPhysMergeable(lim, prev!, seg)

@@ -291,6 +291,16 @@ export function blkMqFlushPlugList(plug: BlkPlug): void {
   }
 }
 
+/**
+ * The last element, or undefined when empty. (Reading `a[a.length - 1]` of an
+ * empty array looks up the property "-1" through the prototype chain, which
+ * V8 does on a slow path, some 100 ns.)
+ */
+export function lastOf<T>(a: readonly T[]): T | undefined {
+  const n = a.length;
+  return n > 0 ? a[n - 1] : undefined;
+}
+
 /** End `bio` with `status` (a bio that cannot be split validly). */
 function bioEndWithStatus(bio: Bio, status: BlkStatusT): void {
   bio.status = status;
@@ -385,7 +395,7 @@ export class RequestQueue {
 
   /** blk_add_rq_to_plug() */
   #addRqToPlug(plug: BlkPlug, rq: Request): void {
-    const last = plug.mqList[plug.mqList.length - 1];
+    const last = lastOf(plug.mqList);
     if (
       plug.mqList.length >= BLK_MAX_REQUEST_COUNT ||
       (last && last.dataLen >= BLK_PLUG_FLUSH_SIZE)
@@ -397,7 +407,7 @@ export class RequestQueue {
 
   /** blk_attempt_plug_merge(): merge into the last plugged request of this queue. */
   #attemptPlugMerge(plug: BlkPlug, bio: Bio, nsegs: number): boolean {
-    const rq = plug.mqList[plug.mqList.length - 1];
+    const rq = lastOf(plug.mqList);
     if (!rq || rq.q !== this) return false;
     if (!this.#mergeOk(rq, bio)) return false;
     if (rq.sector + BigInt(rq.sectors) === bio.iter.sector) {

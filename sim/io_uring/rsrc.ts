@@ -30,6 +30,9 @@ import type { PremapVariant } from "../kernel.ts";
 import type { IoKiocb, IoRingCtx } from "./io_uring_types.ts";
 
 const U64_MAX = (1n << 64n) - 1n;
+const TWO_POW_32 = 1n << 32n;
+/** Addresses above which adding a u32 length may pass U64_MAX. */
+const ADD_OVERFLOW_FLOOR = U64_MAX - TWO_POW_32;
 
 /** A premapping of one registered buffer on one fixed file slot (the proposal). */
 export interface IoBufDma {
@@ -481,10 +484,16 @@ export function ioImportFixed(
   if (bufIndex >= bufs.nr) return -Errno.EFAULT;
   const imu = bufs.get(bufIndex);
   if (!imu) return -Errno.EFAULT;
-  const bufEnd = addr + BigInt(len);
-  if (bufEnd > U64_MAX) return -Errno.EFAULT;
-  if (addr < imu.ubuf || bufEnd > imu.ubuf + BigInt(imu.len)) return -Errno.EFAULT;
-  const offset = Number(addr - imu.ubuf);
+  // check_add_overflow(buf_addr, len): a len below 2^32 can carry past 2^64 only from an
+  // address above 2^64 - 2^32, so only such an address needs the (allocating) sum.
+  if (addr > ADD_OVERFLOW_FLOOR && addr + BigInt(len) > U64_MAX) return -Errno.EFAULT;
+  // [addr, addr + len) within [ubuf, ubuf + imu.len), checked on the offset into the buffer:
+  // one BigInt subtraction, then numbers (imu.len is at most IORING_MAX_BUF_SIZE, so an
+  // offset of 2^32 or more is out of range whatever len is).
+  const rel = addr - imu.ubuf;
+  if (rel < 0n || rel >= TWO_POW_32) return -Errno.EFAULT;
+  const offset = Number(rel);
+  if (offset + len > imu.len) return -Errno.EFAULT;
   bufs.get_(imu);
   const d = imu.dma;
   if (d && d.file === file) {

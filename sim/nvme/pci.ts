@@ -780,7 +780,19 @@ export class NvmeDev implements BlkMqOps, Disposable {
     const t0 = st.begin();
     const dma0 = this.#dmaNs;
     const iod = rq.pdu as NvmeIod;
-    const cmd: NvmeCommandInit = { opcode: 0, commandId: 0 };
+    // Every field the I/O path may set, present from the start (undefined encodes as an
+    // absent field), so the object keeps one shape.
+    const cmd: NvmeCommandInit = {
+      opcode: 0,
+      commandId: 0,
+      nsid: undefined,
+      slba: undefined,
+      nlb0: undefined,
+      cdw12: undefined,
+      prp1: undefined,
+      prp2: undefined,
+      sgl: undefined,
+    };
     const ret = this.#prepRq(rq, iod, cmd);
     if (ret !== BlkStatus.OK) {
       this.#endStage(t0, dma0);
@@ -864,7 +876,11 @@ export class NvmeDev implements BlkMqOps, Disposable {
     const ns = rq.q.queuedata as NvmeNamespace;
     const rw = nvmeSetupCmd(ns.info, rq);
     if (typeof rw === "number") return rw;
-    Object.assign(cmd, rw);
+    cmd.opcode = rw.opcode;
+    cmd.nsid = rw.nsid;
+    cmd.slba = rw.slba;
+    cmd.nlb0 = rw.nlb0;
+    cmd.cdw12 = rw.cdw12;
     if (rq.isDmaTagged) return this.#premapped(rq, iod, cmd);
     if (rq.nrPhysSegments > 0) return this.#mapData(rq, iod, cmd);
     return BlkStatus.OK;
