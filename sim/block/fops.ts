@@ -95,6 +95,8 @@ export function blkdevDioInvalid(bdev: BlockDevice, pos: bigint, it: IovIter): b
   return !iovIterIsAligned(it, bdev.dmaAlignment, lbsMask);
 }
 
+const SECTOR_SHIFT_N = BigInt(SECTOR_SHIFT);
+
 /** struct blkdev_dio: one O_DIRECT I/O, shared by its bios (their bi_private). */
 class BlkdevDio {
   /** Bytes the bios carry. */
@@ -148,7 +150,7 @@ export function blkdevDirectIO(
   try {
     if (nrPages <= BIO_MAX_VECS) {
       // __blkdev_direct_IO_async()
-      const bio = bioAlloc(kernel, op, pos >> BigInt(SECTOR_SHIFT), nrPages, BLKDEV_DIO_POOL);
+      const bio = bioAlloc(kernel, op, pos >> SECTOR_SHIFT_N, nrPages, BLKDEV_DIO_POOL);
       bio.nowait = nowait;
       // dio_bio_write_op(): an O_DSYNC / RWF_DSYNC direct write is REQ_FUA.
       bio.fua = op === "write" && (iocb.flags & IOCB.DSYNC) !== 0;
@@ -167,7 +169,7 @@ export function blkdevDirectIO(
     // The first bio from blkdev_dio_pool (it carries the dio), the others from bio_alloc().
     nrPages = BIO_MAX_VECS;
     for (let bs = BLKDEV_DIO_POOL;; bs = FS_BIO_SET) {
-      const bio = bioAlloc(kernel, op, pos >> BigInt(SECTOR_SHIFT), nrPages, bs);
+      const bio = bioAlloc(kernel, op, pos >> SECTOR_SHIFT_N, nrPages, bs);
       bio.nowait = nowait;
       bio.fua = op === "write" && (iocb.flags & IOCB.DSYNC) !== 0;
       bio.endIo = blkdevBioEndIo;

@@ -249,6 +249,14 @@ export class SimRing implements RingFileCtx, TimeoutCtx, Disposable {
     inFlight: 0,
   };
   #drainDisabled = false;
+  /** min_complete of the io_uring_enter waiting now. */
+  #waitNr = 0;
+  /** The wait's condition, made once: run task work, flush the overflow, enough CQEs? */
+  readonly #waitDone = (): boolean => {
+    this.#runTaskWork();
+    this.#flushOverflow();
+    return this.cqReady >= this.#waitNr;
+  };
   #linkHead: IoKiocb | null = null;
   #linkLast: IoKiocb | null = null;
   #inSubmit = false;
@@ -454,11 +462,14 @@ export class SimRing implements RingFileCtx, TimeoutCtx, Disposable {
     const getEvents = waitNr > 0 || (this.#u32(IO_RINGS.sqFlags) & IORING_SQ.CQ_OVERFLOW) !== 0;
     if (getEvents) this.#flushOverflow();
     if (waitNr > 0) {
-      const ok = this.kernel.runUntil(() => {
-        this.#runTaskWork();
-        this.#flushOverflow();
-        return this.cqReady >= waitNr;
-      });
+      const outer = this.#waitNr;
+      this.#waitNr = waitNr;
+      let ok: boolean;
+      try {
+        ok = this.kernel.runUntil(this.#waitDone);
+      } finally {
+        this.#waitNr = outer;
+      }
       if (!ok && submitted === 0) return -Errno.ETIME;
     }
     return submitted;

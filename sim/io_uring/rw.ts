@@ -20,6 +20,9 @@ import { IORING_OP, IOSQE, IOVEC, O } from "../uapi/io_uring.ts";
 import { type IoKiocb, IOU_ISSUE_QUEUED } from "./io_uring_types.ts";
 import { ioImportFixed, putDmaUser } from "./rsrc.ts";
 
+/** Positions above which adding a byte count below 2^32 may pass LLONG_MAX. */
+const LOFF_WRAP_FLOOR = (1n << 63n) - 1n - (1n << 32n);
+
 /** MAX_RW_COUNT: INT_MAX & PAGE_MASK. */
 export const MAX_RW_COUNT = 0x7ffff000;
 /** UIO_MAXIOV */
@@ -306,8 +309,12 @@ export function ioRw(req: IoKiocb): number {
   // io_kiocb_update_pos(): offset -1 means the file position (IORING_FEAT_RW_CUR_POS).
   const curPos = rw.pos === -1n;
   const pos = curPos ? f.pos : rw.pos;
-  // rw_verify_area(): pos + count is a loff_t and may wrap negative.
-  if (pos < 0n || BigInt.asIntN(64, pos + BigInt(rw.iter!.count)) < 0n) return -Errno.EINVAL;
+  // rw_verify_area(): pos + count is a loff_t and may wrap negative (a count is below 2^32,
+  // so only from a pos above 2^63 - 2^32; the sum is formed only then).
+  if (pos < 0n) return -Errno.EINVAL;
+  if (pos > LOFF_WRAP_FLOOR && BigInt.asIntN(64, pos + BigInt(rw.iter!.count)) < 0n) {
+    return -Errno.EINVAL;
+  }
   const handler = rw.write ? f.fOp.writeIter : f.fOp.readIter;
   if (!handler) return -Errno.EINVAL;
   const kiocb = new RwKiocb(f, pos, flags, req, curPos);

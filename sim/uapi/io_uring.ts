@@ -467,17 +467,23 @@ export function readSqe(v: DataView, offset: number): Required<SqeFields> {
     flags: v.getUint8(offset + SQE.flags),
     ioprio: v.getUint16(offset + SQE.ioprio, true),
     fd: v.getInt32(offset + SQE.fd, true),
-    off: v.getBigUint64(offset + SQE.off, true),
-    addr: v.getBigUint64(offset + SQE.addr, true),
+    off: getU64(v, offset + SQE.off),
+    addr: getU64(v, offset + SQE.addr),
     len: v.getUint32(offset + SQE.len, true),
     rwFlags: v.getUint32(offset + SQE.rwFlags, true),
-    userData: v.getBigUint64(offset + SQE.userData, true),
+    userData: getU64(v, offset + SQE.userData),
     bufIndex: v.getUint16(offset + SQE.bufIndex, true),
     personality: v.getUint16(offset + SQE.personality, true),
     fileIndex: v.getUint32(offset + SQE.fileIndex, true),
-    addr3: v.getBigUint64(offset + SQE.addr3, true),
-    pad2: v.getBigUint64(offset + SQE.pad2, true),
+    addr3: getU64(v, offset + SQE.addr3),
+    pad2: getU64(v, offset + SQE.pad2),
   };
+}
+
+/** A little-endian u64 as a bigint; a zero (most of an SQE's u64s) without allocating one. */
+function getU64(v: DataView, at: number): bigint {
+  if (v.getUint32(at, true) === 0 && v.getUint32(at + 4, true) === 0) return 0n;
+  return v.getBigUint64(at, true);
 }
 
 /** A reaped completion. */
