@@ -807,7 +807,7 @@ export class SimRing implements RingFileCtx, TimeoutCtx, Disposable {
     if (req.cleanup) {
       const c = req.cleanup;
       req.cleanup = null;
-      c();
+      c(req);
     }
     if (req.file) {
       fput(req.file);

@@ -47,8 +47,8 @@ export interface IoKiocb {
   fileNode: RsrcNodeRef | null;
   /** The next request of its link chain. */
   link: IoKiocb | null;
-  /** Undo what issue acquired (buffer and tag references), run once at completion. */
-  cleanup: (() => void) | null;
+  /** Undo what issue acquired (buffer and tag references), run once at free, given the request. */
+  cleanup: ((req: IoKiocb) => void) | null;
   /** The completion has been posted (or skipped). */
   done: boolean;
   /** Per-opcode state from prep. */

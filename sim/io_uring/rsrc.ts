@@ -461,17 +461,19 @@ export function ioUnmapBuffers(bufs: BufTable, a: MapBuffersArg, when: UnmapWhen
 /** What io_import_fixed() hands the read/write path. */
 export interface FixedImport {
   /** The iterator: bvec, or dma tag when premapped for this file. */
-  iter: IovIter;
+  iter: IovIter | null;
   /** The buffer (a reference is taken for the request). */
-  imu: IoMappedUbuf;
+  imu: IoMappedUbuf | null;
   /** The mapping whose tag the iterator carries (a user is counted), if any. */
   dma: IoBufDma | null;
 }
 
 /**
- * io_import_fixed(): an iterator over `[addr, addr+len)` of buffer `bufIndex`,
- * -EFAULT when the index or the range is bad. With the proposal, a dma-tag
- * iterator when the buffer is mapped on `file`.
+ * io_import_fixed(): an iterator over `[addr, addr+len)` of buffer `bufIndex`
+ * into `out` (with the buffer, referenced, and the premapping in use), or
+ * -EFAULT when the index or the range is bad (`out` is then untouched).
+ * With the proposal, a dma-tag iterator when the buffer is mapped on `file`.
+ * Returns 0 or -EFAULT.
  */
 export function ioImportFixed(
   bufs: BufTable,
@@ -480,7 +482,8 @@ export function ioImportFixed(
   addr: bigint,
   len: number,
   file: File,
-): FixedImport | number {
+  out: FixedImport,
+): number {
   if (bufIndex >= bufs.nr) return -Errno.EFAULT;
   const imu = bufs.get(bufIndex);
   if (!imu) return -Errno.EFAULT;
@@ -496,12 +499,17 @@ export function ioImportFixed(
   if (offset + len > imu.len) return -Errno.EFAULT;
   bufs.get_(imu);
   const d = imu.dma;
+  out.imu = imu;
   if (d && d.file === file) {
     d.users++;
-    return { iter: iovIterDmaTag(dir, d.tag, offset, len), imu, dma: d };
+    out.iter = iovIterDmaTag(dir, d.tag, offset, len);
+    out.dma = d;
+    return 0;
   }
   // iov_iter_bvec(imu->bvec, offset + len) then iov_iter_advance(offset), as the kernel.
-  return { iter: iovIterBvec(dir, imu.bvec, len, offset), imu, dma: null };
+  out.iter = iovIterBvec(dir, imu.bvec, len, offset);
+  out.dma = null;
+  return 0;
 }
 
 export function view(b: Uint8Array): DataView {

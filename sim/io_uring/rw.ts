@@ -18,7 +18,7 @@ import { type File, IOCB, type Kiocb } from "../fs/file.ts";
 import { Errno } from "../uapi/errno.ts";
 import { IORING_OP, IOSQE, IOVEC, O } from "../uapi/io_uring.ts";
 import { type IoKiocb, IOU_ISSUE_QUEUED } from "./io_uring_types.ts";
-import { ioImportFixed, putDmaUser } from "./rsrc.ts";
+import { type FixedImport, ioImportFixed, putDmaUser } from "./rsrc.ts";
 
 /** Positions above which adding a byte count below 2^32 may pass LLONG_MAX. */
 const LOFF_WRAP_FLOOR = (1n << 63n) - 1n - (1n << 32n);
@@ -85,7 +85,7 @@ export function ioprioCheckCap(ioprio: number, capable = true): number {
   }
 }
 
-interface IoRw {
+interface IoRw extends FixedImport {
   write: boolean;
   fixed: boolean;
   addr: bigint;
@@ -170,6 +170,8 @@ export function ioPrepRw(req: IoKiocb): number {
     pos: BigInt.asIntN(64, req.sqe.off),
     rwFlags: req.sqe.rwFlags,
     iter: null,
+    imu: null,
+    dma: null,
     hasMetadata: false,
   };
   req.op = rw;
@@ -274,6 +276,13 @@ class RwKiocb implements Kiocb {
   }
 }
 
+/** What io_import_fixed() took for a fixed read/write: the tag's user, then the buffer. */
+function ioRwFixedCleanup(req: IoKiocb): void {
+  const rw = req.op as IoRw;
+  if (rw.dma) putDmaUser(rw.dma);
+  req.ctx.bufTable.put(rw.imu!);
+}
+
 /** io_read() / io_write() and io_read_fixed() / io_write_fixed(). */
 export function ioRw(req: IoKiocb): number {
   const rw = req.op as IoRw;
@@ -281,23 +290,20 @@ export function ioRw(req: IoKiocb): number {
   const f = req.file!;
   if (rw.fixed) {
     const t0 = ctx.kernel.stats.begin();
-    const imp = ioImportFixed(
+    const err = ioImportFixed(
       ctx.bufTable,
       rw.write ? "write" : "read",
       req.sqe.bufIndex,
       rw.addr,
       Math.min(rw.len, MAX_RW_COUNT),
       f,
+      rw,
     );
     ctx.kernel.stats.end("iov_iter", t0);
-    if (typeof imp === "number") return imp;
+    if (err) return err;
     ctx.kernel.stats.add("iovIters");
-    rw.iter = imp.iter;
-    req.res = imp.iter.count;
-    req.cleanup = () => {
-      if (imp.dma) putDmaUser(imp.dma);
-      ctx.bufTable.put(imp.imu);
-    };
+    req.res = rw.iter!.count;
+    req.cleanup = ioRwFixedCleanup;
   }
   const flags = rwInitFile(req, rw);
   if (flags < 0) return flags;
