@@ -26,7 +26,7 @@
 import type { Kernel, KernelTimer } from "../kernel.ts";
 import type { BioVec, DmaTag } from "./bvec.ts";
 import { type Bio, bioEndio, bioSegments } from "./bio.ts";
-import { bioSplitToLimits, bioWillGap } from "./blk-merge.ts";
+import { bioSplitRwAt, bioSplitToLimits, bioWillGap } from "./blk-merge.ts";
 import {
   BLK_MAX_REQUEST_COUNT,
   BLK_PLUG_FLUSH_SIZE,
@@ -109,6 +109,9 @@ export class Request {
   }
 }
 
+/** A free request's bios: none (shared and frozen: a request gets its own list when allocated). */
+const NO_BIOS = Object.freeze([]) as unknown as Bio[];
+
 /** struct blk_mq_hw_ctx: one hardware queue with its tags. */
 export class BlkMqHwCtx {
   readonly #free: number[] = [];
@@ -148,7 +151,7 @@ export class BlkMqHwCtx {
   putTag(rq: Request): void {
     if (!rq.inUse) throw new Error(`tag ${rq.tag} freed twice`);
     rq.inUse = false;
-    rq.bios = [];
+    rq.bios = NO_BIOS;
     this.#free.push(rq.tag);
   }
 }
@@ -341,6 +344,16 @@ export class RequestQueue {
   submitBio(bio: Bio): void {
     const st = this.kernel.stats;
     const t0 = st.begin();
+    // A bio within the limits (the usual case) goes on as it is; bioSplitToLimits() would
+    // find the same split point (a pure function of the bio and the limits) and return it
+    // alone.
+    const sp = bioSplitRwAt(this.limits, bio);
+    if (sp.sectors === 0) {
+      bio.nrSegs = sp.nsegs;
+      st.end("bio", t0);
+      this.#submitOne(bio, sp.nsegs);
+      return;
+    }
     const pieces = bioSplitToLimits(this.kernel, this.limits, bio, bioEndWithStatus);
     st.end("bio", t0);
     for (const p of pieces) this.#submitOne(p.bio, p.nsegs);
@@ -534,7 +547,11 @@ export function blkMqEndRequest(rq: Request, status: BlkStatusT): void {
     bioEndio(bio);
   }
   hctx.set.runHwQueue(hctx);
-  for (const other of hctx.set.queues) other.wakeWaiters();
+  hctx.set.queues.forEach(wakeWaiters);
+}
+
+function wakeWaiters(q: RequestQueue): void {
+  q.wakeWaiters();
 }
 
 /** blk_mq_requeue_request(): the driver gives a started request back to be issued again. */

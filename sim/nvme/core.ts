@@ -92,11 +92,14 @@ export interface RwCommand {
   cdw12?: number;
 }
 
+/** The sector-to-LBA shifts (lba_shift - 9 for 512..4096-byte blocks) as bigints, made once. */
+const BIG_SHIFTS: readonly bigint[] = [0n, 1n, 2n, 3n];
+
 /** nvme_setup_cmd(): nvme_setup_flush() or nvme_setup_rw() for `rq` on `ns`. */
 export function nvmeSetupCmd(ns: NvmeNsInfo, rq: Request): RwCommand | BlkStatusT {
   if (rq.op === "flush") return { opcode: NVME_CMD.FLUSH, nsid: ns.nsid };
   const shift = ns.lbaShift - SECTOR_SHIFT;
-  const slba = rq.sector >> BigInt(shift); // nvme_sect_to_lba()
+  const slba = rq.sector >> (BIG_SHIFTS[shift] ?? BigInt(shift)); // nvme_sect_to_lba()
   const nlb = rq.dataLen >>> ns.lbaShift;
   if (nlb < 1 || nlb > 0x10000 || (rq.dataLen & ((1 << ns.lbaShift) - 1)) !== 0) {
     return BlkStatus.IOERR;

@@ -1125,7 +1125,7 @@ export class NvmeDev implements BlkMqOps, Disposable {
         if (m.freed) this.#kasan("use-after-free", "nvme_unmap_data", m, "the mapping");
         this.#syncDmaPosted(rq, m);
       }
-      iod.syncs = [];
+      if (iod.syncs.length !== 0) iod.syncs = [];
       this.#freeList(iod);
       iod.premap = undefined;
       m.inflight--;
