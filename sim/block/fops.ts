@@ -61,7 +61,8 @@ export function blkdevReadIter(
   if (iocb.pos < 0n) return -Errno.EINVAL;
   if (iocb.pos >= size) return 0;
   const left = size - iocb.pos;
-  if (BigInt(to.count) > left) iovIterTruncate(to, Number(left));
+  // (A count is below 2^32: compared as numbers unless the rest of the device is that short.)
+  if (left < TWO_POW_32 && to.count > Number(left)) iovIterTruncate(to, Number(left));
   if (to.count === 0) return 0;
   if (!isDirect(iocb)) return -Errno.EINVAL; // buffered block device I/O: not modelled
   return blkdevDirectIO(kernel, bdev, iocb, to);
@@ -83,7 +84,7 @@ export function blkdevWriteIter(
     return -Errno.EOPNOTSUPP;
   }
   const left = size - iocb.pos;
-  if (BigInt(from.count) > left) iovIterTruncate(from, Number(left));
+  if (left < TWO_POW_32 && from.count > Number(left)) iovIterTruncate(from, Number(left));
   if (!isDirect(iocb)) return -Errno.EINVAL; // buffered block device I/O: not modelled
   return blkdevDirectIO(kernel, bdev, iocb, from);
 }
@@ -96,6 +97,7 @@ export function blkdevDioInvalid(bdev: BlockDevice, pos: bigint, it: IovIter): b
 }
 
 const SECTOR_SHIFT_N = BigInt(SECTOR_SHIFT);
+const TWO_POW_32 = 1n << 32n;
 
 /** struct blkdev_dio: one O_DIRECT I/O, shared by its bios (their bi_private). */
 class BlkdevDio {
