@@ -835,6 +835,12 @@ export class NvmeDev implements BlkMqOps, Disposable {
     }
   }
 
+  /** dma_map_page(), timed in the dma_map stage. */
+  #mapPage(page: BioVec["page"], offset: number, len: number, dir: DmaDir): bigint {
+    if (!this.#kernel.stats.timing) return this.#dma.mapPage(page, offset, len, dir);
+    return this.#timedDma(() => this.#dma.mapPage(page, offset, len, dir));
+  }
+
   /** dma_sync_single_for_device(a, n, DMA_TO_DEVICE), timed in the dma_map stage. */
   #syncForDevice(a: bigint, n: number): void {
     if (!this.#kernel.stats.timing) {
@@ -905,7 +911,9 @@ export class NvmeDev implements BlkMqOps, Disposable {
     this.#kernel.stats.add("bytesAllocated", NVME_IOD_ALLOC_BYTES);
     const sgl = blkRqMapSg(rq.q.limits, rq.bios);
     if (sgl.length === 0) return BlkStatus.IOERR;
-    const nents = this.#timedDma(() => this.#dma.mapSg(sgl, dirOf(rq)));
+    const nents = this.#kernel.stats.timing
+      ? this.#timedDma(() => this.#dma.mapSg(sgl, dirOf(rq)))
+      : this.#dma.mapSg(sgl, dirOf(rq));
     if (nents === 0) return BlkStatus.RESOURCE;
     iod.sgt = sgl;
     iod.nents = nents;
@@ -939,7 +947,7 @@ export class NvmeDev implements BlkMqOps, Disposable {
     bv: { page: BioVec["page"]; offset: number; len: number },
   ): BlkStatusT {
     const firstPrpLen = NVME_CTRL_PAGE_SIZE - (bv.offset & (NVME_CTRL_PAGE_SIZE - 1));
-    const addr = this.#timedDma(() => this.#dma.mapPage(bv.page, bv.offset, bv.len, dirOf(rq)));
+    const addr = this.#mapPage(bv.page, bv.offset, bv.len, dirOf(rq));
     if (addr === DMA_MAPPING_ERROR) return BlkStatus.RESOURCE;
     iod.firstDma = addr;
     iod.dmaLen = bv.len;
@@ -961,7 +969,7 @@ export class NvmeDev implements BlkMqOps, Disposable {
     cmd: NvmeCommandInit,
     bv: { page: BioVec["page"]; offset: number; len: number },
   ): BlkStatusT {
-    const addr = this.#timedDma(() => this.#dma.mapPage(bv.page, bv.offset, bv.len, dirOf(rq)));
+    const addr = this.#mapPage(bv.page, bv.offset, bv.len, dirOf(rq));
     if (addr === DMA_MAPPING_ERROR) return BlkStatus.RESOURCE;
     iod.firstDma = addr;
     iod.dmaLen = bv.len;
@@ -1119,7 +1127,7 @@ export class NvmeDev implements BlkMqOps, Disposable {
       const m = iod.premap;
       if (this.#kernel.premap === "hardened") {
         for (const s of iod.syncs) {
-          this.#timedDma(() => this.#dma.syncSingleForCpu(s.addr, s.len, DmaDirection.FROM_DEVICE));
+          this.#syncForCpu(s.addr, s.len);
         }
       } else {
         if (m.freed) this.#kasan("use-after-free", "nvme_unmap_data", m, "the mapping");
@@ -1136,13 +1144,15 @@ export class NvmeDev implements BlkMqOps, Disposable {
     if (iod.dmaLen) {
       const a = iod.firstDma;
       const n = iod.dmaLen;
-      this.#timedDma(() => this.#dma.unmapPage(a, n, dir));
+      if (this.#kernel.stats.timing) this.#timedDma(() => this.#dma.unmapPage(a, n, dir));
+      else this.#dma.unmapPage(a, n, dir);
       iod.dmaLen = 0;
       return;
     }
     if (iod.sgt) {
       const sgt = iod.sgt;
-      this.#timedDma(() => this.#dma.unmapSg(sgt, sgt.length, dir));
+      if (this.#kernel.stats.timing) this.#timedDma(() => this.#dma.unmapSg(sgt, sgt.length, dir));
+      else this.#dma.unmapSg(sgt, sgt.length, dir);
       iod.sgt = undefined;
     }
     this.#freeList(iod);
