@@ -232,7 +232,12 @@ export class SimRing implements RingFileCtx, TimeoutCtx, Disposable {
   #overflow: OverflowCqe[] = [];
   #ovHead = 0;
   readonly #maxOverflow: number;
-  readonly #inflight = new Set<IoKiocb>();
+  /**
+   * Requests submitted and not yet freed, by submission sequence number, in submission
+   * order. (Keyed by the number, not the object: a Set of fresh objects makes V8 create
+   * an identity hash for each, some 100 ns per request.)
+   */
+  readonly #inflight = new Map<number, IoKiocb>();
   readonly #deferList: IoKiocb[] = [];
   #taskWork: (() => void)[] = [];
   /** ctx->submit_state.compl_reqs: completions deferred to the end of the batch. */
@@ -591,7 +596,7 @@ export class SimRing implements RingFileCtx, TimeoutCtx, Disposable {
       done: false,
       op: null,
     };
-    this.#inflight.add(req);
+    this.#inflight.set(req.seq, req);
     const ret = this.#initReq(req);
     if (ret) return this.#submitFailInit(req, ret);
     if (this.#linkHead) {
@@ -688,7 +693,7 @@ export class SimRing implements RingFileCtx, TimeoutCtx, Disposable {
       const h = this.#deferList[0];
       if (h.flags & IOSQE.IO_DRAIN) {
         let earlier = false;
-        for (const r of this.#inflight) {
+        for (const r of this.#inflight.values()) {
           if (r.seq < h.seq) {
             earlier = true;
             break;
@@ -813,7 +818,7 @@ export class SimRing implements RingFileCtx, TimeoutCtx, Disposable {
       fput(req.file);
       req.file = null;
     }
-    this.#inflight.delete(req);
+    this.#inflight.delete(req.seq);
     if (req.armLtimeout) {
       // The guarded request never issued: its timeout completes with -ECANCELED.
       req.armLtimeout = false;
@@ -960,7 +965,7 @@ export class SimRing implements RingFileCtx, TimeoutCtx, Disposable {
     });
     this.#inTaskWork = true;
     try {
-      for (const r of [...this.#inflight]) {
+      for (const r of [...this.#inflight.values()]) {
         if (!r.done) this.#complete(r, -Errno.ECANCELED, true);
       }
       this.#flushCompletions();
