@@ -257,8 +257,8 @@ export class BlkMqTagSet {
 
 /** struct blk_plug: requests held back to be issued as one batch. */
 export class BlkPlug {
-  /** mq_list, in submission order. */
-  readonly mqList: Request[] = [];
+  /** mq_list, in submission order (replaced by an empty list when flushed). */
+  mqList: Request[] = [];
 }
 
 /** current->plug for the (single) submitting task of `kernel` ({@link Kernel.plug}). */
@@ -282,7 +282,10 @@ export function blkFinishPlug(kernel: Kernel, plug: BlkPlug): void {
 
 /** blk_mq_flush_plug_list(): issue per hardware queue, `last` on each batch's final request. */
 export function blkMqFlushPlugList(plug: BlkPlug): void {
-  const rqs = plug.mqList.splice(0);
+  // Take the whole list and leave the plug an empty one (what splice(0) does, without
+  // splice's cost).
+  const rqs = plug.mqList;
+  plug.mqList = [];
   let i = 0;
   while (i < rqs.length) {
     const hctx = rqs[i].hctx;

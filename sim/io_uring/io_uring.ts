@@ -233,11 +233,13 @@ export class SimRing implements RingFileCtx, TimeoutCtx, Disposable {
   #ovHead = 0;
   readonly #maxOverflow: number;
   /**
-   * Requests submitted and not yet freed, by submission sequence number, in submission
-   * order. (Keyed by the number, not the object: a Set of fresh objects makes V8 create
-   * an identity hash for each, some 100 ns per request.)
+   * Requests submitted and not yet freed, in submission order: a list threaded through
+   * the requests (IoKiocb.inflightPrev/Next). (A Set of request objects made V8 create an
+   * identity hash for each, some 100 ns per request; a Map by number still hashed.)
    */
-  readonly #inflight = new Map<number, IoKiocb>();
+  #inflightHead: IoKiocb | null = null;
+  #inflightTail: IoKiocb | null = null;
+  #inflightCount = 0;
   readonly #deferList: IoKiocb[] = [];
   #taskWork: (() => void)[] = [];
   /** ctx->submit_state.compl_reqs: completions deferred to the end of the batch. */
@@ -381,7 +383,7 @@ export class SimRing implements RingFileCtx, TimeoutCtx, Disposable {
 
   /** Requests submitted and not yet completed. */
   get inflight(): number {
-    return this.#inflight.size;
+    return this.#inflightCount;
   }
 
   /** ctx->cached_cq_tail: CQEs written into the CQ ring so far (u32). */
@@ -595,8 +597,10 @@ export class SimRing implements RingFileCtx, TimeoutCtx, Disposable {
       cleanup: null,
       done: false,
       op: null,
+      inflightPrev: null,
+      inflightNext: null,
     };
-    this.#inflight.set(req.seq, req);
+    this.#inflightAdd(req);
     const ret = this.#initReq(req);
     if (ret) return this.#submitFailInit(req, ret);
     if (this.#linkHead) {
@@ -614,6 +618,30 @@ export class SimRing implements RingFileCtx, TimeoutCtx, Disposable {
     }
     this.#queueFallback(req);
     return 0;
+  }
+
+  /** Append `req` to the in-flight list. */
+  #inflightAdd(req: IoKiocb): void {
+    const tail = this.#inflightTail;
+    req.inflightPrev = tail;
+    req.inflightNext = null;
+    if (tail) tail.inflightNext = req;
+    else this.#inflightHead = req;
+    this.#inflightTail = req;
+    this.#inflightCount++;
+  }
+
+  /** Take `req` off the in-flight list (no-op if it is not on it). */
+  #inflightDel(req: IoKiocb): void {
+    if (req.inflightPrev === null && this.#inflightHead !== req) return;
+    const prev = req.inflightPrev;
+    const next = req.inflightNext;
+    if (prev) prev.inflightNext = next;
+    else this.#inflightHead = next;
+    if (next) next.inflightPrev = prev;
+    else this.#inflightTail = prev;
+    req.inflightPrev = req.inflightNext = null;
+    this.#inflightCount--;
   }
 
   /** io_init_req(): the kernel's checks in its order, then the opcode's prep. */
@@ -693,7 +721,7 @@ export class SimRing implements RingFileCtx, TimeoutCtx, Disposable {
       const h = this.#deferList[0];
       if (h.flags & IOSQE.IO_DRAIN) {
         let earlier = false;
-        for (const r of this.#inflight.values()) {
+        for (let r = this.#inflightHead; r; r = r.inflightNext) {
           if (r.seq < h.seq) {
             earlier = true;
             break;
@@ -818,7 +846,7 @@ export class SimRing implements RingFileCtx, TimeoutCtx, Disposable {
       fput(req.file);
       req.file = null;
     }
-    this.#inflight.delete(req.seq);
+    this.#inflightDel(req);
     if (req.armLtimeout) {
       // The guarded request never issued: its timeout completes with -ECANCELED.
       req.armLtimeout = false;
@@ -961,11 +989,13 @@ export class SimRing implements RingFileCtx, TimeoutCtx, Disposable {
     this.#runTaskWork();
     this.kernel.runUntil(() => {
       this.#runTaskWork();
-      return this.#inflight.size === 0;
+      return this.#inflightCount === 0;
     });
     this.#inTaskWork = true;
     try {
-      for (const r of [...this.#inflight.values()]) {
+      const all: IoKiocb[] = [];
+      for (let r = this.#inflightHead; r; r = r.inflightNext) all.push(r);
+      for (const r of all) {
         if (!r.done) this.#complete(r, -Errno.ECANCELED, true);
       }
       this.#flushCompletions();

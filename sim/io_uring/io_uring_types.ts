@@ -53,6 +53,10 @@ export interface IoKiocb {
   done: boolean;
   /** Per-opcode state from prep. */
   op: unknown;
+  /** The ring's list of requests in flight, in submission order: the previous one. */
+  inflightPrev: IoKiocb | null;
+  /** The next one on that list. */
+  inflightNext: IoKiocb | null;
 }
 
 /** A resource node a request can hold (struct io_rsrc_node: its reference is put at free). */
