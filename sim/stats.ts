@@ -111,10 +111,16 @@ function zeroStages(): Record<StageName, number> {
   return Object.fromEntries(STAGE_NAMES.map((n) => [n, 0])) as Record<StageName, number>;
 }
 
-/** Each counter's slot in the value arrays (a lookup by name, not a store by name). */
-const COUNTER_INDEX = Object.fromEntries(COUNTER_NAMES.map((n, i) => [n, i])) as Readonly<
-  Record<CounterName, number>
->;
+/**
+ * Each counter's index in {@link COUNTER_NAMES}: `stats.add(COUNTER.bios)`
+ * bumps the same counter as `stats.add("bios")`, without looking the name up
+ * (a property of a frozen object, which the JIT folds to a constant; the
+ * lookup by name inside `add` sees every counter's name and so goes through
+ * V8's megamorphic path). Hot paths use this form.
+ */
+export const COUNTER: Readonly<Record<CounterName, number>> = Object.freeze(
+  Object.fromEntries(COUNTER_NAMES.map((n, i) => [n, i])) as Record<CounterName, number>,
+);
 
 /**
  * A live `Record<CounterName, number>` over `vals`: one enumerable accessor
@@ -165,9 +171,12 @@ export class Stats {
 
   #completionDepth = 0;
 
-  /** Add `n` (default 1) to a counter, on the side the caller is on. */
-  add(name: CounterName, n = 1): void {
-    const i = COUNTER_INDEX[name];
+  /**
+   * Add `n` (default 1) to a counter, named or by its index ({@link COUNTER}),
+   * on the side the caller is on.
+   */
+  add(counter: CounterName | number, n = 1): void {
+    const i = typeof counter === "number" ? counter : COUNTER[counter];
     this.#vals[i] += n;
     if (this.#completionDepth > 0) this.#completionVals[i] += n;
   }

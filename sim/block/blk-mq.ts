@@ -37,6 +37,7 @@ import {
   type ReqOp,
   SECTOR_SHIFT,
 } from "./blk_types.ts";
+import { COUNTER } from "../stats.ts";
 
 /** Most bios parked waiting for a tag on one queue (then BLK_STS_RESOURCE). */
 export const MAX_TAG_WAITERS = 1 << 16;
@@ -406,7 +407,7 @@ export class RequestQueue {
     rq.bios = [bio];
     rq.nrPhysSegments = nsegs;
     rq.status = BlkStatus.OK;
-    this.kernel.stats.add("requests");
+    this.kernel.stats.add(COUNTER.requests);
   }
 
   /** blk_add_rq_to_plug() */
@@ -438,7 +439,7 @@ export class RequestQueue {
     }
     rq.dataLen += bio.iter.size;
     rq.nrPhysSegments += nsegs;
-    this.kernel.stats.add("bioMerges");
+    this.kernel.stats.add(COUNTER.bioMerges);
     return true;
   }
 
@@ -517,7 +518,7 @@ function dispatchList(set: BlkMqTagSet, hctx: BlkMqHwCtx, rqs: Request[]): void 
       // The kernel would retry for ever (the hung-task check reports the waiter);
       // the testbed reports it hung and fails it so that nothing waits for ever.
       set.hungRequests++;
-      set.kernel.stats.add("requestsHung");
+      set.kernel.stats.add(COUNTER.requestsHung);
       rq.resourceSinceNs = -1;
       rq.status = BlkStatus.TIMEOUT;
       blkMqEndRequest(rq, BlkStatus.TIMEOUT);
@@ -564,7 +565,7 @@ export function blkMqRequeueRequest(rq: Request): void {
   }
   rq.started = false;
   rq.hctx.active--;
-  rq.hctx.set.kernel.stats.add("requestsRequeued");
+  rq.hctx.set.kernel.stats.add(COUNTER.requestsRequeued);
   rq.q.issueList(rq.hctx, [rq]);
 }
 

@@ -64,6 +64,7 @@ import {
   type TimeoutCtx,
   TimeoutState,
 } from "./timeout.ts";
+import { COUNTER } from "../stats.ts";
 
 /** offsetof(struct io_rings, ...): the ring header fields (Linux 6.18, observed). */
 export const IO_RINGS = {
@@ -458,10 +459,10 @@ export class SimRing implements RingFileCtx, TimeoutCtx, Disposable {
     const pending = Math.min((tail - this.#cachedSqHead) >>> 0, this.sqEntries);
     // One syscall: on the submission side when it carries SQEs, else it only waits or reaps.
     const stats = this.kernel.stats;
-    if (pending) stats.add("enterCalls");
+    if (pending) stats.add(COUNTER.enterCalls);
     else {
       stats.enterCompletion();
-      stats.add("enterCalls");
+      stats.add(COUNTER.enterCalls);
       stats.exitCompletion();
     }
     const submitted = pending ? this.#submitSqes(pending) : 0;
@@ -531,7 +532,7 @@ export class SimRing implements RingFileCtx, TimeoutCtx, Disposable {
       while (left) {
         const at = this.#getSqe();
         if (at < 0) break;
-        stats.add("sqesConsumed");
+        stats.add(COUNTER.sqesConsumed);
         stats.end("io_uring", t0);
         const failed = this.#submitSqe(at);
         t0 = stats.begin();
@@ -953,7 +954,7 @@ export class SimRing implements RingFileCtx, TimeoutCtx, Disposable {
     this.#rv.setUint32(at + CQE.flags, flags >>> 0, true);
     this.#setU32(IO_RINGS.cqTail, tail + 1);
     if (this.cqReady > this.cqEntries) throw new Error("io_uring: CQ tail ran past head");
-    this.kernel.stats.add("cqesPosted");
+    this.kernel.stats.add(COUNTER.cqesPosted);
   }
 
   /** __io_cqring_overflow_flush(): move overflowed CQEs into the ring while there is room. */

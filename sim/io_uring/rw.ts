@@ -19,6 +19,7 @@ import { Errno } from "../uapi/errno.ts";
 import { IORING_OP, IOSQE, IOVEC, O } from "../uapi/io_uring.ts";
 import { type IoKiocb, IOU_ISSUE_QUEUED } from "./io_uring_types.ts";
 import { type FixedImport, ioImportFixed, putDmaUser } from "./rsrc.ts";
+import { COUNTER } from "../stats.ts";
 
 /** Positions above which adding a byte count below 2^32 may pass LLONG_MAX. */
 const LOFF_WRAP_FLOOR = (1n << 63n) - 1n - (1n << 32n);
@@ -201,7 +202,7 @@ export function ioPrepRw(req: IoKiocb): number {
       if (err) return err;
       rw.iter = iovIterUbuf(dir, rw.addr, len);
     }
-    req.ctx.kernel.stats.add("iovIters");
+    req.ctx.kernel.stats.add(COUNTER.iovIters);
     req.res = rw.iter.count;
     return 0;
   } finally {
@@ -301,7 +302,7 @@ export function ioRw(req: IoKiocb): number {
     );
     ctx.kernel.stats.end("iov_iter", t0);
     if (err) return err;
-    ctx.kernel.stats.add("iovIters");
+    ctx.kernel.stats.add(COUNTER.iovIters);
     req.res = rw.iter!.count;
     req.cleanup = ioRwFixedCleanup;
   }

@@ -67,6 +67,7 @@ import {
   type NvmeNsInfo,
   nvmeSetupCmd,
 } from "./core.ts";
+import { COUNTER } from "../stats.ts";
 
 /** NVME_CTRL_PAGE_SHIFT: the driver always uses 4 KiB controller pages. */
 export const NVME_CTRL_PAGE_SHIFT = 12;
@@ -734,7 +735,7 @@ export class NvmeDev implements BlkMqOps, Disposable {
     q.sq.cpu.set(sqe, q.sqTail * NVME_SQE_SIZE);
     q.sqTail = next;
     q.inflight++;
-    this.#kernel.stats.add("nvmeCommands");
+    this.#kernel.stats.add(COUNTER.nvmeCommands);
   }
 
   /** nvme_write_sq_db(): ring unless more follow and the SQ is not about to wrap. */
@@ -907,8 +908,8 @@ export class NvmeDev implements BlkMqOps, Disposable {
       }
     }
     // mempool_alloc(iod_mempool): the scatterlist table (and list pointers) of this request.
-    this.#kernel.stats.add("iodMempoolAllocs");
-    this.#kernel.stats.add("bytesAllocated", NVME_IOD_ALLOC_BYTES);
+    this.#kernel.stats.add(COUNTER.iodMempoolAllocs);
+    this.#kernel.stats.add(COUNTER.bytesAllocated, NVME_IOD_ALLOC_BYTES);
     const sgl = blkRqMapSg(rq.q.limits, rq.bios);
     if (sgl.length === 0) return BlkStatus.IOERR;
     const nents = this.#kernel.stats.timing
@@ -975,19 +976,19 @@ export class NvmeDev implements BlkMqOps, Disposable {
     iod.dmaLen = bv.len;
     iod.path = "sgl-simple";
     cmd.sgl = { addr, length: bv.len, type: NVME_SGL_TYPE.DATA_BLOCK };
-    this.#kernel.stats.add("sglDescriptors", 1);
+    this.#kernel.stats.add(COUNTER.sglDescriptors, 1);
     return BlkStatus.OK;
   }
 
   #poolAlloc(small: boolean): DmaPoolBlock | null {
     const b = (small ? this.#smallPool! : this.#pagePool!).alloc();
-    if (b) this.#kernel.stats.add("prpPoolAllocs");
+    if (b) this.#kernel.stats.add(COUNTER.prpPoolAllocs);
     return b;
   }
 
   #poolFree(small: boolean, b: DmaPoolBlock): void {
     (small ? this.#smallPool! : this.#pagePool!).free(b);
-    this.#kernel.stats.add("prpPoolFrees");
+    this.#kernel.stats.add(COUNTER.prpPoolFrees);
   }
 
   /**
@@ -1023,7 +1024,7 @@ export class NvmeDev implements BlkMqOps, Disposable {
       dv.setBigUint64(i * 8, next(), true);
       i++;
     }
-    this.#kernel.stats.add("prpEntries", nprps);
+    this.#kernel.stats.add(COUNTER.prpEntries, nprps);
     return iod.list[0].dma;
   }
 
@@ -1097,7 +1098,7 @@ export class NvmeDev implements BlkMqOps, Disposable {
     });
     if (nents === 1) {
       cmd.sgl = data(sgl[0]);
-      this.#kernel.stats.add("sglDescriptors", 1);
+      this.#kernel.stats.add(COUNTER.sglDescriptors, 1);
       return BlkStatus.OK;
     }
     const small = nents <= NVME_SMALL_POOL_SIZE / NVME_SGL_DESC_SIZE;
@@ -1116,7 +1117,7 @@ export class NvmeDev implements BlkMqOps, Disposable {
     for (let i = 0; i < nents; i++) {
       encodeSglDescriptor(data(sgl[i]), blk.cpu, i * NVME_SGL_DESC_SIZE);
     }
-    this.#kernel.stats.add("sglDescriptors", nents + 1);
+    this.#kernel.stats.add(COUNTER.sglDescriptors, nents + 1);
     return BlkStatus.OK;
   }
 
@@ -1305,7 +1306,7 @@ export class NvmeDev implements BlkMqOps, Disposable {
 
   /** Record what KASAN would report for the premapped path. */
   #kasan(kind: KasanReport["kind"], where: string, m: NvmeDmaMapping, what: string): void {
-    this.#kernel.stats.add("kasanReports");
+    this.#kernel.stats.add(COUNTER.kasanReports);
     if (this.kasanReports.length === NVME_MAX_KASAN_REPORTS) this.kasanReports.shift();
     const verb = kind === "use-after-free" ? "read of freed" : "read past the end of";
     this.kasanReports.push({
@@ -1415,8 +1416,8 @@ export class NvmeDev implements BlkMqOps, Disposable {
       } else {
         // The copy path takes an iod_mempool element first (iod->sg = mempool_alloc(), freed
         // with the list in nvme_free_prp_chain), in v2's nvme_premapped as in v3's _slow.
-        this.#kernel.stats.add("iodMempoolAllocs");
-        this.#kernel.stats.add("bytesAllocated", NVME_IOD_ALLOC_BYTES);
+        this.#kernel.stats.add(COUNTER.iodMempoolAllocs);
+        this.#kernel.stats.add(COUNTER.bytesAllocated, NVME_IOD_ALLOC_BYTES);
         const bugs = this.#opts.bugs;
         let list: bigint | null;
         if (bugs.v2UninitRemaining ?? variant === "v2") {
@@ -1533,7 +1534,7 @@ export class NvmeDev implements BlkMqOps, Disposable {
     const iod = rq?.pdu as NvmeIod | undefined;
     if (!rq || !rq.inUse || !iod || iod.genctr !== commandId >>> 12) {
       this.invalidCompletions++;
-      this.#kernel.stats.add("nvmeInvalidCompletions");
+      this.#kernel.stats.add(COUNTER.nvmeInvalidCompletions);
       return;
     }
     iod.status = status;
@@ -1547,7 +1548,7 @@ export class NvmeDev implements BlkMqOps, Disposable {
       // nvme_retry_req() -> blk_mq_requeue_request()
       iod.retries++;
       this.retriedCommands++;
-      this.#kernel.stats.add("nvmeRetries");
+      this.#kernel.stats.add(COUNTER.nvmeRetries);
       blkMqRequeueRequest(rq);
       return;
     }
@@ -1576,7 +1577,7 @@ export class NvmeDev implements BlkMqOps, Disposable {
     const q = this.queues[rq.hctx.index];
     const st = this.#kernel.stats;
     this.timeouts++;
-    st.add("nvmeTimeouts");
+    st.add(COUNTER.nvmeTimeouts);
     const csts = this.#ctrl.readReg32(NVME_REG.CSTS);
     // nvme_should_reset(): the controller failed (or is not ready while enabled).
     if ((csts & 2) !== 0 || ((csts & 1) === 0 && !this.dead)) {
@@ -1598,7 +1599,7 @@ export class NvmeDev implements BlkMqOps, Disposable {
     }
     iod.aborted = true;
     this.abortsSent++;
-    st.add("nvmeAborts");
+    st.add(COUNTER.nvmeAborts);
     this.#warn(`I/O tag ${rq.tag} (${this.#cid(rq)}) QID ${q.qid} timeout, aborting`);
     const cid = this.#cidOf(rq);
     this.#adminAsync(
@@ -1649,7 +1650,7 @@ export class NvmeDev implements BlkMqOps, Disposable {
 
   #resetControllerLocked(): void {
     this.resets++;
-    this.#kernel.stats.add("nvmeResets");
+    this.#kernel.stats.add(COUNTER.nvmeResets);
     const ctrl = this.#ctrl;
     for (const q of this.queues) q.enabled = false;
     if (this.#adminq) this.#adminq.enabled = false;
