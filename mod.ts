@@ -98,6 +98,7 @@ export {
 } from "./sim/uapi/io_uring.ts";
 export { describeResult, Errno, ErrnoError, type ErrnoName, errnoName } from "./sim/uapi/errno.ts";
 export {
+  COUNTER,
   COUNTER_NAMES,
   type CounterName,
   type Side,

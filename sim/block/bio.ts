@@ -18,6 +18,7 @@ import { Errno } from "../uapi/errno.ts";
 import type { BioVec, DmaTag } from "./bvec.ts";
 import { type IovIter, iovIterAdvance, iovIterNextChunk } from "./iov_iter.ts";
 import { BIO_MAX_VECS, BlkStatus, type BlkStatusT, type ReqOp, SECTOR_SHIFT } from "./blk_types.ts";
+import { COUNTER } from "../stats.ts";
 
 /** sizeof(struct bio_vec) on x86_64, for bytesAllocated. */
 export const BIO_VEC_BYTES = 16;
@@ -133,6 +134,8 @@ export class Bio {
   endIo: ((bio: Bio) => void) | undefined;
   /** bi_private: the chain parent for a split bio. */
   parent: Bio | undefined;
+  /** bi_private for the owner's bi_end_io (e.g. the blkdev_dio of an O_DIRECT bio). */
+  privateData: unknown = undefined;
   /** __bi_remaining: completions still expected (itself plus chained children). */
   remaining = 1;
 
@@ -161,7 +164,7 @@ export class Bio {
 
 /** bio_init() of a bio the caller holds (on its stack): no allocation, no bio_vecs. */
 export function bioInit(kernel: Kernel, op: ReqOp, sector: bigint): Bio {
-  kernel.stats.add("bios");
+  kernel.stats.add(COUNTER.bios);
   return new Bio(kernel.nextId("bio"), op, sector);
 }
 
@@ -180,12 +183,12 @@ export function bioAlloc(
 ): Bio {
   if (nrVecs > 0 && !bs.needBvecs) throw new Error(`bio_alloc_bioset: ${bs.name} has no bvecs`);
   const bio = bioInit(kernel, op, sector);
-  kernel.stats.add("bioAllocs");
-  kernel.stats.add("bytesAllocated", bioSetBioBytes(bs));
+  kernel.stats.add(COUNTER.bioAllocs);
+  kernel.stats.add(COUNTER.bytesAllocated, bioSetBioBytes(bs));
   if (nrVecs > BIO_INLINE_VECS) {
     bio.maxVecs = biovecSlabVecs(nrVecs);
-    kernel.stats.add("bvecAllocs");
-    kernel.stats.add("bytesAllocated", bio.maxVecs * BIO_VEC_BYTES);
+    kernel.stats.add(COUNTER.bvecAllocs);
+    kernel.stats.add(COUNTER.bytesAllocated, bio.maxVecs * BIO_VEC_BYTES);
   } else if (nrVecs > 0) {
     bio.maxVecs = BIO_INLINE_VECS;
   }
@@ -266,7 +269,7 @@ export function bioSplit(kernel: Kernel, bio: Bio, sectors: number): Bio {
     throw new RangeError(`bio_split: ${sectors} sectors of a ${bio.iter.size}-byte bio`);
   }
   const split = bioAlloc(kernel, bio.op, bio.iter.sector, 0, BIO_SPLIT_SET);
-  kernel.stats.add("bioSplits");
+  kernel.stats.add(COUNTER.bioSplits);
   split.ioVec = bio.ioVec;
   split.dmaTag = bio.dmaTag;
   split.dmaOffset = bio.dmaOffset;
@@ -324,7 +327,7 @@ export function bioIovIterGetPages(
     do {
       ret = getPages(kernel, bio, vecs, it, logicalBlockSize);
     } while (ret === 0 && it.count > 0 && vecs.length < bio.maxVecs);
-    kernel.stats.add("bioVecs", vecs.length);
+    kernel.stats.add(COUNTER.bioVecs, vecs.length);
     return vecs.length > 0 ? 0 : ret;
   } finally {
     kernel.stats.end("iov_iter", t0);
@@ -397,7 +400,7 @@ function bioIovAddPage(
   len: number,
   offset: number,
 ): void {
-  const bv = vecs[vecs.length - 1];
+  const bv = vecs.length > 0 ? vecs[vecs.length - 1] : undefined;
   if (bv && bio.iter.size <= UINT_MAX - len) {
     const vecEnd = pfnToPhys(bv.page.pfn, bv.offset + bv.len) - 1n;
     const pageAddr = pfnToPhys(page.pfn);

@@ -55,13 +55,16 @@ export function biovecPhysMergeable(
   return (a1 | m) === ((a2 + BigInt(b.len) - 1n) | m);
 }
 
+/** 0n..8n, made once (sectors per physical block is at most 8). */
+const SMALL_BIGINTS: readonly bigint[] = [0n, 1n, 2n, 3n, 4n, 5n, 6n, 7n, 8n];
+
 /** get_max_io_size(): bytes one request may carry, aligned down to the block sizes. */
 export function getMaxIoBytes(lim: QueueLimits, bio: Bio): number {
   const pbsSectors = lim.physicalBlockSize >>> SECTOR_SHIFT;
   const lbsSectors = lim.logicalBlockSize >>> SECTOR_SHIFT;
   let max = lim.maxSectors;
   // Keep the split on a physical block boundary when the limit allows it.
-  const start = Number(bio.iter.sector % BigInt(pbsSectors));
+  const start = Number(bio.iter.sector % (SMALL_BIGINTS[pbsSectors] ?? BigInt(pbsSectors)));
   const end = (start + max) & ~(pbsSectors - 1);
   if (end > start) max = end - start;
   max -= max % lbsSectors;
@@ -217,7 +220,7 @@ export function blkRqMapSg(lim: QueueLimits, bios: readonly Bio[]): Scatterlist[
     let last: BioSegment | undefined;
     for (const seg of bioSegments(bio)) {
       last = seg;
-      const cur = sgl[sgl.length - 1];
+      const cur = sgl.length > 0 ? sgl[sgl.length - 1] : undefined;
       if (
         newBio && cur && cur.length + seg.len <= lim.maxSegmentSize &&
         biovecPhysMergeable(lim, prev!, seg)

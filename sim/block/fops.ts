@@ -61,7 +61,8 @@ export function blkdevReadIter(
   if (iocb.pos < 0n) return -Errno.EINVAL;
   if (iocb.pos >= size) return 0;
   const left = size - iocb.pos;
-  if (BigInt(to.count) > left) iovIterTruncate(to, Number(left));
+  // (A count is below 2^32: compared as numbers unless the rest of the device is that short.)
+  if (left < TWO_POW_32 && to.count > Number(left)) iovIterTruncate(to, Number(left));
   if (to.count === 0) return 0;
   if (!isDirect(iocb)) return -Errno.EINVAL; // buffered block device I/O: not modelled
   return blkdevDirectIO(kernel, bdev, iocb, to);
@@ -83,7 +84,7 @@ export function blkdevWriteIter(
     return -Errno.EOPNOTSUPP;
   }
   const left = size - iocb.pos;
-  if (BigInt(from.count) > left) iovIterTruncate(from, Number(left));
+  if (left < TWO_POW_32 && from.count > Number(left)) iovIterTruncate(from, Number(left));
   if (!isDirect(iocb)) return -Errno.EINVAL; // buffered block device I/O: not modelled
   return blkdevDirectIO(kernel, bdev, iocb, from);
 }
@@ -93,6 +94,36 @@ export function blkdevDioInvalid(bdev: BlockDevice, pos: bigint, it: IovIter): b
   const lbsMask = bdev.logicalBlockSize - 1;
   if ((Number(pos & 0xffffn) | it.count) & lbsMask) return true;
   return !iovIterIsAligned(it, bdev.dmaAlignment, lbsMask);
+}
+
+const SECTOR_SHIFT_N = BigInt(SECTOR_SHIFT);
+const TWO_POW_32 = 1n << 32n;
+
+/** struct blkdev_dio: one O_DIRECT I/O, shared by its bios (their bi_private). */
+class BlkdevDio {
+  /** Bytes the bios carry. */
+  size = 0;
+  /** The first error a bio ended with. */
+  status: number = BlkStatus.OK;
+  /** Bios not yet ended. */
+  refs = 1;
+
+  constructor(readonly kernel: Kernel, readonly iocb: Kiocb) {}
+}
+
+/**
+ * blkdev_bio_end_io(): unpin the bio's pages; when the dio's last bio ends,
+ * advance ki_pos and complete the kiocb with the bytes moved or the first error.
+ */
+function blkdevBioEndIo(bio: Bio): void {
+  const dio = bio.privateData as BlkdevDio;
+  bioReleasePages(dio.kernel, bio);
+  if (bio.status !== BlkStatus.OK && dio.status === BlkStatus.OK) dio.status = bio.status;
+  if (--dio.refs > 0) return;
+  const res = dio.status !== BlkStatus.OK ? blkStatusToErrno(dio.status) : dio.size;
+  const iocb = dio.iocb;
+  if (res > 0) iocb.pos += BigInt(res);
+  iocb.complete(res);
 }
 
 /**
@@ -113,15 +144,7 @@ export function blkdevDirectIO(
   if (it.count === 0) return 0;
   if (blkdevDioInvalid(bdev, iocb.pos, it)) return -Errno.EINVAL;
   const op = it.dir === "write" ? "write" : "read";
-  const dio = { size: 0, status: BlkStatus.OK as number, refs: 1 };
-  const endIo = (bio: Bio) => {
-    bioReleasePages(kernel, bio);
-    if (bio.status !== BlkStatus.OK && dio.status === BlkStatus.OK) dio.status = bio.status;
-    if (--dio.refs > 0) return;
-    const res = dio.status !== BlkStatus.OK ? blkStatusToErrno(dio.status) : dio.size;
-    if (res > 0) iocb.pos += BigInt(res);
-    iocb.complete(res);
-  };
+  const dio = new BlkdevDio(kernel, iocb);
   const nowait = (iocb.flags & IOCB.NOWAIT) !== 0;
   let pos = iocb.pos;
   let nrPages = bioIovVecsToAlloc(it, BIO_MAX_VECS + 1);
@@ -129,7 +152,7 @@ export function blkdevDirectIO(
   try {
     if (nrPages <= BIO_MAX_VECS) {
       // __blkdev_direct_IO_async()
-      const bio = bioAlloc(kernel, op, pos >> BigInt(SECTOR_SHIFT), nrPages, BLKDEV_DIO_POOL);
+      const bio = bioAlloc(kernel, op, pos >> SECTOR_SHIFT_N, nrPages, BLKDEV_DIO_POOL);
       bio.nowait = nowait;
       // dio_bio_write_op(): an O_DSYNC / RWF_DSYNC direct write is REQ_FUA.
       bio.fua = op === "write" && (iocb.flags & IOCB.DSYNC) !== 0;
@@ -138,7 +161,8 @@ export function blkdevDirectIO(
         bioReleasePages(kernel, bio);
         return r;
       }
-      bio.endIo = endIo;
+      bio.endIo = blkdevBioEndIo;
+      bio.privateData = dio;
       dio.size = bio.iter.size;
       bdev.queue.submitBio(bio);
       return -Errno.EIOCBQUEUED;
@@ -147,10 +171,11 @@ export function blkdevDirectIO(
     // The first bio from blkdev_dio_pool (it carries the dio), the others from bio_alloc().
     nrPages = BIO_MAX_VECS;
     for (let bs = BLKDEV_DIO_POOL;; bs = FS_BIO_SET) {
-      const bio = bioAlloc(kernel, op, pos >> BigInt(SECTOR_SHIFT), nrPages, bs);
+      const bio = bioAlloc(kernel, op, pos >> SECTOR_SHIFT_N, nrPages, bs);
       bio.nowait = nowait;
       bio.fua = op === "write" && (iocb.flags & IOCB.DSYNC) !== 0;
-      bio.endIo = endIo;
+      bio.endIo = blkdevBioEndIo;
+      bio.privateData = dio;
       const r = bioIovIterGetPages(kernel, bio, it, bdev.logicalBlockSize);
       if (r < 0) {
         bio.status = BlkStatus.IOERR;

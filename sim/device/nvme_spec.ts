@@ -284,12 +284,16 @@ export interface SglDescriptor {
 
 /** Write one SGL descriptor at `off`. */
 export function encodeSglDescriptor(d: SglDescriptor, out: Uint8Array, off = 0): void {
-  const v = new DataView(out.buffer, out.byteOffset + off, NVME_SGL_DESC_SIZE);
-  v.setBigUint64(0, BigInt.asUintN(64, d.addr), true);
-  v.setUint32(8, d.length >>> 0, true);
-  v.setUint8(12, 0);
-  v.setUint16(13, 0, true);
-  v.setUint8(15, ((d.type & 0xf) << 4) | ((d.subtype ?? 0) & 0xf));
+  writeSglDescriptor(new DataView(out.buffer, out.byteOffset + off, NVME_SGL_DESC_SIZE), 0, d);
+}
+
+/** {@link encodeSglDescriptor} into the 16 bytes at `off` of an existing view. */
+export function writeSglDescriptor(v: DataView, off: number, d: SglDescriptor): void {
+  v.setBigUint64(off, BigInt.asUintN(64, d.addr), true);
+  v.setUint32(off + 8, d.length >>> 0, true);
+  v.setUint8(off + 12, 0);
+  v.setUint16(off + 13, 0, true);
+  v.setUint8(off + 15, ((d.type & 0xf) << 4) | ((d.subtype ?? 0) & 0xf));
 }
 
 /** Read one SGL descriptor at `off`. */
@@ -367,25 +371,36 @@ export function encodeNvmeCommand(init: NvmeCommandInit, out?: Uint8Array): Uint
   const b = out ?? new Uint8Array(NVME_SQE_SIZE);
   if (b.length < NVME_SQE_SIZE) throw new RangeError("encodeNvmeCommand: buffer < 64 bytes");
   b.fill(0, 0, NVME_SQE_SIZE);
-  const v = new DataView(b.buffer, b.byteOffset, NVME_SQE_SIZE);
+  writeNvmeCommand(new DataView(b.buffer, b.byteOffset, NVME_SQE_SIZE), 0, init);
+  return b;
+}
+
+/**
+ * {@link encodeNvmeCommand} into the 64 bytes at `off` of an existing view
+ * (every byte is written: unset fields are zero).
+ */
+export function writeNvmeCommand(v: DataView, off: number, init: NvmeCommandInit): void {
   let flags = init.flags ?? 0;
   const psdt = init.psdt ?? (init.sgl ? NVME_PSDT_SGL_MPTR_CONTIG : undefined);
   if (psdt !== undefined) flags = (flags & 0x3f) | ((psdt & 3) << 6);
-  v.setUint8(0, init.opcode & 0xff);
-  v.setUint8(1, flags & 0xff);
-  v.setUint16(2, init.commandId & 0xffff, true);
-  v.setUint32(4, (init.nsid ?? 0) >>> 0, true);
-  v.setUint32(8, (init.cdw2 ?? 0) >>> 0, true);
-  v.setUint32(12, (init.cdw3 ?? 0) >>> 0, true);
-  v.setBigUint64(16, BigInt.asUintN(64, init.mptr ?? 0n), true);
-  v.setBigUint64(24, BigInt.asUintN(64, init.prp1 ?? 0n), true);
-  v.setBigUint64(32, BigInt.asUintN(64, init.prp2 ?? 0n), true);
-  const dw = [init.cdw10, init.cdw11, init.cdw12, init.cdw13, init.cdw14, init.cdw15];
-  for (let i = 0; i < 6; i++) v.setUint32(40 + 4 * i, (dw[i] ?? 0) >>> 0, true);
-  if (init.slba !== undefined) v.setBigUint64(40, BigInt.asUintN(64, init.slba), true);
-  if (init.nlb0 !== undefined) v.setUint16(48, init.nlb0 & 0xffff, true);
-  if (init.sgl) encodeSglDescriptor(init.sgl, b, 24);
-  return b;
+  v.setUint8(off, init.opcode & 0xff);
+  v.setUint8(off + 1, flags & 0xff);
+  v.setUint16(off + 2, init.commandId & 0xffff, true);
+  v.setUint32(off + 4, (init.nsid ?? 0) >>> 0, true);
+  v.setUint32(off + 8, (init.cdw2 ?? 0) >>> 0, true);
+  v.setUint32(off + 12, (init.cdw3 ?? 0) >>> 0, true);
+  v.setBigUint64(off + 16, BigInt.asUintN(64, init.mptr ?? 0n), true);
+  v.setBigUint64(off + 24, BigInt.asUintN(64, init.prp1 ?? 0n), true);
+  v.setBigUint64(off + 32, BigInt.asUintN(64, init.prp2 ?? 0n), true);
+  v.setUint32(off + 40, (init.cdw10 ?? 0) >>> 0, true);
+  v.setUint32(off + 44, (init.cdw11 ?? 0) >>> 0, true);
+  v.setUint32(off + 48, (init.cdw12 ?? 0) >>> 0, true);
+  v.setUint32(off + 52, (init.cdw13 ?? 0) >>> 0, true);
+  v.setUint32(off + 56, (init.cdw14 ?? 0) >>> 0, true);
+  v.setUint32(off + 60, (init.cdw15 ?? 0) >>> 0, true);
+  if (init.slba !== undefined) v.setBigUint64(off + 40, BigInt.asUintN(64, init.slba), true);
+  if (init.nlb0 !== undefined) v.setUint16(off + 48, init.nlb0 & 0xffff, true);
+  if (init.sgl) writeSglDescriptor(v, off + 24, init.sgl);
 }
 
 /** Decode a 64-byte submission queue entry. */
@@ -469,6 +484,32 @@ export interface NvmeCqeInit {
 /** Encode a 16-byte completion queue entry. */
 export function encodeCqe(c: NvmeCqeInit, out?: Uint8Array, off = 0): Uint8Array {
   const b = out ?? new Uint8Array(NVME_CQE_SIZE);
+  if (Number.isInteger(off) && off >= 0 && off + NVME_CQE_SIZE <= b.length) {
+    // Little-endian byte stores: the same bytes as the DataView below, without making one.
+    const result = (c.result ?? 0) >>> 0;
+    const dw1 = (c.dw1 ?? 0) >>> 0;
+    const sqHead = c.sqHead & 0xffff;
+    const sqId = c.sqId & 0xffff;
+    const cid = c.commandId & 0xffff;
+    const st = (((c.status & 0x7fff) << 1) | (c.phase & 1)) & 0xffff;
+    b[off] = result;
+    b[off + 1] = result >>> 8;
+    b[off + 2] = result >>> 16;
+    b[off + 3] = result >>> 24;
+    b[off + 4] = dw1;
+    b[off + 5] = dw1 >>> 8;
+    b[off + 6] = dw1 >>> 16;
+    b[off + 7] = dw1 >>> 24;
+    b[off + 8] = sqHead;
+    b[off + 9] = sqHead >>> 8;
+    b[off + 10] = sqId;
+    b[off + 11] = sqId >>> 8;
+    b[off + 12] = cid;
+    b[off + 13] = cid >>> 8;
+    b[off + 14] = st;
+    b[off + 15] = st >>> 8;
+    return b;
+  }
   const v = new DataView(b.buffer, b.byteOffset + off, NVME_CQE_SIZE);
   v.setUint32(0, (c.result ?? 0) >>> 0, true);
   v.setUint32(4, (c.dw1 ?? 0) >>> 0, true);

@@ -30,7 +30,7 @@
  * @module
  */
 
-import type { Stats } from "../stats.ts";
+import { COUNTER, type Stats } from "../stats.ts";
 import { type CoherentBuffer, DMA_MAPPING_ERROR, type DmaDir, type Scatterlist } from "./types.ts";
 
 /** Events kept in {@link DmaDebug.events} (older ones drop out; the counters keep counting). */
@@ -366,7 +366,7 @@ export class DmaDebug {
     }
     if (uncovered === 0) return 0;
     this.deviceUnmappedBytes += uncovered;
-    this.#stats?.add("dmaDebugDeviceUnmappedBytes", uncovered);
+    this.#stats?.add(COUNTER.dmaDebugDeviceUnmappedBytes, uncovered);
     const was = this.#lastFreed((e) => e.handle <= firstUncovered && firstUncovered < e.end);
     const history = was
       ? ` [unmapped: was ${was.type} ${DMA_DIR_NAMES[was.direction]} at ${
@@ -560,7 +560,7 @@ export class DmaDebug {
     what: string,
   ): void {
     this.counts[kind]++;
-    this.#stats?.add("dmaDebugErrors");
+    this.#stats?.add(COUNTER.dmaDebugErrors);
     if (this.events.length >= DMA_DEBUG_MAX_EVENTS) this.events.shift();
     this.events.push({
       kind,

@@ -9,7 +9,7 @@
  */
 
 import { PAGE_MASK_LOW, PAGE_SIZE, pfnToPhys, type PhysMem } from "../memory/phys.ts";
-import type { Stats } from "../stats.ts";
+import { COUNTER, type Stats } from "../stats.ts";
 import { Errno } from "../uapi/errno.ts";
 import { COHERENT_MAX_BYTES, coherentView, SIZE_MAX } from "./direct.ts";
 import type { DeviceDmaLimits, DmaMapOps } from "./dma_map_ops.ts";
@@ -314,14 +314,14 @@ export class IommuDmaOps implements DmaMapOps {
     if (dmaLimit > 0xffff_ffffn) pfn = this.iovad.allocFast(pages, 0xfffff, false);
     if (!pfn) pfn = this.iovad.allocFast(pages, Number(dmaLimit >> SHIFT), true);
     if (!pfn) return 0n;
-    this.#stats.add("iovaAllocs");
+    this.#stats.add(COUNTER.iovaAllocs);
     return BigInt(pfn) << SHIFT;
   }
 
   /** iommu_dma_free_iova() without a gather: straight back to the allocator. */
   #freeIova(iova: bigint, size: number): void {
     this.iovad.freeFast(Number(iova >> SHIFT), size / PAGE_SIZE);
-    this.#stats.add("iovaFrees");
+    this.#stats.add(COUNTER.iovaFrees);
   }
 
   /** queue_iova(): flush first when the ring is full. */
@@ -335,7 +335,7 @@ export class IommuDmaOps implements DmaMapOps {
     this.#iommu.flushIotlbAll();
     for (const e of this.#fq) {
       this.iovad.freeFast(e.iovaPfn, e.pages);
-      this.#stats.add("iovaFrees");
+      this.#stats.add(COUNTER.iovaFrees);
     }
     this.#fq.length = 0;
   }

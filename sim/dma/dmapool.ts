@@ -6,7 +6,7 @@
  * @module
  */
 
-import type { Stats } from "../stats.ts";
+import { COUNTER, type Stats } from "../stats.ts";
 import { PAGE_SIZE } from "../memory/phys.ts";
 import type { CoherentBuffer, DmaPool, DmaPoolBlock } from "./types.ts";
 
@@ -116,7 +116,7 @@ export class DmaPoolImpl implements DmaPool, Disposable {
     if (!b.free) throw new Error(`dma_pool_alloc(${this.name}): free list holds a busy block`);
     b.free = false;
     this.#inUse++;
-    this.#stats.add("bytesAllocated", this.size);
+    this.#stats.add(COUNTER.bytesAllocated, this.size);
     return b.block;
   }
 

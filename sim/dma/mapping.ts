@@ -44,6 +44,7 @@ import type {
   Scatterlist,
 } from "./types.ts";
 import { DMA_MAPPING_ERROR, IOMMU_MODES } from "./types.ts";
+import { COUNTER } from "../stats.ts";
 
 export type { DeviceDmaPort, DmaApi, IommuMode } from "./types.ts";
 export { DmaDebug } from "./debug.ts";
@@ -249,8 +250,8 @@ class DmaMappingApi implements DmaApi {
   mapSg(sgl: Scatterlist[], dir: DmaDir): number {
     checkDir(dir);
     const stats = this.#kernel.stats;
-    stats.add("dmaMapSgCalls");
-    stats.add("sgEntries", sgl.length);
+    stats.add(COUNTER.dmaMapSgCalls);
+    stats.add(COUNTER.sgEntries, sgl.length);
     if (sgl.length === 0 || sgl.length > DMA_MAX_SG_ENTRIES) return 0;
     for (const s of sgl) {
       if (
@@ -272,7 +273,7 @@ class DmaMappingApi implements DmaApi {
     if (!Number.isInteger(nents) || nents <= 0 || nents > sgl.length) {
       throw new RangeError(`dma_unmap_sg: nents ${nents} for a list of ${sgl.length}`);
     }
-    this.#kernel.stats.add("dmaUnmapSgCalls");
+    this.#kernel.stats.add(COUNTER.dmaUnmapSgCalls);
     for (let i = 0; i < nents; i++) this.#untrack(sgl[i].dmaAddress);
     this.#debug?.unmapSg(sgl, nents, dir);
     this.#ops.unmapSg(sgl, nents, dir);
@@ -281,7 +282,7 @@ class DmaMappingApi implements DmaApi {
   /** dma_map_page_attrs() */
   mapPage(page: Page, offset: number, size: number, dir: DmaDir): bigint {
     checkDir(dir);
-    this.#kernel.stats.add("dmaMapPageCalls");
+    this.#kernel.stats.add(COUNTER.dmaMapPageCalls);
     if (!Number.isInteger(offset) || offset < 0 || !Number.isInteger(size) || size <= 0) {
       return DMA_MAPPING_ERROR;
     }
@@ -297,7 +298,7 @@ class DmaMappingApi implements DmaApi {
     checkDir(dir);
     this.#debug?.unmapPage(addr, size, dir);
     if (addr === DMA_MAPPING_ERROR) throw new Error("dma_unmap_page: DMA_MAPPING_ERROR");
-    this.#kernel.stats.add("dmaUnmapPageCalls");
+    this.#kernel.stats.add(COUNTER.dmaUnmapPageCalls);
     this.#untrack(addr);
     this.#ops.unmapPage(addr, size, dir, attrs);
   }
@@ -310,7 +311,7 @@ class DmaMappingApi implements DmaApi {
   /** dma_sync_single_for_cpu() */
   syncSingleForCpu(addr: bigint, size: number, dir: DmaDir): void {
     checkDir(dir);
-    this.#kernel.stats.add("dmaSyncs");
+    this.#kernel.stats.add(COUNTER.dmaSyncs);
     this.#debug?.sync(addr, size, dir, true);
     this.#ops.syncForCpu(addr, size, dir);
   }
@@ -318,7 +319,7 @@ class DmaMappingApi implements DmaApi {
   /** dma_sync_single_for_device() */
   syncSingleForDevice(addr: bigint, size: number, dir: DmaDir): void {
     checkDir(dir);
-    this.#kernel.stats.add("dmaSyncs");
+    this.#kernel.stats.add(COUNTER.dmaSyncs);
     this.#debug?.sync(addr, size, dir, false);
     this.#ops.syncForDevice(addr, size, dir);
   }
@@ -326,7 +327,7 @@ class DmaMappingApi implements DmaApi {
   /** dma_alloc_attrs() */
   allocCoherent(size: number): CoherentBuffer | null {
     const buf = this.#poolBackend.allocCoherent(size);
-    if (buf) this.#kernel.stats.add("bytesAllocated", buf.npages * 4096);
+    if (buf) this.#kernel.stats.add(COUNTER.bytesAllocated, buf.npages * 4096);
     return buf;
   }
 

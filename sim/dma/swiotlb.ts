@@ -19,7 +19,7 @@
  */
 
 import { PAGE_SHIFT, PAGE_SIZE, pfnToPhys, type PhysMem } from "../memory/phys.ts";
-import type { Stats } from "../stats.ts";
+import { COUNTER, type Stats } from "../stats.ts";
 import { DMA_ATTR_SKIP_CPU_SYNC, DMA_MAPPING_ERROR, type DmaDir, DmaDirection } from "./types.ts";
 
 /** IO_TLB_SHIFT */
@@ -311,11 +311,11 @@ export class Swiotlb implements Disposable {
       this.#phys.read(tlbAddr, buf);
       this.#phys.write(orig, buf);
     }
-    this.#stats.add("bounceBytes", size);
+    this.#stats.add(COUNTER.bounceBytes, size);
   }
 
   #warn(tlbAddr: bigint, message: string): void {
-    this.#stats.add("swiotlbWarnings");
+    this.#stats.add(COUNTER.swiotlbWarnings);
     if (this.warnings.length === SWIOTLB_MAX_WARNINGS) this.warnings.shift();
     this.warnings.push({ tlbAddr, message: `swiotlb: ${message}` });
   }

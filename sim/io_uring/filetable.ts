@@ -46,6 +46,22 @@ export interface FileNode {
   ref(): RsrcNodeRef;
 }
 
+/** A request's reference on a file node: put once. */
+class FileNodeRef implements RsrcNodeRef {
+  #put: (() => void) | null;
+
+  constructor(put: () => void) {
+    this.#put = put;
+  }
+
+  put(): void {
+    const put = this.#put;
+    if (!put) throw new Error("io_rsrc_node: request reference put twice");
+    this.#put = null;
+    put();
+  }
+}
+
 /** The ring's fixed file table (ctx->file_table). */
 export class FileTable {
   #slots: (FileNode | null)[] = [];
@@ -96,14 +112,7 @@ export class FileTable {
       ref: () => {
         if (node.refs <= 0) throw new Error("io_rsrc_node: get after free");
         node.refs++;
-        let once = false;
-        return {
-          put: () => {
-            if (once) throw new Error("io_rsrc_node: request reference put twice");
-            once = true;
-            put();
-          },
-        };
+        return new FileNodeRef(put);
       },
     };
     return node;

@@ -33,7 +33,6 @@ import {
   CQ_OFF,
   CQE,
   type Cqe,
-  decodeSqe,
   IORING_FEAT,
   IORING_MAX_CQ_ENTRIES,
   IORING_MAX_ENTRIES,
@@ -42,8 +41,11 @@ import {
   IORING_SQ,
   IOSQE,
   PARAMS,
+  readSqe,
   SQ_OFF,
   SQE,
+  type SqeFields,
+  writeSqe,
 } from "../uapi/io_uring.ts";
 import { FileTable } from "./filetable.ts";
 import { type IoKiocb, IOU_ISSUE_QUEUED } from "./io_uring_types.ts";
@@ -62,6 +64,7 @@ import {
   type TimeoutCtx,
   TimeoutState,
 } from "./timeout.ts";
+import { COUNTER } from "../stats.ts";
 
 /** offsetof(struct io_rings, ...): the ring header fields (Linux 6.18, observed). */
 export const IO_RINGS = {
@@ -222,13 +225,22 @@ export class SimRing implements RingFileCtx, TimeoutCtx, Disposable {
   #file: File | null = null;
   #dead = false;
   readonly #rv: DataView;
+  /** A view of {@link SimRing.sqeBytes}, made once. */
+  readonly #sqev: DataView;
   #cachedSqHead = 0;
   #seq = 0;
   /** ctx->cq_overflow_list: entries from #ovHead on are pending (a queue without O(n) shifts). */
   #overflow: OverflowCqe[] = [];
   #ovHead = 0;
   readonly #maxOverflow: number;
-  readonly #inflight = new Set<IoKiocb>();
+  /**
+   * Requests submitted and not yet freed, in submission order: a list threaded through
+   * the requests (IoKiocb.inflightPrev/Next). (A Set of request objects made V8 create an
+   * identity hash for each, some 100 ns per request; a Map by number still hashed.)
+   */
+  #inflightHead: IoKiocb | null = null;
+  #inflightTail: IoKiocb | null = null;
+  #inflightCount = 0;
   readonly #deferList: IoKiocb[] = [];
   #taskWork: (() => void)[] = [];
   /** ctx->submit_state.compl_reqs: completions deferred to the end of the batch. */
@@ -245,6 +257,14 @@ export class SimRing implements RingFileCtx, TimeoutCtx, Disposable {
     inFlight: 0,
   };
   #drainDisabled = false;
+  /** min_complete of the io_uring_enter waiting now. */
+  #waitNr = 0;
+  /** The wait's condition, made once: run task work, flush the overflow, enough CQEs? */
+  readonly #waitDone = (): boolean => {
+    this.#runTaskWork();
+    this.#flushOverflow();
+    return this.cqReady >= this.#waitNr;
+  };
   #linkHead: IoKiocb | null = null;
   #linkLast: IoKiocb | null = null;
   #inSubmit = false;
@@ -263,6 +283,7 @@ export class SimRing implements RingFileCtx, TimeoutCtx, Disposable {
     this.ringBytes = new Uint8Array(noArray ? cqEnd : this.sqArrayOff + 4 * sq);
     this.sqeBytes = new Uint8Array(SQE.SIZE * sq);
     this.#rv = new DataView(this.ringBytes.buffer);
+    this.#sqev = new DataView(this.sqeBytes.buffer);
     this.#rv.setUint32(IO_RINGS.sqRingMask, sq - 1, true);
     this.#rv.setUint32(IO_RINGS.cqRingMask, cq - 1, true);
     this.#rv.setUint32(IO_RINGS.sqRingEntries, sq, true);
@@ -363,7 +384,7 @@ export class SimRing implements RingFileCtx, TimeoutCtx, Disposable {
 
   /** Requests submitted and not yet completed. */
   get inflight(): number {
-    return this.#inflight.size;
+    return this.#inflightCount;
   }
 
   /** ctx->cached_cq_tail: CQEs written into the CQ ring so far (u32). */
@@ -389,14 +410,37 @@ export class SimRing implements RingFileCtx, TimeoutCtx, Disposable {
     if (sqe.length !== SQE.SIZE) {
       throw new RangeError(`pushSqe: SQE is ${sqe.length} bytes, not 64`);
     }
-    if (this.#dead) return false;
-    const tail = this.#u32(IO_RINGS.sqTail);
-    if (this.sqSpace <= 0) return false;
-    const idx = tail & (this.sqEntries - 1);
+    const idx = this.#userGetSqe();
+    if (idx < 0) return false;
     this.sqeBytes.set(sqe, idx * SQE.SIZE);
-    if (this.sqArrayOff) this.#setU32(this.sqArrayOff + 4 * idx, idx);
-    this.#setU32(IO_RINGS.sqTail, tail + 1);
+    this.#userCommitSqe(idx);
     return true;
+  }
+
+  /**
+   * User side (io_uring_get_sqe + io_uring_prep_*): fill the next SQE in
+   * place from named fields, as liburing does; false when the SQ is full.
+   */
+  prepSqe(fields: SqeFields): boolean {
+    const idx = this.#userGetSqe();
+    if (idx < 0) return false;
+    writeSqe(this.#sqev, idx * SQE.SIZE, fields);
+    this.#userCommitSqe(idx);
+    return true;
+  }
+
+  /** The SQ slot the application fills next, or -1 (ring gone, SQ full). */
+  #userGetSqe(): number {
+    if (this.#dead) return -1;
+    const tail = this.#u32(IO_RINGS.sqTail);
+    if (this.sqSpace <= 0) return -1;
+    return tail & (this.sqEntries - 1);
+  }
+
+  /** Publish slot `idx` (the SQ array entry, then the tail). */
+  #userCommitSqe(idx: number): void {
+    if (this.sqArrayOff) this.#setU32(this.sqArrayOff + 4 * idx, idx);
+    this.#setU32(IO_RINGS.sqTail, this.#u32(IO_RINGS.sqTail) + 1);
   }
 
   /**
@@ -415,18 +459,25 @@ export class SimRing implements RingFileCtx, TimeoutCtx, Disposable {
     const pending = Math.min((tail - this.#cachedSqHead) >>> 0, this.sqEntries);
     // One syscall: on the submission side when it carries SQEs, else it only waits or reaps.
     const stats = this.kernel.stats;
-    if (pending) stats.add("enterCalls");
-    else stats.completion(() => stats.add("enterCalls"));
+    if (pending) stats.add(COUNTER.enterCalls);
+    else {
+      stats.enterCompletion();
+      stats.add(COUNTER.enterCalls);
+      stats.exitCompletion();
+    }
     const submitted = pending ? this.#submitSqes(pending) : 0;
     this.#runTaskWork();
     const getEvents = waitNr > 0 || (this.#u32(IO_RINGS.sqFlags) & IORING_SQ.CQ_OVERFLOW) !== 0;
     if (getEvents) this.#flushOverflow();
     if (waitNr > 0) {
-      const ok = this.kernel.runUntil(() => {
-        this.#runTaskWork();
-        this.#flushOverflow();
-        return this.cqReady >= waitNr;
-      });
+      const outer = this.#waitNr;
+      this.#waitNr = waitNr;
+      let ok: boolean;
+      try {
+        ok = this.kernel.runUntil(this.#waitDone);
+      } finally {
+        this.#waitNr = outer;
+      }
       if (!ok && submitted === 0) return -Errno.ETIME;
     }
     return submitted;
@@ -479,11 +530,11 @@ export class SimRing implements RingFileCtx, TimeoutCtx, Disposable {
     let left = nr;
     try {
       while (left) {
-        const sqe = this.#getSqe();
-        if (!sqe) break;
-        stats.add("sqesConsumed");
+        const at = this.#getSqe();
+        if (at < 0) break;
+        stats.add(COUNTER.sqesConsumed);
         stats.end("io_uring", t0);
-        const failed = this.#submitSqe(sqe);
+        const failed = this.#submitSqe(at);
         t0 = stats.begin();
         left--;
         if (failed && !(this.setupFlags & IORING_SETUP.SUBMIT_ALL)) break;
@@ -504,8 +555,11 @@ export class SimRing implements RingFileCtx, TimeoutCtx, Disposable {
     return nr - left;
   }
 
-  /** io_get_sqe(): the next SQE's bytes, or null for an invalid SQ array index (dropped). */
-  #getSqe(): Uint8Array | null {
+  /**
+   * io_get_sqe(): the byte offset of the next SQE in {@link SimRing.sqeBytes},
+   * or -1 for an invalid SQ array index (dropped).
+   */
+  #getSqe(): number {
     const mask = this.sqEntries - 1;
     let head = this.#cachedSqHead & mask;
     this.#cachedSqHead = (this.#cachedSqHead + 1) >>> 0;
@@ -513,15 +567,19 @@ export class SimRing implements RingFileCtx, TimeoutCtx, Disposable {
       head = this.#u32(this.sqArrayOff + 4 * head);
       if (head >= this.sqEntries) {
         this.#setU32(IO_RINGS.sqDropped, this.#u32(IO_RINGS.sqDropped) + 1);
-        return null;
+        return -1;
       }
     }
-    return this.sqeBytes.slice(head * SQE.SIZE, (head + 1) * SQE.SIZE);
+    return head * SQE.SIZE;
   }
 
-  /** io_submit_sqe(): init, then link assembly; nonzero when submission should stop. */
-  #submitSqe(bytes: Uint8Array): number {
-    const sqe = decodeSqe(bytes);
+  /**
+   * io_submit_sqe(): init (the SQE at byte `at` copied into the request:
+   * IORING_FEAT_SUBMIT_STABLE), then link assembly; nonzero when submission
+   * should stop.
+   */
+  #submitSqe(at: number): number {
+    const sqe = readSqe(this.#sqev, at);
     const req: IoKiocb = {
       ctx: this,
       sqe,
@@ -540,8 +598,10 @@ export class SimRing implements RingFileCtx, TimeoutCtx, Disposable {
       cleanup: null,
       done: false,
       op: null,
+      inflightPrev: null,
+      inflightNext: null,
     };
-    this.#inflight.add(req);
+    this.#inflightAdd(req);
     const ret = this.#initReq(req);
     if (ret) return this.#submitFailInit(req, ret);
     if (this.#linkHead) {
@@ -559,6 +619,30 @@ export class SimRing implements RingFileCtx, TimeoutCtx, Disposable {
     }
     this.#queueFallback(req);
     return 0;
+  }
+
+  /** Append `req` to the in-flight list. */
+  #inflightAdd(req: IoKiocb): void {
+    const tail = this.#inflightTail;
+    req.inflightPrev = tail;
+    req.inflightNext = null;
+    if (tail) tail.inflightNext = req;
+    else this.#inflightHead = req;
+    this.#inflightTail = req;
+    this.#inflightCount++;
+  }
+
+  /** Take `req` off the in-flight list (no-op if it is not on it). */
+  #inflightDel(req: IoKiocb): void {
+    if (req.inflightPrev === null && this.#inflightHead !== req) return;
+    const prev = req.inflightPrev;
+    const next = req.inflightNext;
+    if (prev) prev.inflightNext = next;
+    else this.#inflightHead = next;
+    if (next) next.inflightPrev = prev;
+    else this.#inflightTail = prev;
+    req.inflightPrev = req.inflightNext = null;
+    this.#inflightCount--;
   }
 
   /** io_init_req(): the kernel's checks in its order, then the opcode's prep. */
@@ -638,7 +722,7 @@ export class SimRing implements RingFileCtx, TimeoutCtx, Disposable {
       const h = this.#deferList[0];
       if (h.flags & IOSQE.IO_DRAIN) {
         let earlier = false;
-        for (const r of this.#inflight) {
+        for (let r = this.#inflightHead; r; r = r.inflightNext) {
           if (r.seq < h.seq) {
             earlier = true;
             break;
@@ -757,13 +841,13 @@ export class SimRing implements RingFileCtx, TimeoutCtx, Disposable {
     if (req.cleanup) {
       const c = req.cleanup;
       req.cleanup = null;
-      c();
+      c(req);
     }
     if (req.file) {
       fput(req.file);
       req.file = null;
     }
-    this.#inflight.delete(req);
+    this.#inflightDel(req);
     if (req.armLtimeout) {
       // The guarded request never issued: its timeout completes with -ECANCELED.
       req.armLtimeout = false;
@@ -870,7 +954,7 @@ export class SimRing implements RingFileCtx, TimeoutCtx, Disposable {
     this.#rv.setUint32(at + CQE.flags, flags >>> 0, true);
     this.#setU32(IO_RINGS.cqTail, tail + 1);
     if (this.cqReady > this.cqEntries) throw new Error("io_uring: CQ tail ran past head");
-    this.kernel.stats.add("cqesPosted");
+    this.kernel.stats.add(COUNTER.cqesPosted);
   }
 
   /** __io_cqring_overflow_flush(): move overflowed CQEs into the ring while there is room. */
@@ -906,11 +990,13 @@ export class SimRing implements RingFileCtx, TimeoutCtx, Disposable {
     this.#runTaskWork();
     this.kernel.runUntil(() => {
       this.#runTaskWork();
-      return this.#inflight.size === 0;
+      return this.#inflightCount === 0;
     });
     this.#inTaskWork = true;
     try {
-      for (const r of [...this.#inflight]) {
+      const all: IoKiocb[] = [];
+      for (let r = this.#inflightHead; r; r = r.inflightNext) all.push(r);
+      for (const r of all) {
         if (!r.done) this.#complete(r, -Errno.ECANCELED, true);
       }
       this.#flushCompletions();

@@ -47,12 +47,16 @@ export interface IoKiocb {
   fileNode: RsrcNodeRef | null;
   /** The next request of its link chain. */
   link: IoKiocb | null;
-  /** Undo what issue acquired (buffer and tag references), run once at completion. */
-  cleanup: (() => void) | null;
+  /** Undo what issue acquired (buffer and tag references), run once at free, given the request. */
+  cleanup: ((req: IoKiocb) => void) | null;
   /** The completion has been posted (or skipped). */
   done: boolean;
   /** Per-opcode state from prep. */
   op: unknown;
+  /** The ring's list of requests in flight, in submission order: the previous one. */
+  inflightPrev: IoKiocb | null;
+  /** The next one on that list. */
+  inflightNext: IoKiocb | null;
 }
 
 /** A resource node a request can hold (struct io_rsrc_node: its reference is put at free). */

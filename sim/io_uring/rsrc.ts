@@ -30,6 +30,9 @@ import type { PremapVariant } from "../kernel.ts";
 import type { IoKiocb, IoRingCtx } from "./io_uring_types.ts";
 
 const U64_MAX = (1n << 64n) - 1n;
+const TWO_POW_32 = 1n << 32n;
+/** Addresses above which adding a u32 length may pass U64_MAX. */
+const ADD_OVERFLOW_FLOOR = U64_MAX - TWO_POW_32;
 
 /** A premapping of one registered buffer on one fixed file slot (the proposal). */
 export interface IoBufDma {
@@ -458,17 +461,19 @@ export function ioUnmapBuffers(bufs: BufTable, a: MapBuffersArg, when: UnmapWhen
 /** What io_import_fixed() hands the read/write path. */
 export interface FixedImport {
   /** The iterator: bvec, or dma tag when premapped for this file. */
-  iter: IovIter;
+  iter: IovIter | null;
   /** The buffer (a reference is taken for the request). */
-  imu: IoMappedUbuf;
+  imu: IoMappedUbuf | null;
   /** The mapping whose tag the iterator carries (a user is counted), if any. */
   dma: IoBufDma | null;
 }
 
 /**
- * io_import_fixed(): an iterator over `[addr, addr+len)` of buffer `bufIndex`,
- * -EFAULT when the index or the range is bad. With the proposal, a dma-tag
- * iterator when the buffer is mapped on `file`.
+ * io_import_fixed(): an iterator over `[addr, addr+len)` of buffer `bufIndex`
+ * into `out` (with the buffer, referenced, and the premapping in use), or
+ * -EFAULT when the index or the range is bad (`out` is then untouched).
+ * With the proposal, a dma-tag iterator when the buffer is mapped on `file`.
+ * Returns 0 or -EFAULT.
  */
 export function ioImportFixed(
   bufs: BufTable,
@@ -477,22 +482,34 @@ export function ioImportFixed(
   addr: bigint,
   len: number,
   file: File,
-): FixedImport | number {
+  out: FixedImport,
+): number {
   if (bufIndex >= bufs.nr) return -Errno.EFAULT;
   const imu = bufs.get(bufIndex);
   if (!imu) return -Errno.EFAULT;
-  const bufEnd = addr + BigInt(len);
-  if (bufEnd > U64_MAX) return -Errno.EFAULT;
-  if (addr < imu.ubuf || bufEnd > imu.ubuf + BigInt(imu.len)) return -Errno.EFAULT;
-  const offset = Number(addr - imu.ubuf);
+  // check_add_overflow(buf_addr, len): a len below 2^32 can carry past 2^64 only from an
+  // address above 2^64 - 2^32, so only such an address needs the (allocating) sum.
+  if (addr > ADD_OVERFLOW_FLOOR && addr + BigInt(len) > U64_MAX) return -Errno.EFAULT;
+  // [addr, addr + len) within [ubuf, ubuf + imu.len), checked on the offset into the buffer:
+  // one BigInt subtraction, then numbers (imu.len is at most IORING_MAX_BUF_SIZE, so an
+  // offset of 2^32 or more is out of range whatever len is).
+  const rel = addr - imu.ubuf;
+  if (rel < 0n || rel >= TWO_POW_32) return -Errno.EFAULT;
+  const offset = Number(rel);
+  if (offset + len > imu.len) return -Errno.EFAULT;
   bufs.get_(imu);
   const d = imu.dma;
+  out.imu = imu;
   if (d && d.file === file) {
     d.users++;
-    return { iter: iovIterDmaTag(dir, d.tag, offset, len), imu, dma: d };
+    out.iter = iovIterDmaTag(dir, d.tag, offset, len);
+    out.dma = d;
+    return 0;
   }
   // iov_iter_bvec(imu->bvec, offset + len) then iov_iter_advance(offset), as the kernel.
-  return { iter: iovIterBvec(dir, imu.bvec, len, offset), imu, dma: null };
+  out.iter = iovIterBvec(dir, imu.bvec, len, offset);
+  out.dma = null;
+  return 0;
 }
 
 export function view(b: Uint8Array): DataView {

@@ -14,11 +14,15 @@
  */
 
 import { type IovIter, iovIterIovec, iovIterUbuf, type UserRange } from "../block/iov_iter.ts";
-import { IOCB, type Kiocb } from "../fs/file.ts";
+import { type File, IOCB, type Kiocb } from "../fs/file.ts";
 import { Errno } from "../uapi/errno.ts";
 import { IORING_OP, IOSQE, IOVEC, O } from "../uapi/io_uring.ts";
 import { type IoKiocb, IOU_ISSUE_QUEUED } from "./io_uring_types.ts";
-import { ioImportFixed, putDmaUser } from "./rsrc.ts";
+import { type FixedImport, ioImportFixed, putDmaUser } from "./rsrc.ts";
+import { COUNTER } from "../stats.ts";
+
+/** Positions above which adding a byte count below 2^32 may pass LLONG_MAX. */
+const LOFF_WRAP_FLOOR = (1n << 63n) - 1n - (1n << 32n);
 
 /** MAX_RW_COUNT: INT_MAX & PAGE_MASK. */
 export const MAX_RW_COUNT = 0x7ffff000;
@@ -82,7 +86,7 @@ export function ioprioCheckCap(ioprio: number, capable = true): number {
   }
 }
 
-interface IoRw {
+interface IoRw extends FixedImport {
   write: boolean;
   fixed: boolean;
   addr: bigint;
@@ -167,6 +171,8 @@ export function ioPrepRw(req: IoKiocb): number {
     pos: BigInt.asIntN(64, req.sqe.off),
     rwFlags: req.sqe.rwFlags,
     iter: null,
+    imu: null,
+    dma: null,
     hasMetadata: false,
   };
   req.op = rw;
@@ -196,7 +202,7 @@ export function ioPrepRw(req: IoKiocb): number {
       if (err) return err;
       rw.iter = iovIterUbuf(dir, rw.addr, len);
     }
-    req.ctx.kernel.stats.add("iovIters");
+    req.ctx.kernel.stats.add(COUNTER.iovIters);
     req.res = rw.iter.count;
     return 0;
   } finally {
@@ -237,6 +243,47 @@ function rwInitFile(req: IoKiocb, rw: IoRw): number {
   return flags;
 }
 
+/**
+ * The kiocb of a read/write request (struct io_rw's kiocb) and its
+ * ki_complete, io_complete_rw(): a completion before issue returned
+ * -EIOCBQUEUED is kept for issue to return (`early`); after, it moves the
+ * file position (offset -1) and completes the request from task work.
+ */
+class RwKiocb implements Kiocb {
+  /** Issue returned -EIOCBQUEUED: the completion goes to the ring. */
+  queued = false;
+  /** A result that arrived before issue returned. */
+  early: number | null = null;
+  /** ki_pos at issue (the file position moves from here). */
+  readonly #startPos: bigint;
+
+  constructor(
+    public file: File,
+    public pos: bigint,
+    public flags: number,
+    readonly req: IoKiocb,
+    readonly curPos: boolean,
+  ) {
+    this.#startPos = pos;
+  }
+
+  complete(res: number): void {
+    if (!this.queued) {
+      this.early = res;
+      return;
+    }
+    if (this.curPos && res > 0) this.file.pos = this.#startPos + BigInt(res);
+    this.req.ctx.completeReq(this.req, res);
+  }
+}
+
+/** What io_import_fixed() took for a fixed read/write: the tag's user, then the buffer. */
+function ioRwFixedCleanup(req: IoKiocb): void {
+  const rw = req.op as IoRw;
+  if (rw.dma) putDmaUser(rw.dma);
+  req.ctx.bufTable.put(rw.imu!);
+}
+
 /** io_read() / io_write() and io_read_fixed() / io_write_fixed(). */
 export function ioRw(req: IoKiocb): number {
   const rw = req.op as IoRw;
@@ -244,23 +291,20 @@ export function ioRw(req: IoKiocb): number {
   const f = req.file!;
   if (rw.fixed) {
     const t0 = ctx.kernel.stats.begin();
-    const imp = ioImportFixed(
+    const err = ioImportFixed(
       ctx.bufTable,
       rw.write ? "write" : "read",
       req.sqe.bufIndex,
       rw.addr,
       Math.min(rw.len, MAX_RW_COUNT),
       f,
+      rw,
     );
     ctx.kernel.stats.end("iov_iter", t0);
-    if (typeof imp === "number") return imp;
-    ctx.kernel.stats.add("iovIters");
-    rw.iter = imp.iter;
-    req.res = imp.iter.count;
-    req.cleanup = () => {
-      if (imp.dma) putDmaUser(imp.dma);
-      ctx.bufTable.put(imp.imu);
-    };
+    if (err) return err;
+    ctx.kernel.stats.add(COUNTER.iovIters);
+    req.res = rw.iter!.count;
+    req.cleanup = ioRwFixedCleanup;
   }
   const flags = rwInitFile(req, rw);
   if (flags < 0) return flags;
@@ -272,32 +316,23 @@ export function ioRw(req: IoKiocb): number {
   // io_kiocb_update_pos(): offset -1 means the file position (IORING_FEAT_RW_CUR_POS).
   const curPos = rw.pos === -1n;
   const pos = curPos ? f.pos : rw.pos;
-  // rw_verify_area(): pos + count is a loff_t and may wrap negative.
-  if (pos < 0n || BigInt.asIntN(64, pos + BigInt(rw.iter!.count)) < 0n) return -Errno.EINVAL;
+  // rw_verify_area(): pos + count is a loff_t and may wrap negative (a count is below 2^32,
+  // so only from a pos above 2^63 - 2^32; the sum is formed only then).
+  if (pos < 0n) return -Errno.EINVAL;
+  if (pos > LOFF_WRAP_FLOOR && BigInt.asIntN(64, pos + BigInt(rw.iter!.count)) < 0n) {
+    return -Errno.EINVAL;
+  }
   const handler = rw.write ? f.fOp.writeIter : f.fOp.readIter;
   if (!handler) return -Errno.EINVAL;
-  let queued = false;
-  let early: number | null = null;
-  const kiocb: Kiocb = {
-    file: f,
-    pos,
-    flags,
-    complete: (res: number) => {
-      if (!queued) {
-        early = res;
-        return;
-      }
-      if (curPos && res > 0) f.pos = pos + BigInt(res);
-      ctx.completeReq(req, res);
-    },
-  };
+  const kiocb = new RwKiocb(f, pos, flags, req, curPos);
   const ret = handler.call(f.fOp, kiocb, rw.iter!);
   if (ret === -Errno.EIOCBQUEUED) {
+    const early = kiocb.early;
     if (early !== null) {
       if (curPos && early > 0) f.pos = pos + BigInt(early);
       return early;
     }
-    queued = true;
+    kiocb.queued = true;
     return IOU_ISSUE_QUEUED;
   }
   if (curPos && ret > 0) f.pos = pos + BigInt(ret);

@@ -92,20 +92,24 @@ export interface RwCommand {
   cdw12?: number;
 }
 
+/** The sector-to-LBA shifts (lba_shift - 9 for 512..4096-byte blocks) as bigints, made once. */
+const BIG_SHIFTS: readonly bigint[] = [0n, 1n, 2n, 3n];
+
 /** nvme_setup_cmd(): nvme_setup_flush() or nvme_setup_rw() for `rq` on `ns`. */
 export function nvmeSetupCmd(ns: NvmeNsInfo, rq: Request): RwCommand | BlkStatusT {
   if (rq.op === "flush") return { opcode: NVME_CMD.FLUSH, nsid: ns.nsid };
   const shift = ns.lbaShift - SECTOR_SHIFT;
-  const slba = rq.sector >> BigInt(shift); // nvme_sect_to_lba()
+  const slba = rq.sector >> (BIG_SHIFTS[shift] ?? BigInt(shift)); // nvme_sect_to_lba()
   const nlb = rq.dataLen >>> ns.lbaShift;
   if (nlb < 1 || nlb > 0x10000 || (rq.dataLen & ((1 << ns.lbaShift) - 1)) !== 0) {
     return BlkStatus.IOERR;
   }
-  return {
+  const cmd: RwCommand = {
     opcode: rq.op === "write" ? NVME_CMD.WRITE : NVME_CMD.READ,
     nsid: ns.nsid,
     slba,
     nlb0: nlb - 1,
-    ...(rq.fua ? { cdw12: NVME_RW_FUA_CDW12 } : {}),
   };
+  if (rq.fua) cmd.cdw12 = NVME_RW_FUA_CDW12;
+  return cmd;
 }

@@ -27,7 +27,6 @@ import {
 } from "../dma/types.ts";
 import { NVME_REG, type NvmeControllerPort } from "../device/port.ts";
 import {
-  decodeCqe,
   decodeNvmeCommand,
   encodeNvmeCommand,
   encodeSglDescriptor,
@@ -43,6 +42,7 @@ import {
   type NvmeCommand,
   type NvmeCommandInit,
   type SglDescriptor,
+  writeNvmeCommand,
 } from "../device/nvme_spec.ts";
 import type { BioVec, DmaTag } from "../block/bvec.ts";
 import { DMA_POOL_MAX_PAGES } from "../dma/dmapool.ts";
@@ -67,6 +67,7 @@ import {
   type NvmeNsInfo,
   nvmeSetupCmd,
 } from "./core.ts";
+import { COUNTER } from "../stats.ts";
 
 /** NVME_CTRL_PAGE_SHIFT: the driver always uses 4 KiB controller pages. */
 export const NVME_CTRL_PAGE_SHIFT = 12;
@@ -230,12 +231,25 @@ export class NvmeDmaMapping implements DmaTag {
     readonly needSync: boolean,
   ) {}
 
+  #viewOf: Uint8Array | undefined;
+  #view: DataView | undefined;
+
+  /** A view of the array's memory (made again only if `prps.cpu` is replaced). */
+  get #prpsView(): DataView {
+    const cpu = this.prps.cpu;
+    if (cpu !== this.#viewOf) {
+      this.#viewOf = cpu;
+      this.#view = new DataView(cpu.buffer, cpu.byteOffset);
+    }
+    return this.#view!;
+  }
+
   /** PRP entry `i` of the flat array. */
   entry(i: number): bigint {
     if (i < 0 || i >= this.nrEntries) {
       throw new RangeError(`premap entry ${i} of ${this.nrEntries}`);
     }
-    return new DataView(this.prps.cpu.buffer, this.prps.cpu.byteOffset).getBigUint64(i * 8, true);
+    return this.#prpsView.getBigUint64(i * 8, true);
   }
 }
 
@@ -312,6 +326,19 @@ export class NvmeQueue {
   get cqDb(): number {
     return NVME_REG.DBS + (this.qid * 2 + 1) * 4;
   }
+
+  #cqViewOf: Uint8Array | undefined;
+  #cqView: DataView | undefined;
+
+  /** A view of the CQ memory, for reading CQE fields in place (made once per buffer). */
+  get cqView(): DataView {
+    const cpu = this.cq.cpu;
+    if (cpu !== this.#cqViewOf) {
+      this.#cqViewOf = cpu;
+      this.#cqView = new DataView(cpu.buffer, cpu.byteOffset, cpu.byteLength);
+    }
+    return this.#cqView!;
+  }
 }
 
 /** One namespace: identity and its request queue. */
@@ -385,6 +412,9 @@ export class NvmeDev implements BlkMqOps, Disposable {
   #coherent: CoherentBuffer[] = [];
   readonly #mappings = new Set<NvmeDmaMapping>();
   #dmaNs = 0;
+  /** The I/O command being built (iod->cmd), and a view of it; made once. */
+  readonly #cmdBytes = new Uint8Array(NVME_SQE_SIZE);
+  readonly #cmdView = new DataView(this.#cmdBytes.buffer);
 
   /**
    * Commands the driver has written to its SQs and not yet seen complete
@@ -705,7 +735,7 @@ export class NvmeDev implements BlkMqOps, Disposable {
     q.sq.cpu.set(sqe, q.sqTail * NVME_SQE_SIZE);
     q.sqTail = next;
     q.inflight++;
-    this.#kernel.stats.add("nvmeCommands");
+    this.#kernel.stats.add(COUNTER.nvmeCommands);
   }
 
   /** nvme_write_sq_db(): ring unless more follow and the SQ is not about to wrap. */
@@ -751,7 +781,19 @@ export class NvmeDev implements BlkMqOps, Disposable {
     const t0 = st.begin();
     const dma0 = this.#dmaNs;
     const iod = rq.pdu as NvmeIod;
-    const cmd: NvmeCommandInit = { opcode: 0, commandId: 0 };
+    // Every field the I/O path may set, present from the start (undefined encodes as an
+    // absent field), so the object keeps one shape.
+    const cmd: NvmeCommandInit = {
+      opcode: 0,
+      commandId: 0,
+      nsid: undefined,
+      slba: undefined,
+      nlb0: undefined,
+      cdw12: undefined,
+      prp1: undefined,
+      prp2: undefined,
+      sgl: undefined,
+    };
     const ret = this.#prepRq(rq, iod, cmd);
     if (ret !== BlkStatus.OK) {
       this.#endStage(t0, dma0);
@@ -759,17 +801,17 @@ export class NvmeDev implements BlkMqOps, Disposable {
     }
     iod.genctr = (iod.genctr + 1) & 0xf;
     cmd.commandId = ((iod.genctr << 12) | rq.tag) & 0xffff;
-    const sqe = encodeNvmeCommand(cmd);
-    this.#sqCopyCmd(q, sqe);
+    // The command is built in the driver's one command buffer (the kernel's iod->cmd), then
+    // copied into the SQ.
+    writeNvmeCommand(this.#cmdView, 0, cmd);
+    this.#sqCopyCmd(q, this.#cmdBytes);
+    const onSubmit = this.onSubmit;
+    const traced = onSubmit ? decodeNvmeCommand(this.#cmdBytes) : undefined;
     this.#writeSqDb(q, last);
     this.#endStage(t0, dma0);
-    this.onSubmit?.({
-      qid: q.qid,
-      cmd: decodeNvmeCommand(sqe),
-      rq,
-      listBlocks: iod.list.slice(),
-      path: iod.path,
-    });
+    if (onSubmit && traced) {
+      onSubmit({ qid: q.qid, cmd: traced, rq, listBlocks: iod.list.slice(), path: iod.path });
+    }
     return BlkStatus.OK;
   }
 
@@ -794,6 +836,30 @@ export class NvmeDev implements BlkMqOps, Disposable {
     }
   }
 
+  /** dma_map_page(), timed in the dma_map stage. */
+  #mapPage(page: BioVec["page"], offset: number, len: number, dir: DmaDir): bigint {
+    if (!this.#kernel.stats.timing) return this.#dma.mapPage(page, offset, len, dir);
+    return this.#timedDma(() => this.#dma.mapPage(page, offset, len, dir));
+  }
+
+  /** dma_sync_single_for_device(a, n, DMA_TO_DEVICE), timed in the dma_map stage. */
+  #syncForDevice(a: bigint, n: number): void {
+    if (!this.#kernel.stats.timing) {
+      this.#dma.syncSingleForDevice(a, n, DmaDirection.TO_DEVICE);
+      return;
+    }
+    this.#timedDma(() => this.#dma.syncSingleForDevice(a, n, DmaDirection.TO_DEVICE));
+  }
+
+  /** dma_sync_single_for_cpu(a, n, DMA_FROM_DEVICE), timed in the dma_map stage. */
+  #syncForCpu(a: bigint, n: number): void {
+    if (!this.#kernel.stats.timing) {
+      this.#dma.syncSingleForCpu(a, n, DmaDirection.FROM_DEVICE);
+      return;
+    }
+    this.#timedDma(() => this.#dma.syncSingleForCpu(a, n, DmaDirection.FROM_DEVICE));
+  }
+
   /** nvme_commit_rqs() */
   commitRqs(hctx: BlkMqHwCtx): void {
     this.#writeSqDb(hctx.driverData as NvmeQueue, true);
@@ -802,7 +868,8 @@ export class NvmeDev implements BlkMqOps, Disposable {
   /** nvme_prep_rq(): command setup and data mapping. */
   #prepRq(rq: Request, iod: NvmeIod, cmd: NvmeCommandInit): BlkStatusT {
     iod.nrAllocations = -1;
-    iod.list = [];
+    // (An empty list stays: nothing keeps a reference to the iod's arrays.)
+    if (iod.list.length !== 0) iod.list = [];
     iod.smallPool = false;
     iod.firstDma = 0n;
     iod.dmaLen = 0;
@@ -810,13 +877,17 @@ export class NvmeDev implements BlkMqOps, Disposable {
     iod.nents = 0;
     iod.useSgl = false;
     iod.premap = undefined;
-    iod.syncs = [];
+    if (iod.syncs.length !== 0) iod.syncs = [];
     iod.status = 0;
     iod.path = "none";
     const ns = rq.q.queuedata as NvmeNamespace;
     const rw = nvmeSetupCmd(ns.info, rq);
     if (typeof rw === "number") return rw;
-    Object.assign(cmd, rw);
+    cmd.opcode = rw.opcode;
+    cmd.nsid = rw.nsid;
+    cmd.slba = rw.slba;
+    cmd.nlb0 = rw.nlb0;
+    cmd.cdw12 = rw.cdw12;
     if (rq.isDmaTagged) return this.#premapped(rq, iod, cmd);
     if (rq.nrPhysSegments > 0) return this.#mapData(rq, iod, cmd);
     return BlkStatus.OK;
@@ -837,11 +908,13 @@ export class NvmeDev implements BlkMqOps, Disposable {
       }
     }
     // mempool_alloc(iod_mempool): the scatterlist table (and list pointers) of this request.
-    this.#kernel.stats.add("iodMempoolAllocs");
-    this.#kernel.stats.add("bytesAllocated", NVME_IOD_ALLOC_BYTES);
+    this.#kernel.stats.add(COUNTER.iodMempoolAllocs);
+    this.#kernel.stats.add(COUNTER.bytesAllocated, NVME_IOD_ALLOC_BYTES);
     const sgl = blkRqMapSg(rq.q.limits, rq.bios);
     if (sgl.length === 0) return BlkStatus.IOERR;
-    const nents = this.#timedDma(() => this.#dma.mapSg(sgl, dirOf(rq)));
+    const nents = this.#kernel.stats.timing
+      ? this.#timedDma(() => this.#dma.mapSg(sgl, dirOf(rq)))
+      : this.#dma.mapSg(sgl, dirOf(rq));
     if (nents === 0) return BlkStatus.RESOURCE;
     iod.sgt = sgl;
     iod.nents = nents;
@@ -875,7 +948,7 @@ export class NvmeDev implements BlkMqOps, Disposable {
     bv: { page: BioVec["page"]; offset: number; len: number },
   ): BlkStatusT {
     const firstPrpLen = NVME_CTRL_PAGE_SIZE - (bv.offset & (NVME_CTRL_PAGE_SIZE - 1));
-    const addr = this.#timedDma(() => this.#dma.mapPage(bv.page, bv.offset, bv.len, dirOf(rq)));
+    const addr = this.#mapPage(bv.page, bv.offset, bv.len, dirOf(rq));
     if (addr === DMA_MAPPING_ERROR) return BlkStatus.RESOURCE;
     iod.firstDma = addr;
     iod.dmaLen = bv.len;
@@ -897,25 +970,25 @@ export class NvmeDev implements BlkMqOps, Disposable {
     cmd: NvmeCommandInit,
     bv: { page: BioVec["page"]; offset: number; len: number },
   ): BlkStatusT {
-    const addr = this.#timedDma(() => this.#dma.mapPage(bv.page, bv.offset, bv.len, dirOf(rq)));
+    const addr = this.#mapPage(bv.page, bv.offset, bv.len, dirOf(rq));
     if (addr === DMA_MAPPING_ERROR) return BlkStatus.RESOURCE;
     iod.firstDma = addr;
     iod.dmaLen = bv.len;
     iod.path = "sgl-simple";
     cmd.sgl = { addr, length: bv.len, type: NVME_SGL_TYPE.DATA_BLOCK };
-    this.#kernel.stats.add("sglDescriptors", 1);
+    this.#kernel.stats.add(COUNTER.sglDescriptors, 1);
     return BlkStatus.OK;
   }
 
   #poolAlloc(small: boolean): DmaPoolBlock | null {
     const b = (small ? this.#smallPool! : this.#pagePool!).alloc();
-    if (b) this.#kernel.stats.add("prpPoolAllocs");
+    if (b) this.#kernel.stats.add(COUNTER.prpPoolAllocs);
     return b;
   }
 
   #poolFree(small: boolean, b: DmaPoolBlock): void {
     (small ? this.#smallPool! : this.#pagePool!).free(b);
-    this.#kernel.stats.add("prpPoolFrees");
+    this.#kernel.stats.add(COUNTER.prpPoolFrees);
   }
 
   /**
@@ -951,7 +1024,7 @@ export class NvmeDev implements BlkMqOps, Disposable {
       dv.setBigUint64(i * 8, next(), true);
       i++;
     }
-    this.#kernel.stats.add("prpEntries", nprps);
+    this.#kernel.stats.add(COUNTER.prpEntries, nprps);
     return iod.list[0].dma;
   }
 
@@ -1025,7 +1098,7 @@ export class NvmeDev implements BlkMqOps, Disposable {
     });
     if (nents === 1) {
       cmd.sgl = data(sgl[0]);
-      this.#kernel.stats.add("sglDescriptors", 1);
+      this.#kernel.stats.add(COUNTER.sglDescriptors, 1);
       return BlkStatus.OK;
     }
     const small = nents <= NVME_SMALL_POOL_SIZE / NVME_SGL_DESC_SIZE;
@@ -1044,7 +1117,7 @@ export class NvmeDev implements BlkMqOps, Disposable {
     for (let i = 0; i < nents; i++) {
       encodeSglDescriptor(data(sgl[i]), blk.cpu, i * NVME_SGL_DESC_SIZE);
     }
-    this.#kernel.stats.add("sglDescriptors", nents + 1);
+    this.#kernel.stats.add(COUNTER.sglDescriptors, nents + 1);
     return BlkStatus.OK;
   }
 
@@ -1055,13 +1128,13 @@ export class NvmeDev implements BlkMqOps, Disposable {
       const m = iod.premap;
       if (this.#kernel.premap === "hardened") {
         for (const s of iod.syncs) {
-          this.#timedDma(() => this.#dma.syncSingleForCpu(s.addr, s.len, DmaDirection.FROM_DEVICE));
+          this.#syncForCpu(s.addr, s.len);
         }
       } else {
         if (m.freed) this.#kasan("use-after-free", "nvme_unmap_data", m, "the mapping");
         this.#syncDmaPosted(rq, m);
       }
-      iod.syncs = [];
+      if (iod.syncs.length !== 0) iod.syncs = [];
       this.#freeList(iod);
       iod.premap = undefined;
       m.inflight--;
@@ -1072,13 +1145,15 @@ export class NvmeDev implements BlkMqOps, Disposable {
     if (iod.dmaLen) {
       const a = iod.firstDma;
       const n = iod.dmaLen;
-      this.#timedDma(() => this.#dma.unmapPage(a, n, dir));
+      if (this.#kernel.stats.timing) this.#timedDma(() => this.#dma.unmapPage(a, n, dir));
+      else this.#dma.unmapPage(a, n, dir);
       iod.dmaLen = 0;
       return;
     }
     if (iod.sgt) {
       const sgt = iod.sgt;
-      this.#timedDma(() => this.#dma.unmapSg(sgt, sgt.length, dir));
+      if (this.#kernel.stats.timing) this.#timedDma(() => this.#dma.unmapSg(sgt, sgt.length, dir));
+      else this.#dma.unmapSg(sgt, sgt.length, dir);
       iod.sgt = undefined;
     }
     this.#freeList(iod);
@@ -1231,7 +1306,7 @@ export class NvmeDev implements BlkMqOps, Disposable {
 
   /** Record what KASAN would report for the premapped path. */
   #kasan(kind: KasanReport["kind"], where: string, m: NvmeDmaMapping, what: string): void {
-    this.#kernel.stats.add("kasanReports");
+    this.#kernel.stats.add(COUNTER.kasanReports);
     if (this.kasanReports.length === NVME_MAX_KASAN_REPORTS) this.kasanReports.shift();
     const verb = kind === "use-after-free" ? "read of freed" : "read past the end of";
     this.kasanReports.push({
@@ -1279,11 +1354,9 @@ export class NvmeDev implements BlkMqOps, Disposable {
     const inPage = off & (NVME_CTRL_PAGE_SIZE - 1);
     const length = rq.dataLen - (NVME_CTRL_PAGE_SIZE - inPage);
     const nprps = Math.trunc((length + NVME_CTRL_PAGE_SIZE - 1) / NVME_CTRL_PAGE_SIZE);
-    const sync = (a: bigint, n: number) =>
-      this.#timedDma(() => this.#dma.syncSingleForCpu(a, n, DmaDirection.FROM_DEVICE));
-    sync(this.#prpsRead(m, i++, "nvme_sync_dma"), NVME_CTRL_PAGE_SIZE - inPage);
+    this.#syncForCpu(this.#prpsRead(m, i++, "nvme_sync_dma"), NVME_CTRL_PAGE_SIZE - inPage);
     for (let j = 1; j < nprps; j++) {
-      sync(this.#prpsRead(m, i++, "nvme_sync_dma"), NVME_CTRL_PAGE_SIZE);
+      this.#syncForCpu(this.#prpsRead(m, i++, "nvme_sync_dma"), NVME_CTRL_PAGE_SIZE);
     }
   }
 
@@ -1315,12 +1388,10 @@ export class NvmeDev implements BlkMqOps, Disposable {
     // first entry per I/O; v3 asks the mapping's flag, set at map time).
     const needs = posted && rq.op === "write" &&
       (variant === "v2" ? this.#dma.needSync(m.entry(index)) : m.needSync);
-    const syncDev = (a: bigint, n: number) =>
-      this.#timedDma(() => this.#dma.syncSingleForDevice(a, n, DmaDirection.TO_DEVICE));
     if (needs) {
       // The first page from its start: v2 after masking the offset, v3 before, so v3's
       // length is PAGE - (whole offset), negative past the first page: a size_t near 2^64.
-      syncDev(
+      this.#syncForDevice(
         m.entry(index),
         variant === "v2" ? NVME_CTRL_PAGE_SIZE - inPage : sizeT(NVME_CTRL_PAGE_SIZE - off),
       );
@@ -1331,7 +1402,7 @@ export class NvmeDev implements BlkMqOps, Disposable {
     if (length <= 0) {
       cmd.prp2 = 0n;
     } else if (length <= NVME_CTRL_PAGE_SIZE) {
-      if (needs) syncDev(m.entry(index + 1), NVME_CTRL_PAGE_SIZE);
+      if (needs) this.#syncForDevice(m.entry(index + 1), NVME_CTRL_PAGE_SIZE);
       cmd.prp2 = m.entry(index + 1);
     } else {
       nprps = Math.ceil(length / NVME_CTRL_PAGE_SIZE);
@@ -1345,8 +1416,8 @@ export class NvmeDev implements BlkMqOps, Disposable {
       } else {
         // The copy path takes an iod_mempool element first (iod->sg = mempool_alloc(), freed
         // with the list in nvme_free_prp_chain), in v2's nvme_premapped as in v3's _slow.
-        this.#kernel.stats.add("iodMempoolAllocs");
-        this.#kernel.stats.add("bytesAllocated", NVME_IOD_ALLOC_BYTES);
+        this.#kernel.stats.add(COUNTER.iodMempoolAllocs);
+        this.#kernel.stats.add(COUNTER.bytesAllocated, NVME_IOD_ALLOC_BYTES);
         const bugs = this.#opts.bugs;
         let list: bigint | null;
         if (bugs.v2UninitRemaining ?? variant === "v2") {
@@ -1384,7 +1455,7 @@ export class NvmeDev implements BlkMqOps, Disposable {
         // The posted loop recomputes i from the already-masked offset (so from entry 0)
         // and syncs nprps whole controller pages: not the pages this I/O uses.
         for (let j = 0, i = inPage >>> NVME_CTRL_PAGE_SHIFT; j < nprps; j++, i++) {
-          syncDev(m.entry(i), NVME_CTRL_PAGE_SIZE);
+          this.#syncForDevice(m.entry(i), NVME_CTRL_PAGE_SIZE);
         }
       }
     }
@@ -1397,7 +1468,7 @@ export class NvmeDev implements BlkMqOps, Disposable {
       for (let i = index; left > 0; i++) {
         const n = Math.min(NVME_CTRL_PAGE_SIZE - o, left);
         const addr = m.entry(i) + BigInt(o);
-        if (rq.op === "write") syncDev(addr, n);
+        if (rq.op === "write") this.#syncForDevice(addr, n);
         else iod.syncs.push({ addr, len: n });
         left -= n;
         o = 0;
@@ -1411,7 +1482,13 @@ export class NvmeDev implements BlkMqOps, Disposable {
   /** nvme_irq() -> nvme_poll_cq(): reap every new CQE, then ring the CQ head doorbell. */
   #nvmeIrq(q: NvmeQueue): void {
     // Everything the interrupt runs (unmap, invalidation, unpin, frees, the CQE) is completion.
-    this.#kernel.stats.completion(() => this.#nvmePollCq(q));
+    const st = this.#kernel.stats;
+    st.enterCompletion();
+    try {
+      this.#nvmePollCq(q);
+    } finally {
+      st.exitCompletion();
+    }
   }
 
   /** nvme_poll_cq() */
@@ -1419,19 +1496,23 @@ export class NvmeDev implements BlkMqOps, Disposable {
     const st = this.#kernel.stats;
     const t0 = st.begin();
     let found = 0;
+    const v = q.cqView;
     for (let guard = 0; guard < q.depth; guard++) {
-      const cqe = decodeCqe(q.cq.cpu, q.cqHead * NVME_CQE_SIZE);
-      if (cqe.phase !== q.cqPhase) break;
+      // struct nvme_completion: result (dword 0), sq_head (bytes 8-9), command_id (12-13), and
+      // status (14-15) whose bit 0 is the phase tag; nvme_cqe_pending() looks at that first.
+      const at = q.cqHead * NVME_CQE_SIZE;
+      const rawStatus = v.getUint16(at + 14, true);
+      if ((rawStatus & 1) !== q.cqPhase) break;
       found++;
       q.cqHead++;
       if (q.cqHead === q.depth) {
         q.cqHead = 0;
         q.cqPhase = q.cqPhase === 1 ? 0 : 1;
       }
-      q.sqHead = cqe.sqHead;
+      q.sqHead = v.getUint16(at + 8, true);
       q.inflight--;
       if (q.inflight < 0) throw new Error(`nvme: queue ${q.qid} inflight underflow`);
-      this.#handleCqe(q, cqe.commandId, cqe.status, cqe.result);
+      this.#handleCqe(q, v.getUint16(at + 12, true), rawStatus >> 1, v.getUint32(at, true));
     }
     if (found) this.#ctrl.writeReg32(q.cqDb, q.cqHead);
     st.end("completion", t0);
@@ -1453,7 +1534,7 @@ export class NvmeDev implements BlkMqOps, Disposable {
     const iod = rq?.pdu as NvmeIod | undefined;
     if (!rq || !rq.inUse || !iod || iod.genctr !== commandId >>> 12) {
       this.invalidCompletions++;
-      this.#kernel.stats.add("nvmeInvalidCompletions");
+      this.#kernel.stats.add(COUNTER.nvmeInvalidCompletions);
       return;
     }
     iod.status = status;
@@ -1467,7 +1548,7 @@ export class NvmeDev implements BlkMqOps, Disposable {
       // nvme_retry_req() -> blk_mq_requeue_request()
       iod.retries++;
       this.retriedCommands++;
-      this.#kernel.stats.add("nvmeRetries");
+      this.#kernel.stats.add(COUNTER.nvmeRetries);
       blkMqRequeueRequest(rq);
       return;
     }
@@ -1496,7 +1577,7 @@ export class NvmeDev implements BlkMqOps, Disposable {
     const q = this.queues[rq.hctx.index];
     const st = this.#kernel.stats;
     this.timeouts++;
-    st.add("nvmeTimeouts");
+    st.add(COUNTER.nvmeTimeouts);
     const csts = this.#ctrl.readReg32(NVME_REG.CSTS);
     // nvme_should_reset(): the controller failed (or is not ready while enabled).
     if ((csts & 2) !== 0 || ((csts & 1) === 0 && !this.dead)) {
@@ -1518,7 +1599,7 @@ export class NvmeDev implements BlkMqOps, Disposable {
     }
     iod.aborted = true;
     this.abortsSent++;
-    st.add("nvmeAborts");
+    st.add(COUNTER.nvmeAborts);
     this.#warn(`I/O tag ${rq.tag} (${this.#cid(rq)}) QID ${q.qid} timeout, aborting`);
     const cid = this.#cidOf(rq);
     this.#adminAsync(
@@ -1569,7 +1650,7 @@ export class NvmeDev implements BlkMqOps, Disposable {
 
   #resetControllerLocked(): void {
     this.resets++;
-    this.#kernel.stats.add("nvmeResets");
+    this.#kernel.stats.add(COUNTER.nvmeResets);
     const ctrl = this.#ctrl;
     for (const q of this.queues) q.enabled = false;
     if (this.#adminq) this.#adminq.enabled = false;

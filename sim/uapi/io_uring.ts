@@ -454,23 +454,36 @@ export function encodeSqe(s: SqeFields): Uint8Array {
 
 /** Decode the 64 bytes of an SQE into named fields. */
 export function decodeSqe(b: Uint8Array): Required<SqeFields> {
-  const v = new DataView(b.buffer, b.byteOffset, SQE.SIZE);
+  return readSqe(new DataView(b.buffer, b.byteOffset, SQE.SIZE), 0);
+}
+
+/**
+ * Decode the SQE at `offset` of `v` into named fields (a copy: later writes
+ * to the bytes do not change it), without making a view of its own.
+ */
+export function readSqe(v: DataView, offset: number): Required<SqeFields> {
   return {
-    opcode: v.getUint8(SQE.opcode),
-    flags: v.getUint8(SQE.flags),
-    ioprio: v.getUint16(SQE.ioprio, true),
-    fd: v.getInt32(SQE.fd, true),
-    off: v.getBigUint64(SQE.off, true),
-    addr: v.getBigUint64(SQE.addr, true),
-    len: v.getUint32(SQE.len, true),
-    rwFlags: v.getUint32(SQE.rwFlags, true),
-    userData: v.getBigUint64(SQE.userData, true),
-    bufIndex: v.getUint16(SQE.bufIndex, true),
-    personality: v.getUint16(SQE.personality, true),
-    fileIndex: v.getUint32(SQE.fileIndex, true),
-    addr3: v.getBigUint64(SQE.addr3, true),
-    pad2: v.getBigUint64(SQE.pad2, true),
+    opcode: v.getUint8(offset + SQE.opcode),
+    flags: v.getUint8(offset + SQE.flags),
+    ioprio: v.getUint16(offset + SQE.ioprio, true),
+    fd: v.getInt32(offset + SQE.fd, true),
+    off: getU64(v, offset + SQE.off),
+    addr: getU64(v, offset + SQE.addr),
+    len: v.getUint32(offset + SQE.len, true),
+    rwFlags: v.getUint32(offset + SQE.rwFlags, true),
+    userData: getU64(v, offset + SQE.userData),
+    bufIndex: v.getUint16(offset + SQE.bufIndex, true),
+    personality: v.getUint16(offset + SQE.personality, true),
+    fileIndex: v.getUint32(offset + SQE.fileIndex, true),
+    addr3: getU64(v, offset + SQE.addr3),
+    pad2: getU64(v, offset + SQE.pad2),
   };
+}
+
+/** A little-endian u64 as a bigint; a zero (most of an SQE's u64s) without allocating one. */
+function getU64(v: DataView, at: number): bigint {
+  if (v.getUint32(at, true) === 0 && v.getUint32(at + 4, true) === 0) return 0n;
+  return v.getBigUint64(at, true);
 }
 
 /** A reaped completion. */

@@ -53,6 +53,11 @@ export interface RawRing extends Disposable {
   readonly cqEntries: number;
   /** Queue a 64-byte SQE in kernel layout; false when the SQ is full. */
   pushSqe(sqe: Uint8Array): boolean;
+  /**
+   * Optional: fill the next SQE in place from named fields (what
+   * `pushSqe(encodeSqe(fields))` does, without the intermediate array).
+   */
+  prepSqe?(fields: SqeFields): boolean;
   /** io_uring_enter(to_submit = queued, min_complete = waitNr): submitted count or -errno. */
   submit(waitNr?: number): number;
   /** Take up to `max` CQEs (all available by default) and advance the CQ head. */
@@ -122,7 +127,8 @@ export class Ring implements Disposable {
 
   /** Queue an SQE from named fields; false when the SQ is full. */
   prep(fields: SqeFields): boolean {
-    return this.raw.pushSqe(encodeSqe(fields));
+    const raw = this.raw;
+    return raw.prepSqe ? raw.prepSqe(fields) : raw.pushSqe(encodeSqe(fields));
   }
 
   /** io_uring_prep_nop */
