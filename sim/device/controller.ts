@@ -32,7 +32,7 @@
 
 import type { DeviceDmaPort } from "../dma/types.ts";
 import { Rng } from "../random.ts";
-import type { Stats } from "../stats.ts";
+import { COUNTER, type Stats } from "../stats.ts";
 import { DeviceDma } from "./dma.ts";
 import {
   type DataSegment,
@@ -623,7 +623,7 @@ export class NvmeController implements NvmeControllerPort {
   /** A fatal controller error (3.1.4.6 CSTS.CFS): stop all processing until reset. */
   #fatal(): void {
     this.#csts |= CSTS.CFS;
-    this.#stats?.add("deviceErrors");
+    this.#stats?.add(COUNTER.deviceErrors);
   }
 
   // ------------------------------------------------------------ doorbells
@@ -662,7 +662,7 @@ export class NvmeController implements NvmeControllerPort {
 
   #dbError(info: number): void {
     this.invalidDoorbellWrites++;
-    this.#stats?.add("deviceErrors");
+    this.#stats?.add(COUNTER.deviceErrors);
     this.#raiseEvent({ type: 0, info, logPage: 0x01 });
   }
 
@@ -775,7 +775,7 @@ export class NvmeController implements NvmeControllerPort {
   ): void {
     const sq = this.#sqs[sqid];
     if (!sq) throw new Error(`schedule: SQ ${sqid} gone`);
-    if (status !== 0) this.#stats?.add("deviceErrors");
+    if (status !== 0) this.#stats?.add(COUNTER.deviceErrors);
     const c: Completion = {
       dueNs: this.#nowNs + serviceNs,
       seq: this.#seq++,

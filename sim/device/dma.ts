@@ -9,7 +9,7 @@
 
 import type { DeviceDmaPort, DmaFault } from "../dma/types.ts";
 import { PhysFault } from "../memory/phys.ts";
-import type { Stats } from "../stats.ts";
+import { COUNTER, type Stats } from "../stats.ts";
 
 /** Largest single device access (a bound, not a hardware limit): 16 MiB. */
 export const DEVICE_DMA_MAX_BYTES = 16 << 20;
@@ -64,7 +64,7 @@ export class DeviceDma {
     if (addr < 0n || addr + BigInt(len) > 1n << 64n) {
       return this.#fault(addr, "bad-address") !== null;
     }
-    this.#stats?.add("deviceDmaReads");
+    this.#stats?.add(COUNTER.deviceDmaReads);
     let r: DmaFault | null;
     try {
       r = this.#port.readInto(addr, dst);
@@ -84,7 +84,7 @@ export class DeviceDma {
     if (addr < 0n || addr + BigInt(data.length) > 1n << 64n) {
       return this.#fault(addr, "bad-address") !== null;
     }
-    this.#stats?.add("deviceDmaWrites");
+    this.#stats?.add(COUNTER.deviceDmaWrites);
     let r: DmaFault | null;
     try {
       r = this.#port.write(addr, data);
@@ -107,7 +107,7 @@ export class DeviceDma {
     if (addr < 0n || addr + BigInt(len) > 1n << 64n) {
       return this.#fault(addr, "bad-address") !== null;
     }
-    this.#stats?.add("deviceDmaWrites");
+    this.#stats?.add(COUNTER.deviceDmaWrites);
     let r: DmaFault | null;
     try {
       r = this.#port.writeWith(addr, len, fill);

@@ -16,7 +16,7 @@
  */
 
 import type { PhysMem } from "../memory/phys.ts";
-import type { Stats } from "../stats.ts";
+import { COUNTER, type Stats } from "../stats.ts";
 
 /** IOMMU_READ (include/linux/iommu.h): the device may read. */
 export const IOMMU_READ = 1 << 0;
@@ -91,7 +91,7 @@ export class IoPageTable implements Disposable {
       if (next === undefined) {
         const pfn = this.#allocTablePage();
         writeEntry(v, off, pfn, PTE_PRESENT_MASK);
-        this.#stats.add("bytesAllocated", 4096);
+        this.#stats.add(COUNTER.bytesAllocated, 4096);
         next = { pfn, prot: PTE_PRESENT_MASK };
       }
       table = next.pfn;
@@ -101,7 +101,7 @@ export class IoPageTable implements Disposable {
     if (readEntry(v, off) !== undefined) return -1;
     writeEntry(v, off, pte.pfn, pte.prot & PTE_PRESENT_MASK);
     this.#present++;
-    this.#stats.add("iommuPteWrites");
+    this.#stats.add(COUNTER.iommuPteWrites);
     return 0;
   }
 
@@ -118,7 +118,7 @@ export class IoPageTable implements Disposable {
     v.setUint32(off + 4, 0, true);
     this.#present--;
     if (this.#present < 0) throw new Error("io_pgtable: present count underflow");
-    this.#stats.add("iommuPteClears");
+    this.#stats.add(COUNTER.iommuPteClears);
     return true;
   }
 

@@ -12,7 +12,7 @@
  */
 
 import { PAGE_MASK_LOW, PAGE_SHIFT, PAGE_SIZE, type PhysMem } from "../memory/phys.ts";
-import type { Stats } from "../stats.ts";
+import { COUNTER, type Stats } from "../stats.ts";
 import { Errno } from "../uapi/errno.ts";
 import type { BusTranslator } from "./bus.ts";
 import { IOMMU_MAX_PFN, IOMMU_READ, IOMMU_WRITE, IoPageTable } from "./io_pgtable.ts";
@@ -146,14 +146,14 @@ export class Iommu implements BusTranslator, Disposable {
     const pfn = Number(iova >> BigInt(PAGE_SHIFT));
     const npages = Math.ceil(size / PAGE_SIZE);
     this.iotlb.invalidateRange(pfn, npages);
-    this.#stats.add("iotlbInvalidations");
+    this.#stats.add(COUNTER.iotlbInvalidations);
     this.#remoteInvalidate(pfn, npages);
   }
 
   /** iommu_flush_iotlb_all(): global invalidation (the flush queue's flush). */
   flushIotlbAll(): void {
     this.iotlb.flushAll();
-    this.#stats.add("iotlbFlushes");
+    this.#stats.add(COUNTER.iotlbFlushes);
     this.#remoteInvalidate(0, 0);
   }
 
@@ -166,7 +166,7 @@ export class Iommu implements BusTranslator, Disposable {
 
   #fault(addr: bigint, reason: "unmapped" | "permission"): DmaFault {
     const f: DmaFault = { addr, reason };
-    this.#stats.add("iommuFaults");
+    this.#stats.add(COUNTER.iommuFaults);
     this.faultLog.push(f);
     if (this.faultLog.length > IOMMU_FAULT_LOG) this.faultLog.shift();
     return f;

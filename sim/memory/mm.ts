@@ -14,7 +14,7 @@
  */
 
 import { Errno } from "../uapi/errno.ts";
-import type { Stats } from "../stats.ts";
+import { COUNTER, type Stats } from "../stats.ts";
 import type { UserMemory } from "../uapi/register_rules.ts";
 import {
   HPAGE_PMD_NR,
@@ -237,7 +237,7 @@ export class UserMm implements UserMemory {
       t.page.pincount++;
       pages.push(t.page);
     }
-    this.#stats?.add("pagesPinned", npages);
+    this.#stats?.add(COUNTER.pagesPinned, npages);
     return { pages, offset };
   }
 
@@ -248,7 +248,7 @@ export class UserMm implements UserMemory {
       p.pincount--;
       this.#phys.putPage(p.pfn);
     }
-    this.#stats?.add("pagesUnpinned", pages.length);
+    this.#stats?.add(COUNTER.pagesUnpinned, pages.length);
   }
 
   /** copy_from_user(): bytes at [addr, addr+len), or -EFAULT. */
