@@ -159,7 +159,7 @@ export class WorkloadError extends Error {
   }
 }
 
-function percentile(sorted: number[], p: number): number {
+function percentile(sorted: ArrayLike<number>, p: number): number {
   if (sorted.length === 0) return 0;
   const i = Math.min(sorted.length - 1, Math.ceil((p / 100) * sorted.length) - 1);
   return sorted[Math.max(0, i)];
@@ -167,7 +167,8 @@ function percentile(sorted: number[], p: number): number {
 
 /** Mean and percentiles of latency samples, to the ns (what a wall clock can mean). */
 export function summarize(xs: number[]): LatencyNs {
-  const s = [...xs].sort((a, b) => a - b);
+  // A Float64Array sorts numerically without a comparator call per step.
+  const s = Float64Array.from(xs).sort();
   const mean = s.reduce((a, b) => a + b, 0) / Math.max(1, s.length);
   return {
     mean: Math.round(mean),

@@ -11,6 +11,11 @@ import type { DeviceDmaPort, DmaFault } from "../dma/types.ts";
 import { PhysFault } from "../memory/phys.ts";
 import { COUNTER, type Stats } from "../stats.ts";
 
+/** One past the highest bus address (64-bit bus). */
+const BUS_LIMIT = 1n << 64n;
+/** Below this an address plus any access length (at most 16 MiB) cannot pass {@link BUS_LIMIT}. */
+const EXACT_LIMIT = 1n << 53n;
+
 /** Largest single device access (a bound, not a hardware limit): 16 MiB. */
 export const DEVICE_DMA_MAX_BYTES = 16 << 20;
 
@@ -61,7 +66,7 @@ export class DeviceDma {
   readInto(addr: bigint, dst: Uint8Array): boolean {
     const len = dst.length;
     if (len > DEVICE_DMA_MAX_BYTES) throw new RangeError(`DeviceDma.read: bad length ${len}`);
-    if (addr < 0n || addr + BigInt(len) > 1n << 64n) {
+    if (addr < 0n || (addr >= EXACT_LIMIT && addr + BigInt(len) > BUS_LIMIT)) {
       return this.#fault(addr, "bad-address") !== null;
     }
     this.#stats?.add(COUNTER.deviceDmaReads);
@@ -81,7 +86,7 @@ export class DeviceDma {
     if (data.length > DEVICE_DMA_MAX_BYTES) {
       throw new RangeError(`DeviceDma.write: bad length ${data.length}`);
     }
-    if (addr < 0n || addr + BigInt(data.length) > 1n << 64n) {
+    if (addr < 0n || (addr >= EXACT_LIMIT && addr + BigInt(data.length) > BUS_LIMIT)) {
       return this.#fault(addr, "bad-address") !== null;
     }
     this.#stats?.add(COUNTER.deviceDmaWrites);
@@ -104,7 +109,7 @@ export class DeviceDma {
     if (!Number.isInteger(len) || len < 0 || len > DEVICE_DMA_MAX_BYTES) {
       throw new RangeError(`DeviceDma.write: bad length ${len}`);
     }
-    if (addr < 0n || addr + BigInt(len) > 1n << 64n) {
+    if (addr < 0n || (addr >= EXACT_LIMIT && addr + BigInt(len) > BUS_LIMIT)) {
       return this.#fault(addr, "bad-address") !== null;
     }
     this.#stats?.add(COUNTER.deviceDmaWrites);

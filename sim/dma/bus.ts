@@ -94,10 +94,9 @@ export function createDevicePort(
     if (!Number.isInteger(len) || len < 0 || len > BUS_MAX_ACCESS_BYTES) {
       throw new RangeError(`DeviceDmaPort: bad length ${len}`);
     }
-    if (addr < 0n || addr + BigInt(len) > BUS_LIMIT) return { addr, reason: "bad-address" };
     frames.length = 0;
-    if (len === 0) return 0;
-    if (addr < EXACT_LIMIT) {
+    if (addr >= 0n && addr < EXACT_LIMIT) {
+      if (len === 0) return 0;
       const a = Number(addr);
       const first = a % PAGE_SIZE;
       let busPfn = (a - first) / PAGE_SIZE;
@@ -109,6 +108,8 @@ export function createDevicePort(
       }
       return first;
     }
+    if (addr < 0n || addr + BigInt(len) > BUS_LIMIT) return { addr, reason: "bad-address" };
+    if (len === 0) return 0;
     // Near the top of the 64-bit bus: the same walk in BigInt.
     let done = 0;
     const first = Number(addr & BigInt(PAGE_MASK_LOW));
