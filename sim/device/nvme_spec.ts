@@ -298,6 +298,7 @@ export function writeSglDescriptor(v: DataView, off: number, d: SglDescriptor): 
 
 /** Read one SGL descriptor at `off`. */
 export function decodeSglDescriptor(b: Uint8Array, off = 0): Required<SglDescriptor> {
+  checkSpan("decodeSglDescriptor", b, off, NVME_SGL_DESC_SIZE);
   const v = new DataView(b.buffer, b.byteOffset + off, NVME_SGL_DESC_SIZE);
   const id = v.getUint8(15);
   return {
@@ -405,6 +406,7 @@ export function writeNvmeCommand(v: DataView, off: number, init: NvmeCommandInit
 
 /** Decode a 64-byte submission queue entry. */
 export function decodeNvmeCommand(b: Uint8Array, off = 0): NvmeCommand {
+  checkSpan("decodeNvmeCommand", b, off, NVME_SQE_SIZE);
   return decodeNvmeCommandView(new DataView(b.buffer, b.byteOffset + off, NVME_SQE_SIZE));
 }
 
@@ -530,6 +532,7 @@ export function encodeCqe(c: NvmeCqeInit, out?: Uint8Array, off = 0): Uint8Array
  * ```
  */
 export function decodeCqe(b: Uint8Array, off = 0): NvmeCqe {
+  checkSpan("decodeCqe", b, off, NVME_CQE_SIZE);
   const v = new DataView(b.buffer, b.byteOffset + off, NVME_CQE_SIZE);
   const raw = v.getUint16(14, true);
   const status = raw >> 1;
@@ -545,4 +548,14 @@ export function decodeCqe(b: Uint8Array, off = 0): NvmeCqe {
     sc: status & 0xff,
     dnr: (status & NVME_STATUS_DNR) !== 0,
   };
+}
+
+/**
+ * A decoder reads `size` bytes at `off` of `b` and nothing beyond: a view
+ * of a shorter array must not read the bytes after it in the same buffer.
+ */
+function checkSpan(what: string, b: Uint8Array, off: number, size: number): void {
+  if (!Number.isInteger(off) || off < 0 || off + size > b.length) {
+    throw new RangeError(`${what}: ${size} bytes at ${off} of a ${b.length}-byte array`);
+  }
 }

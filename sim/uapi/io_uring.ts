@@ -454,6 +454,10 @@ export function encodeSqe(s: SqeFields): Uint8Array {
 
 /** Decode the 64 bytes of an SQE into named fields. */
 export function decodeSqe(b: Uint8Array): Required<SqeFields> {
+  // Only the SQE's own bytes: a shorter view must not read what follows it in the buffer.
+  if (b.length < SQE.SIZE) {
+    throw new RangeError(`decodeSqe: an SQE is ${SQE.SIZE} bytes, got ${b.length}`);
+  }
   return readSqe(new DataView(b.buffer, b.byteOffset, SQE.SIZE), 0);
 }
 

@@ -72,3 +72,12 @@ Deno.test("CQE layout: status field P bit 0, SC 8:1, SCT 11:9, DNR 15", () => {
   assert.equal(c.dnr, true);
   assert.equal(c.phase, 1);
 });
+
+Deno.test("decoders read only their entry's bytes: a shorter view of a larger buffer is refused", () => {
+  const backing = new Uint8Array(256).fill(0xff);
+  const short = backing.subarray(0, 32); // 32 bytes, with 224 more after it in the same buffer
+  assert.throws(() => decodeNvmeCommand(short), /decodeNvmeCommand: 64 bytes at 0 of a 32-byte/);
+  assert.throws(() => decodeNvmeCommand(backing.subarray(0, 64), 1), /64 bytes at 1 of a 64-byte/);
+  assert.throws(() => decodeCqe(backing.subarray(0, 8)), /decodeCqe: 16 bytes at 0 of a 8-byte/);
+  assert.equal(decodeNvmeCommand(backing.subarray(0, 64)).opcode, 0xff);
+});
