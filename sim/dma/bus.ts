@@ -127,6 +127,39 @@ export function createDevicePort(
     return first;
   };
 
+  /**
+   * One access: check the whole range, tell the observer, then hand each
+   * piece of host memory to `visit` in order (`pos`: its offset in the access).
+   */
+  const access = (
+    addr: bigint,
+    len: number,
+    write: boolean,
+    visit: (mem: Uint8Array, pos: number) => void,
+  ): DmaFault | null => {
+    const first = resolve(addr, len, write);
+    if (typeof first !== "number") return first;
+    observer?.(addr, len, write);
+    let off = first;
+    let pos = 0;
+    for (let i = 0; i < frames.length; i++) {
+      const n = Math.min(PAGE_SIZE - off, len - pos);
+      const d = frames[i].data;
+      visit(off === 0 && n === d.length ? d : d.subarray(off, off + n), pos);
+      pos += n;
+      off = 0;
+    }
+    return null;
+  };
+
+  // The copies of readInto() and write(), made once: they read their buffer from these.
+  const none = new Uint8Array(0);
+  let into: Uint8Array = none;
+  let from: Uint8Array = none;
+  const copyOut = (mem: Uint8Array, pos: number) => into.set(mem, pos);
+  const copyIn = (mem: Uint8Array, pos: number) =>
+    mem.set(mem.length === from.length ? from : from.subarray(pos, pos + mem.length));
+
   return {
     read(addr: bigint, len: number): Uint8Array | DmaFault {
       const out = new Uint8Array(len);
@@ -134,55 +167,23 @@ export function createDevicePort(
       return f === null ? out : f;
     },
     readInto(addr: bigint, dst: Uint8Array): DmaFault | null {
-      const len = dst.length;
-      const first = resolve(addr, len, false);
-      if (typeof first !== "number") return first;
-      observer?.(addr, len, false);
-      let off = first;
-      let pos = 0;
-      for (let i = 0; i < frames.length; i++) {
-        const n = Math.min(PAGE_SIZE - off, len - pos);
-        const d = frames[i].data;
-        if (n === 1) dst[pos] = d[off];
-        else dst.set(d.subarray(off, off + n), pos);
-        pos += n;
-        off = 0;
-      }
-      return null;
+      into = dst;
+      const r = access(addr, dst.length, false, copyOut);
+      into = none; // not kept past the call
+      return r;
     },
     writeWith(
       addr: bigint,
       len: number,
       fill: (dst: Uint8Array, pos: number) => void,
     ): DmaFault | null {
-      const first = resolve(addr, len, true);
-      if (typeof first !== "number") return first;
-      observer?.(addr, len, true);
-      let off = first;
-      let pos = 0;
-      for (let i = 0; i < frames.length; i++) {
-        const n = Math.min(PAGE_SIZE - off, len - pos);
-        const d = frames[i].data;
-        fill(off === 0 && n === d.length ? d : d.subarray(off, off + n), pos);
-        pos += n;
-        off = 0;
-      }
-      return null;
+      return access(addr, len, true, fill);
     },
     write(addr: bigint, data: Uint8Array): DmaFault | null {
-      const len = data.length;
-      const first = resolve(addr, len, true);
-      if (typeof first !== "number") return first;
-      observer?.(addr, len, true);
-      let off = first;
-      let pos = 0;
-      for (let i = 0; i < frames.length; i++) {
-        const n = Math.min(PAGE_SIZE - off, len - pos);
-        frames[i].data.set(n === len ? data : data.subarray(pos, pos + n), off);
-        pos += n;
-        off = 0;
-      }
-      return null;
+      from = data;
+      const r = access(addr, data.length, true, copyIn);
+      from = none;
+      return r;
     },
   };
 }
