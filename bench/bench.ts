@@ -21,6 +21,7 @@ import {
   parseOrUsage,
   resolveOutput,
   type RunOptions,
+  workloadConfig,
 } from "./cli.ts";
 import { runWorkload, warmUp, WorkloadError, type WorkloadRecord } from "./workload.ts";
 import { htmlReport, renderSvg, reportSpec } from "./charts.ts";
@@ -200,17 +201,8 @@ async function runConfigs(
             for (const path of o.paths) {
               try {
                 const cfg = {
-                  path,
-                  bs,
-                  qd,
-                  rw,
-                  ios: o.ios,
+                  ...workloadConfig(o, { path, bs, qd, rw, premap }),
                   rampIos: defaultRampIos(o),
-                  submitBatch: o.submitBatch,
-                  seed: o.seed,
-                  regionBytes: o.sizeBytes ?? DEFAULT_REGION_BYTES,
-                  verify: o.verify,
-                  premap,
                   target,
                 };
                 const runs: WorkloadRecord[] = [];

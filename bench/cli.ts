@@ -10,7 +10,7 @@ import { parseArgs } from "node:util";
 import { IOMMU_MODES, type IommuMode } from "../sim/dma/types.ts";
 import { PREMAP_VARIANTS, type PremapVariant } from "../sim/kernel.ts";
 import type { Backend } from "../sim/uapi/testbed.ts";
-import { IO_PATHS, type IoPath, type RwMode } from "./workload.ts";
+import { IO_PATHS, type IoPath, type RwMode, type WorkloadConfig } from "./workload.ts";
 import { sizeBytes, sizeLabel } from "./size.ts";
 import { isPermissionError } from "./main.ts";
 
@@ -323,6 +323,32 @@ export const RAMP_MAX_IOS = 20_000;
 /** Ramp I/Os of a run: `--ramp`, else as many as `--ios`, at most {@link RAMP_MAX_IOS}. */
 export function defaultRampIos(o: RunOptions): number {
   return o.rampIos ?? Math.min(o.ios, RAMP_MAX_IOS);
+}
+
+/** One point of a run's grid: what varies from job to job. */
+export interface GridPoint {
+  /** Buffer path. */
+  path: IoPath;
+  /** Block size in bytes. */
+  bs: number;
+  /** Queue depth. */
+  qd: number;
+  /** Direction. */
+  rw: RwMode;
+  /** Premap variant the testbed runs. */
+  premap: PremapVariant;
+}
+
+/** The job the demo and the bench run at one grid point: the point plus the run's options. */
+export function workloadConfig(o: RunOptions, at: GridPoint): WorkloadConfig {
+  return {
+    ...at,
+    ios: o.ios,
+    submitBatch: o.submitBatch,
+    seed: o.seed,
+    regionBytes: o.sizeBytes ?? DEFAULT_REGION_BYTES,
+    verify: o.verify,
+  };
 }
 
 /** The default region each job touches (fio's size): 64 MiB. */

@@ -12,7 +12,7 @@
 
 import { runMain } from "../bench/main.ts";
 import { openTestbed, realBackendUnavailable } from "../mod.ts";
-import { parseOrUsage, type RunOptions } from "../bench/cli.ts";
+import { parseOrUsage, type RunOptions, workloadConfig } from "../bench/cli.ts";
 import { runWorkload, warmUp, WorkloadError, type WorkloadRecord } from "../bench/workload.ts";
 import { PER_IO_ROWS, perIoTable, summaryTable } from "../bench/report.ts";
 import type { IommuMode } from "../sim/dma/types.ts";
@@ -96,18 +96,7 @@ function main(args: string[]): number {
           for (const bs of o.bs) {
             for (const path of o.paths) {
               try {
-                const cfg = {
-                  path,
-                  bs,
-                  qd,
-                  rw,
-                  ios: o.ios,
-                  submitBatch: o.submitBatch,
-                  regionBytes: o.sizeBytes,
-                  seed: o.seed,
-                  verify: o.verify,
-                  premap,
-                };
+                const cfg = workloadConfig(o, { path, bs, qd, rw, premap });
                 records.push(runWorkload(tb, cfg, iommu));
               } catch (e) {
                 if (!(e instanceof WorkloadError)) throw e;
