@@ -16,6 +16,12 @@ const BUS_LIMIT = 1n << 64n;
 /** Below this an address plus any access length (at most 16 MiB) cannot pass {@link BUS_LIMIT}. */
 const EXACT_LIMIT = 1n << 53n;
 
+/** What {@link DeviceDma} asks of its port. */
+const READ = 0;
+const WRITE = 1;
+const WRITE_WITH = 2;
+type Access = typeof READ | typeof WRITE | typeof WRITE_WITH;
+
 /** Largest single device access (a bound, not a hardware limit): 16 MiB. */
 export const DEVICE_DMA_MAX_BYTES = 16 << 20;
 
@@ -64,21 +70,10 @@ export class DeviceDma {
 
   /** nvme_addr_read() into `dst` (`dst.length` bytes); false on a fault (nothing read). */
   readInto(addr: bigint, dst: Uint8Array): boolean {
-    const len = dst.length;
-    if (len > DEVICE_DMA_MAX_BYTES) throw new RangeError(`DeviceDma.read: bad length ${len}`);
-    if (addr < 0n || (addr >= EXACT_LIMIT && addr + BigInt(len) > BUS_LIMIT)) {
-      return this.#fault(addr, "bad-address") !== null;
+    if (dst.length > DEVICE_DMA_MAX_BYTES) {
+      throw new RangeError(`DeviceDma.read: bad length ${dst.length}`);
     }
-    this.#stats?.add(COUNTER.deviceDmaReads);
-    let r: DmaFault | null;
-    try {
-      r = this.#port.readInto(addr, dst);
-    } catch (e) {
-      if (e instanceof PhysFault) return this.#fault(e.paddr, "bad-address") !== null;
-      throw e;
-    }
-    if (r !== null) return this.#fault(r.addr, r.reason) !== null;
-    return true;
+    return this.#access(addr, dst.length, READ, dst, null);
   }
 
   /** nvme_addr_write(): store `data` at `addr`; false on a fault (nothing written). */
@@ -86,19 +81,7 @@ export class DeviceDma {
     if (data.length > DEVICE_DMA_MAX_BYTES) {
       throw new RangeError(`DeviceDma.write: bad length ${data.length}`);
     }
-    if (addr < 0n || (addr >= EXACT_LIMIT && addr + BigInt(data.length) > BUS_LIMIT)) {
-      return this.#fault(addr, "bad-address") !== null;
-    }
-    this.#stats?.add(COUNTER.deviceDmaWrites);
-    let r: DmaFault | null;
-    try {
-      r = this.#port.write(addr, data);
-    } catch (e) {
-      if (e instanceof PhysFault) return this.#fault(e.paddr, "bad-address") !== null;
-      throw e;
-    }
-    if (r !== null) return this.#fault(r.addr, r.reason) !== null;
-    return true;
+    return this.#access(addr, data.length, WRITE, data, null);
   }
 
   /**
@@ -109,19 +92,36 @@ export class DeviceDma {
     if (!Number.isInteger(len) || len < 0 || len > DEVICE_DMA_MAX_BYTES) {
       throw new RangeError(`DeviceDma.write: bad length ${len}`);
     }
+    return this.#access(addr, len, WRITE_WITH, null, fill);
+  }
+
+  /**
+   * One access through the port: a range off the 64-bit bus is refused
+   * before it is counted; a port fault or a physical hole is recorded.
+   */
+  #access(
+    addr: bigint,
+    len: number,
+    kind: Access,
+    buf: Uint8Array | null,
+    fill: ((dst: Uint8Array, pos: number) => void) | null,
+  ): boolean {
     if (addr < 0n || (addr >= EXACT_LIMIT && addr + BigInt(len) > BUS_LIMIT)) {
       return this.#fault(addr, "bad-address") !== null;
     }
-    this.#stats?.add(COUNTER.deviceDmaWrites);
+    this.#stats?.add(kind === READ ? COUNTER.deviceDmaReads : COUNTER.deviceDmaWrites);
     let r: DmaFault | null;
     try {
-      r = this.#port.writeWith(addr, len, fill);
+      r = kind === READ
+        ? this.#port.readInto(addr, buf!)
+        : kind === WRITE
+        ? this.#port.write(addr, buf!)
+        : this.#port.writeWith(addr, len, fill!);
     } catch (e) {
       if (e instanceof PhysFault) return this.#fault(e.paddr, "bad-address") !== null;
       throw e;
     }
-    if (r !== null) return this.#fault(r.addr, r.reason) !== null;
-    return true;
+    return r === null || this.#fault(r.addr, r.reason) !== null;
   }
 
   #fault(addr: bigint, reason: DmaFault["reason"]): null {

@@ -486,39 +486,30 @@ export interface NvmeCqeInit {
 /** Encode a 16-byte completion queue entry. */
 export function encodeCqe(c: NvmeCqeInit, out?: Uint8Array, off = 0): Uint8Array {
   const b = out ?? new Uint8Array(NVME_CQE_SIZE);
-  if (Number.isInteger(off) && off >= 0 && off + NVME_CQE_SIZE <= b.length) {
-    // Little-endian byte stores: the same bytes as the DataView below, without making one.
-    const result = (c.result ?? 0) >>> 0;
-    const dw1 = (c.dw1 ?? 0) >>> 0;
-    const sqHead = c.sqHead & 0xffff;
-    const sqId = c.sqId & 0xffff;
-    const cid = c.commandId & 0xffff;
-    const st = (((c.status & 0x7fff) << 1) | (c.phase & 1)) & 0xffff;
-    b[off] = result;
-    b[off + 1] = result >>> 8;
-    b[off + 2] = result >>> 16;
-    b[off + 3] = result >>> 24;
-    b[off + 4] = dw1;
-    b[off + 5] = dw1 >>> 8;
-    b[off + 6] = dw1 >>> 16;
-    b[off + 7] = dw1 >>> 24;
-    b[off + 8] = sqHead;
-    b[off + 9] = sqHead >>> 8;
-    b[off + 10] = sqId;
-    b[off + 11] = sqId >>> 8;
-    b[off + 12] = cid;
-    b[off + 13] = cid >>> 8;
-    b[off + 14] = st;
-    b[off + 15] = st >>> 8;
-    return b;
-  }
-  const v = new DataView(b.buffer, b.byteOffset + off, NVME_CQE_SIZE);
-  v.setUint32(0, (c.result ?? 0) >>> 0, true);
-  v.setUint32(4, (c.dw1 ?? 0) >>> 0, true);
-  v.setUint16(8, c.sqHead & 0xffff, true);
-  v.setUint16(10, c.sqId & 0xffff, true);
-  v.setUint16(12, c.commandId & 0xffff, true);
-  v.setUint16(14, (((c.status & 0x7fff) << 1) | (c.phase & 1)) & 0xffff, true);
+  checkSpan("encodeCqe", b, off, NVME_CQE_SIZE);
+  // Little-endian, byte by byte (no DataView to make per entry).
+  const result = (c.result ?? 0) >>> 0;
+  const dw1 = (c.dw1 ?? 0) >>> 0;
+  const sqHead = c.sqHead & 0xffff;
+  const sqId = c.sqId & 0xffff;
+  const cid = c.commandId & 0xffff;
+  const st = (((c.status & 0x7fff) << 1) | (c.phase & 1)) & 0xffff;
+  b[off] = result;
+  b[off + 1] = result >>> 8;
+  b[off + 2] = result >>> 16;
+  b[off + 3] = result >>> 24;
+  b[off + 4] = dw1;
+  b[off + 5] = dw1 >>> 8;
+  b[off + 6] = dw1 >>> 16;
+  b[off + 7] = dw1 >>> 24;
+  b[off + 8] = sqHead;
+  b[off + 9] = sqHead >>> 8;
+  b[off + 10] = sqId;
+  b[off + 11] = sqId >>> 8;
+  b[off + 12] = cid;
+  b[off + 13] = cid >>> 8;
+  b[off + 14] = st;
+  b[off + 15] = st >>> 8;
   return b;
 }
 
@@ -551,8 +542,9 @@ export function decodeCqe(b: Uint8Array, off = 0): NvmeCqe {
 }
 
 /**
- * A decoder reads `size` bytes at `off` of `b` and nothing beyond: a view
- * of a shorter array must not read the bytes after it in the same buffer.
+ * An encoder or decoder touches `size` bytes at `off` of `b` and nothing
+ * beyond: a view of a shorter array must not reach the bytes after it in the
+ * same buffer.
  */
 function checkSpan(what: string, b: Uint8Array, off: number, size: number): void {
   if (!Number.isInteger(off) || off < 0 || off + size > b.length) {

@@ -95,34 +95,26 @@ export function createDevicePort(
       throw new RangeError(`DeviceDmaPort: bad length ${len}`);
     }
     frames.length = 0;
-    if (addr >= 0n && addr < EXACT_LIMIT) {
-      if (len === 0) return 0;
-      const a = Number(addr);
-      const first = a % PAGE_SIZE;
-      let busPfn = (a - first) / PAGE_SIZE;
-      let off = first;
-      for (let done = 0; done < len; done += PAGE_SIZE - off, off = 0, busPfn++) {
-        const p = frameOf(busPfn, off, write);
-        if (p === undefined) return fault!;
-        frames.push(p);
-      }
-      return first;
+    if (addr < 0n || (addr >= EXACT_LIMIT && addr + BigInt(len) > BUS_LIMIT)) {
+      return { addr, reason: "bad-address" };
     }
-    if (addr < 0n || addr + BigInt(len) > BUS_LIMIT) return { addr, reason: "bad-address" };
     if (len === 0) return 0;
-    // Near the top of the 64-bit bus: the same walk in BigInt.
-    let done = 0;
-    const first = Number(addr & BigInt(PAGE_MASK_LOW));
-    while (done < len) {
-      const a = addr + BigInt(done);
-      const off = Number(a & BigInt(PAGE_MASK_LOW));
-      const n = Math.min(PAGE_SIZE - off, len - done);
-      const t = translator ? translator.translatePage(a, write) : a - BigInt(off);
-      if (typeof t !== "bigint") return t;
-      const page = phys.busFrame(Number(t >> BigInt(PAGE_SHIFT)));
-      if (page === undefined) return { addr: a, reason: "bad-address" };
-      frames.push(page);
-      done += n;
+    // Page numbers (< 2^52) are exact as doubles at any bus address; below 2^53 the address is too.
+    let first: number;
+    let busPfn: number;
+    if (addr < EXACT_LIMIT) {
+      const a = Number(addr);
+      first = a % PAGE_SIZE;
+      busPfn = (a - first) / PAGE_SIZE;
+    } else {
+      first = Number(addr & BigInt(PAGE_MASK_LOW));
+      busPfn = Number(addr >> BigInt(PAGE_SHIFT));
+    }
+    let off = first;
+    for (let done = 0; done < len; done += PAGE_SIZE - off, off = 0, busPfn++) {
+      const p = frameOf(busPfn, off, write);
+      if (p === undefined) return fault!;
+      frames.push(p);
     }
     return first;
   };
