@@ -822,42 +822,35 @@ export class NvmeDev implements BlkMqOps, Disposable {
     st.stageNs.nvme_prep += total - (this.#dmaNs - dma0);
   }
 
-  /** Time a DMA API call in the dma_map stage. */
-  #timedDma<T>(f: () => T): T {
+  /** Charge the time since `t0` (from stats.begin(), 0 without timing) to the dma_map stage. */
+  #dmaEnd(t0: number): void {
     const st = this.#kernel.stats;
-    if (!st.timing) return f();
-    const t0 = performance.now();
-    try {
-      return f();
-    } finally {
-      const ns = (performance.now() - t0) * 1e6;
-      st.stageNs.dma_map += ns;
-      this.#dmaNs += ns;
-    }
+    if (!st.timing) return;
+    const ns = (performance.now() - t0) * 1e6;
+    st.stageNs.dma_map += ns;
+    this.#dmaNs += ns;
   }
 
   /** dma_map_page(), timed in the dma_map stage. */
   #mapPage(page: BioVec["page"], offset: number, len: number, dir: DmaDir): bigint {
-    if (!this.#kernel.stats.timing) return this.#dma.mapPage(page, offset, len, dir);
-    return this.#timedDma(() => this.#dma.mapPage(page, offset, len, dir));
+    const t0 = this.#kernel.stats.begin();
+    const addr = this.#dma.mapPage(page, offset, len, dir);
+    this.#dmaEnd(t0);
+    return addr;
   }
 
   /** dma_sync_single_for_device(a, n, DMA_TO_DEVICE), timed in the dma_map stage. */
   #syncForDevice(a: bigint, n: number): void {
-    if (!this.#kernel.stats.timing) {
-      this.#dma.syncSingleForDevice(a, n, DmaDirection.TO_DEVICE);
-      return;
-    }
-    this.#timedDma(() => this.#dma.syncSingleForDevice(a, n, DmaDirection.TO_DEVICE));
+    const t0 = this.#kernel.stats.begin();
+    this.#dma.syncSingleForDevice(a, n, DmaDirection.TO_DEVICE);
+    this.#dmaEnd(t0);
   }
 
   /** dma_sync_single_for_cpu(a, n, DMA_FROM_DEVICE), timed in the dma_map stage. */
   #syncForCpu(a: bigint, n: number): void {
-    if (!this.#kernel.stats.timing) {
-      this.#dma.syncSingleForCpu(a, n, DmaDirection.FROM_DEVICE);
-      return;
-    }
-    this.#timedDma(() => this.#dma.syncSingleForCpu(a, n, DmaDirection.FROM_DEVICE));
+    const t0 = this.#kernel.stats.begin();
+    this.#dma.syncSingleForCpu(a, n, DmaDirection.FROM_DEVICE);
+    this.#dmaEnd(t0);
   }
 
   /** nvme_commit_rqs() */
@@ -912,9 +905,9 @@ export class NvmeDev implements BlkMqOps, Disposable {
     this.#kernel.stats.add(COUNTER.bytesAllocated, NVME_IOD_ALLOC_BYTES);
     const sgl = blkRqMapSg(rq.q.limits, rq.bios);
     if (sgl.length === 0) return BlkStatus.IOERR;
-    const nents = this.#kernel.stats.timing
-      ? this.#timedDma(() => this.#dma.mapSg(sgl, dirOf(rq)))
-      : this.#dma.mapSg(sgl, dirOf(rq));
+    const t0 = this.#kernel.stats.begin();
+    const nents = this.#dma.mapSg(sgl, dirOf(rq));
+    this.#dmaEnd(t0);
     if (nents === 0) return BlkStatus.RESOURCE;
     iod.sgt = sgl;
     iod.nents = nents;
@@ -1143,17 +1136,16 @@ export class NvmeDev implements BlkMqOps, Disposable {
       return;
     }
     if (iod.dmaLen) {
-      const a = iod.firstDma;
-      const n = iod.dmaLen;
-      if (this.#kernel.stats.timing) this.#timedDma(() => this.#dma.unmapPage(a, n, dir));
-      else this.#dma.unmapPage(a, n, dir);
+      const t0 = this.#kernel.stats.begin();
+      this.#dma.unmapPage(iod.firstDma, iod.dmaLen, dir);
+      this.#dmaEnd(t0);
       iod.dmaLen = 0;
       return;
     }
     if (iod.sgt) {
-      const sgt = iod.sgt;
-      if (this.#kernel.stats.timing) this.#timedDma(() => this.#dma.unmapSg(sgt, sgt.length, dir));
-      else this.#dma.unmapSg(sgt, sgt.length, dir);
+      const t0 = this.#kernel.stats.begin();
+      this.#dma.unmapSg(iod.sgt, iod.sgt.length, dir);
+      this.#dmaEnd(t0);
       iod.sgt = undefined;
     }
     this.#freeList(iod);
