@@ -149,7 +149,7 @@ function countersOf(vals: Float64Array): Record<CounterName, number> {
 
 /** Counters and stage timers for one simulated host. */
 export class Stats {
-  // Counter values live in typed arrays indexed through COUNTER_INDEX: bumping a counter
+  // Counter values live in typed arrays indexed by COUNTER: bumping a counter
   // is then a property load and an array store. (A store into a record keyed by a
   // different name at each call site goes through V8's megamorphic keyed-store path,
   // some 40 ns a bump, and every layer bumps several per I/O.)
